@@ -330,9 +330,7 @@ class XTestInjector(InputInjector):
     # -- keymap ---------------------------------------------------------
 
     def _load_keymap(self) -> None:
-        count = self._max_kc - self._min_kc + 1
-        rows = self._d.get_keyboard_mapping(self._min_kc, count)
-        self._keymap = [list(row) for row in rows]
+        self._keymap = self._fetch_keymap()
         modifier_codes = {kc for codes in self._d.get_modifier_mapping() for kc in codes if kc}
         bound_codes = set(self._bound.values())
         # Keycode 8 is skipped: some toolkits treat the lowest keycode specially.
@@ -358,25 +356,27 @@ class XTestInjector(InputInjector):
                     index.setdefault(row[column], (offset + self._min_kc, column))
         self._index = index
 
+    def _fetch_keymap(self) -> list[list[int]]:
+        rows = self._d.get_keyboard_mapping(self._min_kc, self._max_kc - self._min_kc + 1)
+        return [list(row) for row in rows]
+
     def _drain_events(self) -> None:
         """Read our connection's events; reload the keymap if someone else changed it."""
-        changed = False
+        keyboard = modifiers = False
         while self._d.pending_events():
             ev = self._d.next_event()
-            if isinstance(ev, xevent.MappingNotify) and ev.request in (
-                X.MappingKeyboard, X.MappingModifier
-            ):
-                changed = True
-        if changed:
-            current = [list(r) for r in self._d.get_keyboard_mapping(
-                self._min_kc, self._max_kc - self._min_kc + 1)]
+            if isinstance(ev, xevent.MappingNotify):
+                keyboard |= ev.request == X.MappingKeyboard
+                modifiers |= ev.request == X.MappingModifier
+        if keyboard:
+            current = self._fetch_keymap()
             if current != self._keymap:
                 logger.info("keyboard map of %s changed; reloading", self._display_name)
-                # Drop our bindings that no longer hold.
                 for ks, kc in list(self._bound.items()):
                     if current[kc - self._min_kc][:2] != [ks, ks]:
                         del self._bound[ks]
-                self._keymap = current
+                modifiers = True
+        if modifiers:
             self._load_keymap()
 
     def _lookup(self, keysym: int) -> tuple[int, bool] | None:
@@ -428,6 +428,9 @@ class XTestInjector(InputInjector):
             self._index[ks] = (kc, 0)
             logger.debug("bound %s to spare keycode %d", keysym_name(ks), kc)
         self._sync()
+        # The server stores the binding in its own form (group 1 copied to group 2).
+        self._keymap = self._fetch_keymap()
+        self._reindex()
         self._drain_events()
         # The server applied the change; let other clients process MappingNotify.
         time.sleep(KEYMAP_SETTLE_S)
@@ -629,19 +632,19 @@ class XTestInjector(InputInjector):
             capacity = max(len(self._spares), 1)
         start = 0
         while start < len(keysyms):
-            # A segment needs at most `capacity` new bindings, so none is
-            # evicted while the segment still needs it.
-            end = start
-            new: set[int] = set()
-            while end < len(keysyms) and end - start < TYPE_CHUNK:
-                ks = keysyms[end]
-                if ks not in self._index and ks not in new:
-                    if len(new) >= capacity:
-                        break
-                    new.add(ks)
-                end += 1
-            segment = keysyms[start:end]
             with self._op():
+                # A segment needs at most `capacity` new bindings, so none is
+                # evicted while the segment still needs it.
+                end = start
+                new: set[int] = set()
+                while end < len(keysyms) and end - start < TYPE_CHUNK:
+                    ks = keysyms[end]
+                    if ks not in self._index and ks not in new:
+                        if len(new) >= capacity:
+                            break
+                        new.add(ks)
+                    end += 1
+                segment = keysyms[start:end]
                 self._bind(segment, protect=set(segment))
                 self._type_segment(segment)
             start = end
