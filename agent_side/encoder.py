@@ -282,18 +282,22 @@ class YuvConverter:
     """
 
     def __init__(self, width: int, height: int, *, threads: int = 2,
-                 full_frame_fraction: float = 0.5) -> None:
+                 full_frame_fraction: float = 0.5, interpolation: str | None = None) -> None:
         self.width = width
+        self.interpolation = interpolation
         self.height = height
         self.threads = threads
         self.full_frame_fraction = full_frame_fraction
         self.frame = av.VideoFrame(width, height, "yuv420p")
         """The converted picture; encoders read it, :meth:`update` writes it."""
-        self._planes = [self._plane_view(self.frame, i, width >> min(i, 1), height >> min(i, 1))
-                        for i in range(3)]
+        self._planes = self._views(self.frame)
         self._full = VideoReformatter()
         self._partial = VideoReformatter()
         self._complete = False
+
+    def _views(self, frame: av.VideoFrame) -> list[np.ndarray]:
+        return [self._plane_view(frame, i, self.width >> min(i, 1), self.height >> min(i, 1))
+                for i in range(3)]
 
     @staticmethod
     def _plane_view(frame: av.VideoFrame, index: int, width: int, height: int) -> np.ndarray:
@@ -309,12 +313,15 @@ class YuvConverter:
         if (rect is None or not self._complete
                 or rect.area >= self.full_frame_fraction * self.width * self.height):
             self._complete = True
-            out = self._full.reformat(source, format="yuv420p", threads=self.threads)
-            self._copy_planes(out, Rect(0, 0, self.width, self.height))
+            # Adopt swscale's output instead of copying 2 MB into our frame.
+            self.frame = self._full.reformat(source, format="yuv420p", threads=self.threads,
+                                             interpolation=self.interpolation)
+            self._planes = self._views(self.frame)
             return
         sub = np.ascontiguousarray(pixels[rect.y:rect.y + rect.height, rect.x:rect.x + rect.width])
         out = self._partial.reformat(av.VideoFrame.from_ndarray(sub, format="bgra"),
-                                     format="yuv420p", threads=1)
+                                     format="yuv420p", threads=1,
+                                     interpolation=self.interpolation)
         self._copy_planes(out, rect)
 
     def _copy_planes(self, out: av.VideoFrame, rect: Rect) -> None:

@@ -73,6 +73,8 @@ class MediaConfig:
     """Use XDAMAGE when available; False forces the grab-and-compare fallback."""
     convert_threads: int = 2
     """swscale threads for full-frame conversion."""
+    convert_interpolation: str | None = None
+    """swscale flags for the chroma subsampling (None = PyAV default, bilinear)."""
     encoder: EncoderConfig = dataclasses.field(default_factory=EncoderConfig)
     """Codec tuning; its ``bitrate`` and ``keyframe_interval_s`` are overridden."""
     session_id: str = ""
@@ -422,7 +424,8 @@ class VideoSource:
         cfg = self.config
         capture = self._capture
         assert capture is not None and self._loop is not None
-        converter = YuvConverter(cfg.width, cfg.height, threads=cfg.convert_threads)
+        converter = YuvConverter(cfg.width, cfg.height, threads=cfg.convert_threads,
+                                 interpolation=cfg.convert_interpolation)
         encoders: dict[str, VideoEncoder] = {}
         interval = 1.0 / cfg.fps
         diff_mode = capture.damage != "xdamage"
