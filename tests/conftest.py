@@ -68,3 +68,6 @@ def xvfb() -> Iterator[XDisplay]:
         yield display
     finally:
         stop_xvfb(display)
+
+
+pytest_plugins = ["tests.gateway_fixtures"]

@@ -1,0 +1,101 @@
+"""``python -m agent_side``: one session's runtime agent. All wiring lives here.
+
+Start order: video source (opens the display) -> input injector -> control
+gate -> WebRTC peers -> HTTP server on the unix socket. Stop in reverse on
+SIGTERM/SIGINT.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+
+from aiohttp import web
+
+from .config import AgentConfig
+from .control import InputGate
+from .injector import create_injector
+from .media import MediaConfig, VideoSource
+from .peers import PeerManager
+from .server import create_app
+
+logger = logging.getLogger("agent_side")
+
+
+def parse_args(argv: list[str] | None = None) -> AgentConfig:
+    parser = argparse.ArgumentParser(prog="python -m agent_side",
+                                     description="Visual Runtime per-session runtime agent")
+    parser.add_argument("--socket", required=True, type=Path)
+    parser.add_argument("--display", required=True)
+    parser.add_argument("--resolution", required=True, help="WxH")
+    parser.add_argument("--session-id", default="")
+    parser.add_argument("--fps", type=int, default=30)
+    parser.add_argument("--keyframe-interval", type=float, default=3.0)
+    parser.add_argument("--input", choices=("xtest", "null"), default="xtest")
+    parser.add_argument("--ice-ports", default=None, help="reserved: LOW-HIGH UDP port range")
+    args = parser.parse_args(argv)
+    try:
+        width, height = (int(v) for v in args.resolution.lower().split("x"))
+    except ValueError:
+        parser.error(f"--resolution must be WxH, not {args.resolution!r}")
+    return AgentConfig(socket=args.socket, display=args.display, width=width, height=height,
+                       session_id=args.session_id, fps=args.fps,
+                       keyframe_interval_s=args.keyframe_interval, input=args.input)
+
+
+async def serve(config: AgentConfig) -> None:
+    sid = config.session_id
+    source = VideoSource(MediaConfig(display=config.display, width=config.width,
+                                     height=config.height, fps=config.fps,
+                                     keyframe_interval_s=config.keyframe_interval_s,
+                                     session_id=sid))
+    await source.start()
+    injector = await asyncio.to_thread(
+        create_injector, config.input, display=config.display,  # type: ignore[arg-type]
+        width=config.width, height=config.height,
+    )
+    gate = InputGate(injector, sid)
+    peers = PeerManager(source, gate, injector, sid)
+    app = create_app(source, gate, peers)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    config.socket.unlink(missing_ok=True)
+    site = web.UnixSite(runner, str(config.socket))
+    await site.start()
+    os.chmod(config.socket, 0o600)
+    logger.info("session %s: runtime agent serving on %s (%dx%d)", sid, config.socket,
+                config.width, config.height)
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        logger.info("session %s: runtime agent stopping", sid)
+        await peers.aclose()
+        await runner.cleanup()
+        await gate.aclose()
+        await source.aclose()
+        config.socket.unlink(missing_ok=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    config = parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO,
+        format=f"%(asctime)s %(levelname)s %(name)s [session {config.session_id}] %(message)s",
+        stream=sys.stderr,
+    )
+    asyncio.run(serve(config))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,34 @@
+"""Runtime agent configuration, built once in ``__main__`` from its flags."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    """Settings of one session's runtime agent."""
+
+    socket: Path
+    """Unix socket the HTTP API listens on (the gateway's only way in)."""
+    display: str
+    """X display of the app sandbox, e.g. ``":0"``."""
+    width: int
+    """Screen width in pixels (even)."""
+    height: int
+    """Screen height in pixels (even)."""
+    session_id: str = ""
+    """Session id, for log lines."""
+    fps: int = 30
+    """Capture/encode frame-rate cap."""
+    keyframe_interval_s: float = 3.0
+    """Periodic keyframe interval."""
+    input: str = "xtest"
+    """Input injector: ``xtest`` or ``null``."""
+
+    def __post_init__(self) -> None:
+        if self.width % 2 or self.height % 2 or self.width <= 0 or self.height <= 0:
+            raise ValueError(f"resolution must be positive and even: {self.width}x{self.height}")
+        if not 1 <= self.fps <= 120:
+            raise ValueError(f"fps must be 1-120, not {self.fps}")

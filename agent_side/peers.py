@@ -1,0 +1,246 @@
+"""WebRTC viewers of a session: WHEP answers, the ``input`` data channel.
+
+Each peer gets an :class:`~agent_side.track.EncodedVideoTrack` on the shared
+:class:`~agent_side.media.VideoSource`, so N viewers cost one encode. The
+codec is chosen from the offer before aiortc negotiates: H.264
+(packetization-mode 1) when offered, else VP8.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import secrets
+import time
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from aiortc import (
+    RTCConfiguration,
+    RTCDataChannel,
+    RTCPeerConnection,
+    RTCRtpSender,
+    RTCSessionDescription,
+)
+from aiortc.codecs import CODECS
+from aiortc.rtcpeerconnection import find_common_codecs
+from aiortc.sdp import SessionDescription
+
+from .control import InputGate, NotInControl
+from .errors import AgentSideError, ProtocolError
+from .injector import InputInjector
+from .media import VideoSource
+from .protocol import (
+    Clipboard,
+    InputMessage,
+    KeyDown,
+    KeyUp,
+    MouseDown,
+    MouseMove,
+    MouseUp,
+    Scroll,
+    Text,
+    control_message,
+    error_message,
+    parse_input_message,
+)
+from .track import EncodedVideoTrack, attach_sender
+
+logger = logging.getLogger(__name__)
+
+TokenKind = Literal["view", "control", "api"]
+
+
+class OfferError(AgentSideError):
+    """The WHEP offer cannot be answered (bad SDP, no video, no common codec)."""
+
+
+@dataclass
+class Peer:
+    peer_id: str
+    pc: RTCPeerConnection
+    token_kind: TokenKind
+    token_id: str
+    codec: str
+    track: EncodedVideoTrack
+    created: float = field(default_factory=time.monotonic)
+    channel: RTCDataChannel | None = None
+    dropped_messages: int = 0
+
+
+def choose_codec(offer_sdp: str) -> str:
+    """``"h264"`` or ``"vp8"`` from a WHEP offer; raises OfferError otherwise."""
+    try:
+        description = SessionDescription.parse(offer_sdp)
+    except (ValueError, IndexError, KeyError) as e:
+        raise OfferError(f"the offer is not valid SDP: {e}") from e
+    videos = [m for m in description.media if m.kind == "video"]
+    if not videos:
+        raise OfferError("the offer has no video m-line")
+    media = videos[0]
+    if media.direction not in (None, "recvonly", "sendrecv"):
+        raise OfferError(f"the video m-line must be recvonly, not {media.direction}")
+    common = find_common_codecs(CODECS["video"], media.rtp.codecs)
+    mimes = [c.mimeType.lower() for c in common]
+    for codec in common:
+        if codec.mimeType.lower() == "video/h264" and str(
+            codec.parameters.get("packetization-mode", "0")
+        ) == "1":
+            return "h264"
+    if "video/vp8" in mimes:
+        return "vp8"
+    raise OfferError("the offer has neither H.264 (packetization-mode 1) nor VP8")
+
+
+def _preferences(codec: str) -> list[Any]:
+    caps = RTCRtpSender.getCapabilities("video").codecs
+    if codec == "h264":
+        return [c for c in caps if c.mimeType.lower() == "video/h264"
+                and str(c.parameters.get("packetization-mode")) == "1"]
+    return [c for c in caps if c.mimeType.lower() == "video/vp8"]
+
+
+class PeerManager:
+    """All WebRTC peers of one session."""
+
+    def __init__(self, source: VideoSource, gate: InputGate, injector: InputInjector,
+                 session_id: str = "") -> None:
+        self._source = source
+        self._gate = gate
+        self._injector = injector
+        self._session_id = session_id
+        self._peers: dict[str, Peer] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.messages_dropped = 0
+
+    @property
+    def count(self) -> int:
+        return len(self._peers)
+
+    def describe(self) -> list[dict[str, object]]:
+        return [{"peer_id": p.peer_id, "codec": p.codec, "token_kind": p.token_kind,
+                 "state": p.pc.connectionState} for p in self._peers.values()]
+
+    async def answer(self, offer_sdp: str, token_kind: TokenKind, token_id: str) -> tuple[str, str]:
+        """Answer a WHEP offer; returns (peer id, answer SDP with candidates)."""
+        codec = choose_codec(offer_sdp)
+        pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        peer_id = secrets.token_urlsafe(16)
+        try:
+            transceiver = pc.addTransceiver("video", direction="sendonly")
+            transceiver.setCodecPreferences(_preferences(codec))
+            await pc.setRemoteDescription(RTCSessionDescription(offer_sdp, "offer"))
+            track = EncodedVideoTrack(self._source.subscribe(codec, name=peer_id))
+            transceiver.sender.replaceTrack(track)
+            attach_sender(transceiver.sender, track)
+            peer = Peer(peer_id, pc, token_kind, token_id, codec, track)
+            self._wire(peer)
+            await pc.setLocalDescription(await pc.createAnswer())
+        except OfferError:
+            await pc.close()
+            raise
+        except Exception as e:
+            await pc.close()
+            raise OfferError(f"cannot answer the offer: {e}") from e
+        self._peers[peer_id] = peer
+        logger.info("session %s: peer %s joined (%s, %s token)", self._session_id, peer_id,
+                    codec, token_kind)
+        return peer_id, pc.localDescription.sdp
+
+    def _wire(self, peer: Peer) -> None:
+        pc = peer.pc
+
+        @pc.on("datachannel")
+        def on_datachannel(channel: RTCDataChannel) -> None:
+            if channel.label != "input":
+                return
+            peer.channel = channel
+            channel.send(control_message(self._gate.controller))
+
+            @channel.on("message")
+            def on_message(message: str | bytes) -> None:
+                self._spawn(self._on_input(peer, message))
+
+        @pc.on("connectionstatechange")
+        async def on_state() -> None:
+            if pc.connectionState in ("failed", "closed"):
+                await self.close(peer.peer_id)
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _on_input(self, peer: Peer, raw: str | bytes) -> None:
+        try:
+            message = parse_input_message(raw)
+        except ProtocolError as e:
+            peer.dropped_messages += 1
+            self.messages_dropped += 1
+            logger.debug("session %s: peer %s: bad input message: %s", self._session_id,
+                         peer.peer_id, e)
+            self._send(peer, error_message("bad_message", str(e)))
+            return
+        if peer.token_kind == "view":
+            self._send(peer, error_message("not_in_control", "a view token cannot send input"))
+            return
+        try:
+            await self._gate.run_human(peer.token_id, lambda: self._apply(message))
+        except NotInControl as e:
+            self._send(peer, error_message("not_in_control", str(e)))
+        except AgentSideError as e:
+            logger.debug("session %s: input failed: %s", self._session_id, e)
+            self._send(peer, error_message("input_failed", str(e)))
+
+    def _apply(self, message: InputMessage) -> None:
+        inj = self._injector
+        match message:
+            case MouseMove(x=x, y=y):
+                inj.mouse_move(x, y)
+            case MouseDown(button=button):
+                inj.button_down(button)
+            case MouseUp(button=button):
+                inj.button_up(button)
+            case Scroll(x=x, y=y, dx=dx, dy=dy):
+                inj.scroll(x, y, dx, dy)
+            case KeyDown(key=key):
+                inj.key_down(key)
+            case KeyUp(key=key):
+                inj.key_up(key)
+            case Text(text=text):
+                inj.type_text(text)
+            case Clipboard(text=text):
+                inj.set_clipboard(text)
+
+    @staticmethod
+    def _send(peer: Peer, text: str) -> None:
+        channel = peer.channel
+        if channel is not None and channel.readyState == "open":
+            channel.send(text)
+
+    def broadcast(self, payload: dict[str, object]) -> None:
+        text = json.dumps(payload)
+        for peer in list(self._peers.values()):
+            self._send(peer, text)
+
+    def broadcast_control(self, controller: Literal["agent", "human"]) -> None:
+        for peer in list(self._peers.values()):
+            self._send(peer, control_message(controller))
+
+    async def close(self, peer_id: str) -> bool:
+        peer = self._peers.pop(peer_id, None)
+        if peer is None:
+            return False
+        peer.track.stop()
+        await peer.pc.close()
+        await self._gate.release_for(peer.token_id)
+        logger.info("session %s: peer %s left", self._session_id, peer_id)
+        return True
+
+    async def aclose(self) -> None:
+        for peer_id in list(self._peers):
+            await self.close(peer_id)
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -1,0 +1,155 @@
+"""The runtime agent's HTTP API on its unix socket (spoken only by the gateway).
+
+The gateway authenticates every caller and passes who they are in headers
+(``X-VR-Token-Kind``: view | control | api, ``X-VR-Token-Id``: a stable hash
+of the token). Errors are ``{"error": code, "detail": ...}`` with a status the
+gateway turns into problem details.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from aiohttp import web
+
+from .actions import Action, ScreenshotAction, TypeText, execute_action, validate_action
+from .control import InputGate, NotInControl
+from .errors import ActionError, AgentSideError
+from .injector import InputInjector
+from .media import VideoSource
+from .peers import OfferError, PeerManager
+
+logger = logging.getLogger(__name__)
+
+SOURCE = web.AppKey("source", VideoSource)
+GATE = web.AppKey("gate", InputGate)
+PEERS = web.AppKey("peers", PeerManager)
+STARTED = web.AppKey("started", float)
+
+TYPE_CHUNK = 32
+"""Characters typed per gated step, so a ``take`` interrupts long typing quickly."""
+
+
+def _error(status: int, code: str, detail: str, **extra: Any) -> web.Response:
+    return web.json_response({"error": code, "detail": detail, **extra}, status=status)
+
+
+async def health(request: web.Request) -> web.Response:
+    source = request.app[SOURCE]
+    first = await source.wait_first_frame(0)
+    return web.json_response({"ok": first, "first_frame": first})
+
+
+async def stats(request: web.Request) -> web.Response:
+    gate, peers, source = request.app[GATE], request.app[PEERS], request.app[SOURCE]
+    return web.json_response({
+        "viewers": peers.count,
+        "peers": peers.describe(),
+        "controller": gate.controller,
+        "input_idle_s": time.monotonic() - gate.last_input,
+        "inputs_applied": gate.applied,
+        "inputs_refused": gate.refused,
+        "messages_dropped": peers.messages_dropped,
+        "uptime_s": time.monotonic() - request.app[STARTED],
+        "media": source.stats,
+    })
+
+
+async def whep_offer(request: web.Request) -> web.Response:
+    kind = request.headers.get("X-VR-Token-Kind", "view")
+    token_id = request.headers.get("X-VR-Token-Id", "")
+    if kind not in ("view", "control", "api"):
+        return _error(400, "bad_token_kind", f"unknown token kind {kind!r}")
+    sdp = await request.text()
+    try:
+        peer_id, answer = await request.app[PEERS].answer(sdp, kind, token_id)  # type: ignore[arg-type]
+    except OfferError as e:
+        return _error(400, "bad_offer", str(e))
+    return web.Response(status=201, text=answer, content_type="application/sdp",
+                        headers={"X-VR-Peer-Id": peer_id})
+
+
+async def whep_delete(request: web.Request) -> web.Response:
+    if await request.app[PEERS].close(request.match_info["peer_id"]):
+        return web.Response(status=204)
+    return _error(404, "unknown_peer", "no such peer")
+
+
+async def screenshot(request: web.Request) -> web.Response:
+    png = await request.app[SOURCE].screenshot_png()
+    return web.Response(body=png, content_type="image/png")
+
+
+async def set_control(request: web.Request) -> web.Response:
+    body = await request.json()
+    controller = body.get("controller")
+    if controller not in ("agent", "human"):
+        return _error(400, "bad_controller", f"unknown controller {controller!r}")
+    gate = request.app[GATE]
+    await gate.set_controller(controller, body.get("owner"))
+    request.app[PEERS].broadcast_control(controller)
+    return web.json_response({"controller": gate.controller})
+
+
+async def broadcast(request: web.Request) -> web.Response:
+    """Send a JSON message to every viewer's data channel (control events etc.)."""
+    payload = await request.json()
+    request.app[PEERS].broadcast(payload)
+    return web.json_response({"ok": True})
+
+
+async def run_action(request: web.Request) -> web.Response:
+    try:
+        body = await request.json()
+    except json.JSONDecodeError:
+        return _error(400, "bad_json", "body is not JSON")
+    source, gate = request.app[SOURCE], request.app[GATE]
+    injector = gate.injector
+    try:
+        action = validate_action(body, injector.width, injector.height)
+    except ActionError as e:
+        return _error(422, "invalid_action", e.message, field=e.field)
+    try:
+        if isinstance(action, ScreenshotAction):
+            png = await source.screenshot_png()
+            result = await gate.run_agent(lambda: execute_action(injector, action, lambda: png))
+        elif isinstance(action, TypeText) and len(action.text) > TYPE_CHUNK:
+            text = action.text
+            for start in range(0, len(text), TYPE_CHUNK):
+                chunk = TypeText(text[start : start + TYPE_CHUNK])
+                result = await gate.run_agent(_executor(injector, chunk))
+        else:
+            result = await gate.run_agent(lambda: execute_action(injector, action))
+    except NotInControl as e:
+        return _error(409, "human_in_control", str(e), controller=e.controller)
+    except ActionError as e:
+        return _error(422, "invalid_action", e.message, field=e.field)
+    except AgentSideError as e:
+        logger.warning("action %s failed: %s", body.get("action"), e)
+        return _error(500, "action_failed", "the action could not be carried out")
+    return web.json_response(result)
+
+
+def _executor(injector: InputInjector, action: Action) -> Callable[[], dict[str, Any]]:
+    return lambda: execute_action(injector, action)
+
+
+def create_app(source: VideoSource, gate: InputGate, peers: PeerManager) -> web.Application:
+    app = web.Application(client_max_size=1024 * 1024)
+    app[SOURCE] = source
+    app[GATE] = gate
+    app[PEERS] = peers
+    app[STARTED] = time.monotonic()
+    app.router.add_get("/health", health)
+    app.router.add_get("/stats", stats)
+    app.router.add_post("/whep", whep_offer)
+    app.router.add_delete("/whep/{peer_id}", whep_delete)
+    app.router.add_get("/screenshot", screenshot)
+    app.router.add_post("/control", set_control)
+    app.router.add_post("/broadcast", broadcast)
+    app.router.add_post("/actions", run_action)
+    return app

@@ -1,0 +1,7 @@
+"""Visual Runtime gateway: the one port for the session API, live view and files."""
+
+from .app import create_app
+from .config import GatewayConfig
+from .errors import GatewayError, ProblemError
+
+__all__ = ["GatewayConfig", "GatewayError", "ProblemError", "create_app"]

@@ -1,0 +1,89 @@
+"""``create_app(config)``: the one place where the gateway is wired together.
+
+Start order: store -> backend -> session manager (re-adopts pods) -> routes.
+Shutdown reverses it: live SSE readers are closed, every session is stopped
+(reason ``shutdown``), then the backend and the store are closed.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+from aiohttp import web
+
+from . import api, ops
+from .appkeys import AUTH, BACKEND, CONFIG, MANAGER
+from .auth import Authenticator
+from .backends import create_backend
+from .config import GatewayConfig
+from .errors import ProblemError, problem_response
+from .events import EventHub
+from .manager import SessionManager
+from .store import SessionStore
+
+logger = logging.getLogger(__name__)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+_HTTP_SLUGS = {400: "malformed-request", 401: "unauthorized", 403: "forbidden", 404: "not-found",
+               405: "method-not-allowed", 413: "payload-too-large", 415: "unsupported-media-type"}
+
+
+@web.middleware
+async def problem_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every error leaves as RFC 9457 problem details; never a stack trace."""
+    try:
+        return await handler(request)
+    except ProblemError as e:
+        return e.response()
+    except web.HTTPException as e:
+        if e.status < 400:
+            raise
+        slug = _HTTP_SLUGS.get(e.status, "http-error")
+        headers = {k: v for k, v in e.headers.items() if k.lower() in ("allow", "retry-after")}
+        detail = e.text if e.text and not e.text.startswith(f"{e.status}:") else e.reason
+        return problem_response(e.status, {
+            "type": "https://visual-runtime.dev/problems/" + slug, "title": e.reason,
+            "status": e.status, "detail": detail}, headers)
+    except Exception:
+        logger.exception("unhandled error in %s %s", request.method, request.path)
+        return problem_response(500, {
+            "type": "https://visual-runtime.dev/problems/internal-error",
+            "title": "Internal server error", "status": 500,
+            "detail": "the gateway hit an unexpected error; it has been logged"})
+
+
+def create_app(config: GatewayConfig, api_token: str) -> web.Application:
+    app = web.Application(middlewares=[problem_middleware],
+                          client_max_size=1024 * 1024)
+    app[CONFIG] = config
+    app[AUTH] = Authenticator(api_token)
+
+    async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+        store = SessionStore(config.db_file)
+        store.open()
+        backend = create_backend(config)
+        events = EventHub(lambda sid: config.sessions_dir / sid / "logs")
+        manager = SessionManager(config, backend, store, events)
+        app[BACKEND] = backend
+        app[MANAGER] = manager
+        app[AUTH].bind(manager.by_id)
+        await manager.start()
+        try:
+            yield
+        finally:
+            await manager.aclose()
+            await backend.aclose()
+            store.close()
+
+    async def on_shutdown(app: web.Application) -> None:
+        if MANAGER in app:
+            for session in app[MANAGER].list():
+                app[MANAGER].events.close_readers(session.session_id)
+
+    app.cleanup_ctx.append(lifecycle)
+    app.on_shutdown.append(on_shutdown)
+    api.setup_routes(app)
+    ops.setup_routes(app)
+    return app

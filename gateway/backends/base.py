@@ -1,0 +1,81 @@
+"""The session backend interface: start, watch and stop a session's pod.
+
+A pod is the app sandbox (Xvfb, fluxbox, xterm, Chromium) plus the runtime
+agent beside it (ARCHITECTURE.md). The gateway talks to the runtime agent over
+a unix socket whose host path the backend reports.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..session import SessionSpec
+
+PodHandle = dict[str, Any]
+"""Backend-specific, JSON-serialisable description of a live pod (pids, names)."""
+
+
+@dataclass(frozen=True)
+class PodRequest:
+    """What a backend needs to start one pod."""
+
+    session_id: str
+    spec: SessionSpec
+    slot: int
+    """Small integer unique among live sessions (uids, subnets)."""
+    session_dir: Path
+    """Host folder of the session: home/ (with the shared folder), logs/, recordings."""
+    runtime_dir: Path
+    """Short host folder for sockets (unix socket paths are limited to 108 bytes)."""
+
+
+class SessionBackend(abc.ABC):
+    """Starts, inspects and stops pods. Every method is safe to call repeatedly."""
+
+    name: str
+
+    @abc.abstractmethod
+    async def start_pod(self, request: PodRequest) -> PodHandle:
+        """Start the pod and return its handle as soon as its processes exist.
+
+        Raises BackendError when it cannot be started; whatever was created is
+        cleaned up before raising.
+        """
+
+    @abc.abstractmethod
+    async def is_alive(self, handle: PodHandle) -> bool:
+        """True while every process of the pod is running."""
+
+    @abc.abstractmethod
+    async def stop_pod(self, handle: PodHandle) -> None:
+        """Stop the pod and release everything it held (processes, mounts,
+        cgroups, network). Idempotent; safe on a half-started or dead pod."""
+
+    @abc.abstractmethod
+    async def list_pods(self) -> list[str]:
+        """Session ids of pods this backend owns that still hold resources."""
+
+    @abc.abstractmethod
+    def agent_socket(self, handle: PodHandle) -> Path:
+        """Host path of the runtime agent's HTTP unix socket."""
+
+    @abc.abstractmethod
+    def files_dir(self, handle: PodHandle) -> Path:
+        """Host path of the session's shared folder (Chromium's downloads)."""
+
+    async def aclose(self) -> None:
+        """Release backend-wide resources (clients, rules)."""
+
+
+def session_paths(session_dir: Path, runtime_dir: Path) -> dict[str, Path]:
+    """The standard layout of a session's folders on the host."""
+    return {
+        "run": runtime_dir / "run",
+        "x11": runtime_dir / "x11",
+        "home": session_dir / "home",
+        "files": session_dir / "home" / "Downloads",
+        "logs": session_dir / "logs",
+    }

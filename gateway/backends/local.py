@@ -1,0 +1,474 @@
+"""The ``local`` backend: each pod is two bubblewrap sandboxes, no daemon.
+
+* App sandbox: own pid, ipc, uts, mount (and, for ``network: "none"``, net)
+  namespaces; egress sessions run in a per-session network namespace (see
+  ``network.py``). Read-only /usr and /etc, private /tmp, /dev/shm and HOME,
+  an unprivileged uid of its own with no capabilities and no-new-privs, and a
+  cgroup with memory, CPU and pids limits. It runs Xvfb, then fluxbox, xterm
+  and Chromium.
+* Runtime agent: a second sandbox in the host network namespace (viewers must
+  reach its ICE candidates), joined to the app sandbox's IPC namespace for
+  XShm, seeing only the X socket folder, its run folder and the Python it
+  needs, as another unprivileged uid, in a cgroup of its own.
+
+Processes are started in their own process groups so that they outlive a
+crashed gateway; the next gateway re-adopts them (``is_alive``) or removes
+them (``stop_pod``) using the pids and start times kept in the handle.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import agent_side
+
+from ..config import GatewayConfig
+from ..errors import BackendError
+from .base import PodHandle, PodRequest, SessionBackend, session_paths
+from .cgroup import Cgroup, list_cgroups
+from .network import Egress, EgressManager, list_namespaces, resolv_conf
+
+logger = logging.getLogger(__name__)
+
+X_DISPLAY = ":0"
+SANDBOX_HOME = "/home/user"
+AGENT_RUN = "/run/vr"
+_CGROUP_WRAPPER = (
+    'IFS=:; for f in $VR_CGROUP_PROCS; do echo $$ > "$f" || exit 125; done; '
+    'unset VR_CGROUP_PROCS IFS; exec "$@"'
+)
+_BASE_FS = [
+    "--ro-bind", "/usr", "/usr",
+    "--ro-bind", "/etc", "/etc",
+    "--symlink", "usr/bin", "/bin",
+    "--symlink", "usr/sbin", "/sbin",
+    "--symlink", "usr/lib", "/lib",
+    "--symlink", "usr/lib64", "/lib64",
+    "--proc", "/proc",
+    "--dev", "/dev",
+    "--perms", "1777", "--tmpfs", "/tmp",
+    "--perms", "0755", "--dir", "/home",
+    "--perms", "0755", "--dir", "/run",
+]
+
+
+def _parent_dirs(*targets: str) -> list[str]:
+    """``--dir`` for every ancestor of *targets* (bwrap would make them 0700)."""
+    seen: list[str] = []
+    for target in targets:
+        for parent in reversed(Path(target).parents):
+            p = str(parent)
+            if p not in ("/", *seen) and p not in ("/usr", "/etc", "/tmp", "/home", "/run", "/proc",
+                                                  "/dev"):
+                seen.append(p)
+    argv: list[str] = []
+    for p in seen:
+        argv += ["--perms", "0755", "--dir", p]
+    return argv
+
+
+def _drop_privileges(uid: int) -> list[str]:
+    return [
+        "setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups",
+        "--no-new-privs", "--inh-caps=-all", "--bounding-set=-all", "--",
+    ]
+
+
+def _launcher(spec_width: int, spec_height: int, apps: tuple[str, ...], start_url: str | None,
+              chromium_flags: list[str]) -> str:
+    """Shell script run as the session user inside the app sandbox (PID 2)."""
+    lines = [
+        "#!/bin/sh",
+        "# Visual Runtime app sandbox: X first, then the desktop apps.",
+        "set -u",
+        f"Xvfb {X_DISPLAY} -screen 0 {spec_width}x{spec_height}x24 -nolisten tcp -noreset "
+        "-dpi 96 +extension DAMAGE +extension MIT-SHM +extension XTEST &",
+        "XVFB=$!",
+        "i=0",
+        f"while [ ! -S /tmp/.X11-unix/X{X_DISPLAY[1:]} ]; do",
+        "  i=$((i+1)); [ $i -gt 500 ] && { echo 'Xvfb did not start' >&2; exit 1; }",
+        "  kill -0 $XVFB 2>/dev/null || { echo 'Xvfb exited' >&2; exit 1; }",
+        "  sleep 0.02",
+        "done",
+        f"export DISPLAY={X_DISPLAY}",
+    ]
+    if "fluxbox" in apps:
+        lines.append("fluxbox -rc \"$HOME/.fluxbox/init\" &")
+    if "xterm" in apps:
+        lines.append("xterm -geometry 100x30+40+40 -fa 'DejaVu Sans Mono' -fs 11 &")
+    if "chromium" in apps:
+        url = start_url or "about:blank"
+        quoted = "'" + url.replace("'", "'\\''") + "'"
+        flags = " ".join(chromium_flags)
+        lines.append(f"chromium {flags} {quoted} >\"$HOME/.chromium.log\" 2>&1 &")
+    lines += ["wait $XVFB", "echo \"Xvfb exited with $?\" >&2", ""]
+    return "\n".join(lines)
+
+
+def _chromium_flags(width: int, height: int) -> list[str]:
+    return [
+        "--no-first-run", "--no-default-browser-check", "--disable-gpu",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync",
+        "--disable-features=Translate,MediaRouter", "--password-store=basic",
+        f"--user-data-dir={SANDBOX_HOME}/.config/chromium",
+        "--window-position=0,0", f"--window-size={width},{height}",
+        f"--download-default-directory={SANDBOX_HOME}/Downloads",
+    ]
+
+
+_FLUXBOX_INIT = """session.screen0.toolbar.visible: false
+session.screen0.rootCommand:
+session.styleOverlay: ~/.fluxbox/overlay
+session.screen0.workspaces: 1
+"""
+
+
+def _process_start_time(pid: int) -> int | None:
+    """Start time of *pid* in clock ticks since boot, or None if it is gone or a zombie."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat[stat.rindex(")") + 2 :].split()
+    if fields[0] in ("Z", "X"):
+        return None
+    return int(fields[19])
+
+
+def _alive(pid: object, start: object) -> bool:
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    return _process_start_time(pid) == start
+
+
+class LocalBackend(SessionBackend):
+    """bubblewrap + cgroups + network namespaces."""
+
+    name = "local"
+
+    def __init__(self, config: GatewayConfig) -> None:
+        self._config = config
+        self._egress = EgressManager()
+        self._children: dict[int, subprocess.Popen[bytes]] = {}
+        for tool in ("bwrap", "setpriv", "nsenter", "Xvfb"):
+            if shutil.which(tool) is None:
+                raise BackendError(f"the local backend needs {tool!r} (run scripts/setup.sh)")
+
+    # ----------------------------------------------------------------- start
+    async def start_pod(self, request: PodRequest) -> PodHandle:
+        sid = request.session_id
+        uid_app = self._config.uid_base + request.slot * 2
+        handle: PodHandle = {
+            "session_id": sid,
+            "session_dir": str(request.session_dir),
+            "runtime_dir": str(request.runtime_dir),
+            "uid_app": uid_app,
+            "uid_agent": uid_app + 1,
+            "network": request.spec.network,
+            "egress": None,
+        }
+        try:
+            await self._start(request, handle)
+        except BaseException as e:
+            logger.warning("session %s: pod start failed: %s", sid, e)
+            await asyncio.shield(self.stop_pod(handle))
+            if isinstance(e, BackendError):
+                raise
+            if isinstance(e, Exception):
+                raise BackendError(f"pod start failed: {e}") from e
+            raise
+        return handle
+
+    async def _start(self, request: PodRequest, handle: PodHandle) -> None:
+        sid = request.session_id
+        spec = request.spec
+        paths = session_paths(request.session_dir, request.runtime_dir)
+        await asyncio.to_thread(self._prepare_dirs, request, handle)
+        egress: Egress | None = None
+        if spec.network == "egress":
+            egress = Egress.for_slot(sid, request.slot)
+            handle["egress"] = {"netns": egress.netns, "host_if": egress.host_if,
+                                "host_ip": egress.host_ip, "sandbox_ip": egress.sandbox_ip}
+            await self._egress.create(egress)
+        mem = self._config.session_memory_mb * 1024 * 1024
+        app_cg, agent_cg = Cgroup(f"{sid}.app"), Cgroup(f"{sid}.agent")
+        await asyncio.to_thread(app_cg.create, mem, self._config.session_cpus,
+                                self._config.session_pids)
+        await asyncio.to_thread(agent_cg.create, 1024 * 1024 * 1024, 1.5, 256)
+
+        app_argv = self._app_argv(request, handle, egress)
+        pid, start, ns_pid = await asyncio.to_thread(
+            self._spawn, app_argv, app_cg, paths["logs"] / "app.log", True
+        )
+        handle.update(app_pid=pid, app_start=start, app_ns_pid=ns_pid)
+        logger.info("session %s: app sandbox pid %d (ns init %d)", sid, pid, ns_pid)
+
+        sock = paths["x11"] / f"X{X_DISPLAY[1:]}"
+        deadline = time.monotonic() + 15
+        while not sock.exists():
+            if not _alive(pid, start):
+                raise BackendError("the app sandbox exited before Xvfb was up: "
+                                   + _tail(paths["logs"] / "app.log"))
+            if time.monotonic() > deadline:
+                raise BackendError("Xvfb did not create its socket within 15 s")
+            await asyncio.sleep(0.02)
+
+        agent_argv = self._agent_argv(request, handle, ns_pid)
+        apid, astart, _ = await asyncio.to_thread(
+            self._spawn, agent_argv, agent_cg, paths["logs"] / "agent.log", False
+        )
+        handle.update(agent_pid=apid, agent_start=astart)
+        logger.info("session %s: runtime agent pid %d", sid, apid)
+
+    def _prepare_dirs(self, request: PodRequest, handle: PodHandle) -> None:
+        paths = session_paths(request.session_dir, request.runtime_dir)
+        uid_app, uid_agent = handle["uid_app"], handle["uid_agent"]
+        for key in ("run", "x11", "home", "files", "logs"):
+            paths[key].mkdir(parents=True, exist_ok=True)
+        request.session_dir.chmod(0o755)
+        request.runtime_dir.chmod(0o755)
+        paths["x11"].chmod(0o1777)
+        os.chown(paths["run"], uid_agent, uid_agent)
+        paths["run"].chmod(0o700)
+        fluxbox = paths["home"] / ".fluxbox"
+        fluxbox.mkdir(exist_ok=True)
+        (fluxbox / "init").write_text(_FLUXBOX_INIT)
+        (fluxbox / "overlay").write_text("background: none\n")
+        for p in (paths["home"], paths["files"], fluxbox, *fluxbox.iterdir()):
+            os.chown(p, uid_app, uid_app)
+        pod = request.session_dir / "pod"
+        pod.mkdir(exist_ok=True)
+        w, h = request.spec.resolution
+        (pod / "launch.sh").write_text(
+            _launcher(w, h, self._config.apps, request.spec.start_url, _chromium_flags(w, h))
+        )
+        (pod / "launch.sh").chmod(0o755)
+        (pod / "passwd").write_text(
+            "root:x:0:0:root:/root:/usr/sbin/nologin\n"
+            f"user:x:{uid_app}:{uid_app}:Visual Runtime:{SANDBOX_HOME}:/bin/bash\n"
+            f"agent:x:{uid_agent}:{uid_agent}:Runtime agent:/nonexistent:/usr/sbin/nologin\n"
+        )
+        (pod / "group").write_text(f"root:x:0:\nuser:x:{uid_app}:\nagent:x:{uid_agent}:\n")
+        (pod / "hostname").write_text("visual-runtime\n")
+        (pod / "resolv.conf").write_text(resolv_conf())
+
+    def _app_argv(self, request: PodRequest, handle: PodHandle, egress: Egress | None) -> list[str]:
+        paths = session_paths(request.session_dir, request.runtime_dir)
+        pod = request.session_dir / "pod"
+        argv: list[str] = []
+        if egress is not None:
+            argv += ["ip", "netns", "exec", egress.netns]
+        argv += ["bwrap", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try"]
+        if egress is None:
+            argv.append("--unshare-net")
+        argv += _BASE_FS
+        argv += [
+            "--ro-bind", str(pod / "passwd"), "/etc/passwd",
+            "--ro-bind", str(pod / "group"), "/etc/group",
+            "--ro-bind", str(pod / "resolv.conf"), "/etc/resolv.conf",
+            "--perms", "1777", "--size", str(256 * 1024 * 1024), "--tmpfs", "/dev/shm",
+            "--bind", str(paths["x11"]), "/tmp/.X11-unix",
+            "--bind", str(paths["home"]), SANDBOX_HOME,
+            *_parent_dirs("/opt/visual-runtime/launch.sh"),
+            "--ro-bind", str(pod / "launch.sh"), "/opt/visual-runtime/launch.sh",
+            "--hostname", "visual-runtime",
+            "--setenv", "HOME", SANDBOX_HOME,
+            "--setenv", "USER", "user",
+            "--setenv", "SHELL", "/bin/bash",
+            "--setenv", "PATH", "/usr/local/bin:/usr/bin:/bin",
+            "--setenv", "LANG", "C.UTF-8",
+            "--chdir", SANDBOX_HOME,
+            "--info-fd", "{info_fd}",
+            "--",
+        ]
+        argv += _drop_privileges(handle["uid_app"])
+        argv += ["/opt/visual-runtime/launch.sh"]
+        return argv
+
+    def _agent_argv(self, request: PodRequest, handle: PodHandle, ns_pid: int) -> list[str]:
+        paths = session_paths(request.session_dir, request.runtime_dir)
+        w, h = request.spec.resolution
+        project_root = Path(agent_side.__file__).resolve().parent.parent
+        python_dirs = {Path(sys.prefix), Path(sys.base_prefix), project_root,
+                       Path(sys.executable).resolve().parent.parent}
+        argv = ["nsenter", f"--ipc=/proc/{ns_pid}/ns/ipc", "--",
+                "bwrap", "--unshare-pid", "--unshare-uts", "--unshare-cgroup-try"]
+        argv += _BASE_FS
+        argv += _parent_dirs(*(str(d / "x") for d in sorted(python_dirs)))
+        for d in sorted(python_dirs):
+            argv += ["--ro-bind", str(d), str(d)]
+        argv += [
+            "--bind", str(paths["x11"]), "/tmp/.X11-unix",
+            "--bind", str(paths["run"]), AGENT_RUN,
+            "--setenv", "PYTHONPATH", str(project_root),
+            "--setenv", "HOME", "/tmp",
+            "--setenv", "DISPLAY", X_DISPLAY,
+            "--setenv", "PYTHONUNBUFFERED", "1",
+            "--chdir", "/tmp",
+            "--",
+        ]
+        argv += _drop_privileges(handle["uid_agent"])
+        argv += [
+            sys.executable, "-m", "agent_side",
+            "--socket", f"{AGENT_RUN}/agent.sock",
+            "--display", X_DISPLAY,
+            "--resolution", f"{w}x{h}",
+            "--session-id", request.session_id,
+        ]
+        if self._config.ice_port_min and self._config.ice_port_max:
+            argv += ["--ice-ports", f"{self._config.ice_port_min}-{self._config.ice_port_max}"]
+        return argv
+
+    def _spawn(self, argv: list[str], cgroup: Cgroup, log_path: Path,
+               info_fd: bool) -> tuple[int, int, int]:
+        """Start *argv* inside *cgroup*, detached; return (pid, start time, ns init pid)."""
+        env = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+               "VR_CGROUP_PROCS": ":".join(str(p) for p in cgroup.procs_files)}
+        read_fd, write_fd = os.pipe() if info_fd else (-1, -1)
+        argv = [a.replace("{info_fd}", str(write_fd)) for a in argv]
+        full = ["/bin/sh", "-c", _CGROUP_WRAPPER, "vr-pod", *argv]
+        log = open(log_path, "ab")  # noqa: SIM115 - handed to the child
+        try:
+            proc = subprocess.Popen(
+                full, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                start_new_session=True,
+                pass_fds=(write_fd,) if info_fd else (),
+            )
+        finally:
+            log.close()
+            if info_fd:
+                os.close(write_fd)
+        self._children[proc.pid] = proc
+        start = _process_start_time(proc.pid)
+        ns_pid = 0
+        if info_fd:
+            with os.fdopen(read_fd, "rb") as reader:
+                raw = reader.read()
+            try:
+                ns_pid = int(json.loads(raw)["child-pid"])
+            except (ValueError, KeyError) as e:
+                raise BackendError("bubblewrap did not start: " + _tail(log_path)) from e
+        if start is None:
+            raise BackendError(f"{argv[0]} exited at once: " + _tail(log_path))
+        return proc.pid, start, ns_pid
+
+    # ----------------------------------------------------------------- state
+    async def is_alive(self, handle: PodHandle) -> bool:
+        self._reap()
+        return _alive(handle.get("app_pid"), handle.get("app_start")) and _alive(
+            handle.get("agent_pid"), handle.get("agent_start")
+        )
+
+    def _reap(self) -> None:
+        for pid, proc in list(self._children.items()):
+            if proc.poll() is not None:
+                del self._children[pid]
+
+    # ------------------------------------------------------------------ stop
+    async def stop_pod(self, handle: PodHandle) -> None:
+        sid = handle["session_id"]
+        await asyncio.to_thread(self._stop_processes, handle)
+        if handle.get("egress"):
+            e = handle["egress"]
+            await self._egress.remove(Egress(e["netns"], e["host_if"], e["host_ip"],
+                                             e["sandbox_ip"]))
+        await asyncio.to_thread(self._remove_runtime_dirs, Path(handle["session_dir"]),
+                                Path(handle["runtime_dir"]))
+        self._reap()
+        logger.info("session %s: pod removed", sid)
+
+    def _stop_processes(self, handle: PodHandle) -> None:
+        sid = handle["session_id"]
+        # The runtime agent first, gently, so it can close peers and finish the recording.
+        if _alive(handle.get("agent_pid"), handle.get("agent_start")):
+            _signal_group(handle["agent_pid"], signal.SIGTERM)
+            deadline = time.monotonic() + 5
+            while _alive(handle.get("agent_pid"), handle.get("agent_start")):
+                self._reap()
+                if time.monotonic() > deadline:
+                    break
+                time.sleep(0.02)
+        # Killing the namespace's init takes every app process with it.
+        ns_pid = handle.get("app_ns_pid")
+        if isinstance(ns_pid, int) and ns_pid > 0 and _alive(handle.get("app_pid"),
+                                                             handle.get("app_start")):
+            try:
+                os.kill(ns_pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        for name in (f"{sid}.agent", f"{sid}.app"):
+            Cgroup(name).remove()
+        for key in ("agent_pid", "app_pid"):
+            pid = handle.get(key)
+            if isinstance(pid, int) and pid in self._children:
+                try:
+                    self._children.pop(pid).wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    logger.warning("session %s: pid %d did not exit", sid, pid)
+
+    @staticmethod
+    def _remove_runtime_dirs(session_dir: Path, runtime_dir: Path) -> None:
+        """Drop what only a live pod needs; keep logs and the shared folder."""
+        paths = session_paths(session_dir, runtime_dir)
+        shutil.rmtree(runtime_dir, ignore_errors=True)
+        shutil.rmtree(session_dir / "pod", ignore_errors=True)
+        home = paths["home"]
+        if home.is_dir():
+            for child in home.iterdir():
+                if child == paths["files"]:
+                    continue
+                if child.is_dir() and not child.is_symlink():
+                    shutil.rmtree(child, ignore_errors=True)
+                else:
+                    child.unlink(missing_ok=True)
+
+    async def list_pods(self) -> list[str]:
+        ids = {name.rsplit(".", 1)[0] for name in list_cgroups()}
+        ids.update(ns[len("vr-"):] for ns in list_namespaces())
+        return sorted(ids)
+
+    async def stop_leftover(self, session_id: str, session_dir: Path, runtime_dir: Path) -> None:
+        """Remove the resources of a pod whose handle was lost."""
+        for name in (f"{session_id}.agent", f"{session_id}.app"):
+            await asyncio.to_thread(Cgroup(name).remove)
+        netns = "vr-" + session_id
+        if netns in list_namespaces():
+            from .network import run
+            await run("ip", "netns", "delete", netns, check=False)
+        await asyncio.to_thread(self._remove_runtime_dirs, session_dir, runtime_dir)
+
+    def agent_socket(self, handle: PodHandle) -> Path:
+        return session_paths(Path(handle["session_dir"]), Path(handle["runtime_dir"]))["run"] / "agent.sock"
+
+    def files_dir(self, handle: PodHandle) -> Path:
+        return session_paths(Path(handle["session_dir"]), Path(handle["runtime_dir"]))["files"]
+
+    async def aclose(self) -> None:
+        await self._egress.aclose()
+
+
+def _signal_group(pid: int, sig: signal.Signals) -> None:
+    try:
+        os.killpg(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            pass
+
+
+def _tail(path: Path, limit: int = 600) -> str:
+    try:
+        data = path.read_bytes()[-limit:]
+    except OSError:
+        return "(no log)"
+    return data.decode(errors="replace").strip() or "(empty log)"

@@ -1,0 +1,164 @@
+"""Per-session network namespaces for ``network: "egress"``.
+
+Each egress session gets a network namespace ``vr-<session>`` joined to the
+host by a veth pair on a private /30 (``10.231.0.0/16``), with NAT out. Our
+own iptables chains, hooked into INPUT and FORWARD for ``vrh+`` interfaces:
+
+* ``VR-INPUT``: everything a session sends to the host itself is dropped, so
+  the gateway, the runtime agents and any other host service are unreachable
+  (loopback inside the namespace is the session's own);
+* ``VR-FORWARD``: traffic from one session to another, and to link-local
+  (cloud metadata) addresses, is dropped; other outbound traffic is allowed;
+  inbound traffic to a session is allowed only for connections it opened.
+
+``network: "none"`` needs none of this: the sandbox gets an empty namespace
+with only loopback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import BackendError
+
+logger = logging.getLogger(__name__)
+
+SUBNET = ipaddress.ip_network("10.231.0.0/16")
+NETNS_PREFIX = "vr-"
+_CHAIN_IN = "VR-INPUT"
+_CHAIN_FWD = "VR-FORWARD"
+
+
+async def run(*argv: str, check: bool = True) -> tuple[int, str]:
+    proc = await asyncio.create_subprocess_exec(
+        *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+    )
+    out, _ = await proc.communicate()
+    text = out.decode(errors="replace").strip()
+    if check and proc.returncode != 0:
+        raise BackendError(f"{' '.join(argv)} failed ({proc.returncode}): {text}")
+    return proc.returncode or 0, text
+
+
+@dataclass(frozen=True)
+class Egress:
+    """Names and addresses of one session's egress network."""
+
+    netns: str
+    host_if: str
+    host_ip: str
+    sandbox_ip: str
+
+    @classmethod
+    def for_slot(cls, session_id: str, slot: int) -> Egress:
+        base = int(SUBNET.network_address) + slot * 4
+        if base + 3 > int(SUBNET.broadcast_address):
+            raise BackendError(f"no egress subnet left for slot {slot}")
+        return cls(
+            netns=NETNS_PREFIX + session_id,
+            host_if=f"vrh{slot}",
+            host_ip=str(ipaddress.ip_address(base + 1)),
+            sandbox_ip=str(ipaddress.ip_address(base + 2)),
+        )
+
+
+class EgressManager:
+    """Creates and removes egress namespaces; owns the shared firewall chains."""
+
+    def __init__(self) -> None:
+        self._rules_ready = False
+        self._lock = asyncio.Lock()
+
+    async def _ensure_rules(self) -> None:
+        if self._rules_ready:
+            return
+        await run("sysctl", "-q", "-w", "net.ipv4.ip_forward=1")
+        for chain in (_CHAIN_IN, _CHAIN_FWD):
+            await run("iptables", "-w", "-N", chain, check=False)
+            await run("iptables", "-w", "-F", chain)
+        await run("iptables", "-w", "-A", _CHAIN_IN, "-j", "DROP")
+        fwd = ("iptables", "-w", "-A", _CHAIN_FWD)
+        await run(*fwd, "-i", "vrh+", "-o", "vrh+", "-j", "DROP")
+        await run(*fwd, "-i", "vrh+", "-d", "169.254.0.0/16", "-j", "DROP")
+        await run(*fwd, "-i", "vrh+", "-j", "ACCEPT")
+        await run(*fwd, "-o", "vrh+", "-m", "conntrack", "--ctstate", "ESTABLISHED,RELATED",
+                  "-j", "ACCEPT")
+        await run(*fwd, "-o", "vrh+", "-j", "DROP")
+        hooks = [
+            ("filter", "INPUT", ["-i", "vrh+", "-j", _CHAIN_IN]),
+            ("filter", "FORWARD", ["-i", "vrh+", "-j", _CHAIN_FWD]),
+            ("filter", "FORWARD", ["-o", "vrh+", "-j", _CHAIN_FWD]),
+            ("nat", "POSTROUTING", ["-s", str(SUBNET), "!", "-d", str(SUBNET), "-j", "MASQUERADE"]),
+        ]
+        for table, chain, spec in hooks:
+            code, _ = await run("iptables", "-w", "-t", table, "-C", chain, *spec, check=False)
+            if code != 0:
+                await run("iptables", "-w", "-t", table, "-I", chain, "1", *spec)
+        self._rules_ready = True
+
+    async def create(self, egress: Egress) -> None:
+        async with self._lock:
+            await self._ensure_rules()
+        ns = egress.netns
+        peer = egress.host_if.replace("vrh", "vrs", 1)
+        await self.remove(egress)
+        await run("ip", "netns", "add", ns)
+        await run("ip", "link", "add", egress.host_if, "type", "veth", "peer", "name", peer)
+        await run("ip", "link", "set", peer, "netns", ns)
+        await run("ip", "addr", "add", f"{egress.host_ip}/30", "dev", egress.host_if)
+        await run("ip", "link", "set", egress.host_if, "up")
+        await run("ip", "-n", ns, "link", "set", "lo", "up")
+        await run("ip", "-n", ns, "addr", "add", f"{egress.sandbox_ip}/30", "dev", peer)
+        await run("ip", "-n", ns, "link", "set", peer, "up")
+        await run("ip", "-n", ns, "route", "add", "default", "via", egress.host_ip)
+        logger.info("egress network %s up: %s via %s", ns, egress.sandbox_ip, egress.host_ip)
+
+    async def remove(self, egress: Egress) -> None:
+        """Delete the namespace (its veth end goes with it, and so does the host end)."""
+        if Path("/run/netns", egress.netns).exists():
+            await run("ip", "netns", "delete", egress.netns, check=False)
+        await run("ip", "link", "delete", egress.host_if, check=False)
+
+    async def aclose(self) -> None:
+        """Remove the shared chains once no egress namespace is left."""
+        if list_namespaces():
+            return
+        for table, chain, spec in (
+            ("filter", "INPUT", ["-i", "vrh+", "-j", _CHAIN_IN]),
+            ("filter", "FORWARD", ["-i", "vrh+", "-j", _CHAIN_FWD]),
+            ("filter", "FORWARD", ["-o", "vrh+", "-j", _CHAIN_FWD]),
+            ("nat", "POSTROUTING", ["-s", str(SUBNET), "!", "-d", str(SUBNET), "-j", "MASQUERADE"]),
+        ):
+            await run("iptables", "-w", "-t", table, "-D", chain, *spec, check=False)
+        for chain in (_CHAIN_IN, _CHAIN_FWD):
+            await run("iptables", "-w", "-F", chain, check=False)
+            await run("iptables", "-w", "-X", chain, check=False)
+        self._rules_ready = False
+
+
+def list_namespaces() -> list[str]:
+    d = Path("/run/netns")
+    if not d.is_dir():
+        return []
+    return sorted(p.name for p in d.iterdir() if p.name.startswith(NETNS_PREFIX))
+
+
+def resolv_conf() -> str:
+    """Name servers a sandbox can use: the host's, minus loopback ones."""
+    servers: list[str] = []
+    try:
+        for line in Path("/etc/resolv.conf").read_text().splitlines():
+            parts = line.split()
+            if len(parts) >= 2 and parts[0] == "nameserver":
+                try:
+                    if not ipaddress.ip_address(parts[1]).is_loopback:
+                        servers.append(parts[1])
+                except ValueError:
+                    continue
+    except OSError:
+        pass
+    return "".join(f"nameserver {s}\n" for s in servers) or "# no usable name server\n"

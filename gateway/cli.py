@@ -1,0 +1,216 @@
+"""``visual-runtime``: serve the gateway, run the demo, talk to a running gateway."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import signal
+import ssl
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from .app import create_app
+from .config import GatewayConfig, env_default
+from .tokens import load_or_create_api_token
+
+logger = logging.getLogger("gateway")
+
+
+def _add_server_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--host", default=env_default("host", "127.0.0.1"))
+    p.add_argument("--port", type=int, default=int(env_default("port", "3000") or 3000))
+    p.add_argument("--backend", choices=("local", "docker"),
+                   default=env_default("backend", "local"))
+    p.add_argument("--state-dir", type=Path,
+                   default=Path(env_default("state_dir", "state") or "state"))
+    p.add_argument("--token", default=env_default("token", None), help="API token")
+    p.add_argument("--max-sessions", type=int,
+                   default=int(env_default("max_sessions", "8") or 8))
+    p.add_argument("--tls-cert", type=Path, default=env_default("tls_cert", None))
+    p.add_argument("--tls-key", type=Path, default=env_default("tls_key", None))
+    p.add_argument("--apps", default=env_default("apps", "fluxbox,xterm,chromium"),
+                   help="programs in each session (comma-separated subset)")
+    p.add_argument("--log-level", default=env_default("log_level", "INFO"))
+
+
+def _config(args: argparse.Namespace) -> GatewayConfig:
+    apps = tuple(a for a in str(args.apps).split(",") if a)
+    return GatewayConfig(
+        host=args.host, port=args.port, backend=args.backend,
+        state_dir=Path(args.state_dir).resolve(), token=args.token,
+        max_sessions=args.max_sessions,
+        tls_cert=Path(args.tls_cert) if args.tls_cert else None,
+        tls_key=Path(args.tls_key) if args.tls_key else None, apps=apps,
+    )
+
+
+async def run_gateway(config: GatewayConfig,
+                      after_start: Callable[[str, str], Awaitable[None]] | None = None) -> None:
+    """Serve until SIGINT/SIGTERM; then stop every session and exit."""
+    if config.token:
+        api_token, created = config.token, False
+    else:
+        api_token, created = load_or_create_api_token(config.token_file)
+    app = create_app(config, api_token)
+    runner = web.AppRunner(app, handle_signals=False)
+    await runner.setup()
+    ssl_ctx = None
+    if config.tls_cert and config.tls_key:
+        ssl_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ssl_ctx.load_cert_chain(config.tls_cert, config.tls_key)
+    site = web.TCPSite(runner, config.host, config.port, ssl_context=ssl_ctx)
+    await site.start()
+    scheme = "https" if ssl_ctx else "http"
+    port = config.port
+    server = getattr(site, "_server", None)
+    if server is not None and server.sockets:
+        port = server.sockets[0].getsockname()[1]
+    base = f"{scheme}://{config.host}:{port}"
+    print(f"Visual Runtime gateway listening on {base} (backend {config.backend})", flush=True)
+    if created:
+        print(f"API token (stored in {config.token_file}, mode 0600): {api_token}", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        if after_start is not None:
+            await after_start(base, api_token)
+        await stop.wait()
+    finally:
+        print("shutting down: stopping every session", flush=True)
+        await runner.cleanup()
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    asyncio.run(run_gateway(_config(args)))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    config = _config(args)
+
+    async def create_demo(base: str, token: str) -> None:
+        async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {token}"}) as http:
+            async with http.post(f"{base}/api/visual-sessions",
+                                 json={"idle_timeout_minutes": 0,
+                                       "timeout_minutes": args.minutes}) as resp:
+                created = await resp.json()
+                if resp.status != 201:
+                    print(f"could not create the demo session: {created}", flush=True)
+                    return
+            sid = created["session_id"]
+            async with http.get(f"{base}/api/visual-sessions/{sid}?wait=running") as resp:
+                session = await resp.json()
+        print(f"Demo session {sid}: {session['status']}", flush=True)
+        if session.get("error"):
+            print(f"  error: {session['error']}", flush=True)
+        print(f"Open the viewer: {base}/sessions/{sid}/?token={created['tokens']['control']}",
+              flush=True)
+        print(f"Watch-only link: {base}/sessions/{sid}/?token={created['tokens']['view']}",
+              flush=True)
+        print("Press Ctrl+C to stop.", flush=True)
+
+    asyncio.run(run_gateway(config, create_demo))
+    return 0
+
+
+def _client_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--url", default=env_default("url", "http://127.0.0.1:3000"))
+    p.add_argument("--token", default=env_default("token", None))
+    p.add_argument("--state-dir", type=Path,
+                   default=Path(env_default("state_dir", "state") or "state"))
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+async def _call(args: argparse.Namespace, method: str, path: str,
+                body: dict[str, Any] | None = None) -> tuple[int, Any]:
+    token = args.token
+    if not token:
+        try:
+            token = (Path(args.state_dir) / "api-token").read_text().strip()
+        except OSError:
+            token = ""
+    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {token}"}) as http:
+        async with http.request(method, args.url.rstrip("/") + path, json=body) as resp:
+            text = await resp.text()
+            try:
+                return resp.status, json.loads(text) if text else None
+            except ValueError:
+                return resp.status, text
+
+
+def cmd_sessions(args: argparse.Namespace) -> int:
+    op = args.op
+    if op == "list":
+        status, data = asyncio.run(_call(args, "GET", "/api/visual-sessions"))
+    elif op == "create":
+        body: dict[str, Any] = {}
+        if args.resolution:
+            body["resolution"] = args.resolution
+        status, data = asyncio.run(_call(args, "POST", "/api/visual-sessions", body))
+    elif op == "get":
+        status, data = asyncio.run(_call(args, "GET", f"/api/visual-sessions/{args.id}"))
+    elif op == "stop":
+        status, data = asyncio.run(_call(args, "POST", f"/api/visual-sessions/{args.id}/stop"))
+    else:
+        status, data = asyncio.run(_call(args, "DELETE", f"/api/visual-sessions/{args.id}"))
+    if args.json or not isinstance(data, dict):
+        print(json.dumps(data, indent=2) if data is not None else status)
+    elif "sessions" in data:
+        for s in data["sessions"]:
+            print(f"{s['session_id']}  {s['status']:<9} {s['resolution']:<10} {s['created_at']}")
+    elif "session_id" in data:
+        print(f"{data['session_id']}  {data['status']}")
+        if "tokens" in data:
+            print(f"  view token:    {data['tokens']['view']}")
+            print(f"  control token: {data['tokens']['control']}")
+    else:
+        print(json.dumps(data, indent=2))
+    return 0 if status < 400 else 1
+
+
+def cmd_logs(args: argparse.Namespace) -> int:
+    status, data = asyncio.run(_call(args, "GET", f"/api/visual-sessions/{args.id}/logs"))
+    print(data if isinstance(data, str) else json.dumps(data))
+    return 0 if status < 400 else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="visual-runtime")
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="run the gateway")
+    _add_server_flags(serve)
+    serve.set_defaults(func=cmd_serve)
+    demo = sub.add_parser("demo", help="run the gateway with one demo session")
+    _add_server_flags(demo)
+    demo.add_argument("--minutes", type=int, default=60, help="demo session lifetime")
+    demo.set_defaults(func=cmd_demo)
+    sessions = sub.add_parser("sessions", help="manage sessions of a running gateway")
+    sessions.add_argument("op", choices=("list", "create", "get", "stop", "delete"))
+    sessions.add_argument("id", nargs="?")
+    sessions.add_argument("--resolution")
+    _client_args(sessions)
+    sessions.set_defaults(func=cmd_sessions)
+    logs = sub.add_parser("logs", help="print a session's log (NDJSON)")
+    logs.add_argument("id")
+    _client_args(logs)
+    logs.set_defaults(func=cmd_logs)
+    args = parser.parse_args(argv)
+    if args.command in ("sessions",) and args.op not in ("list", "create") and not args.id:
+        parser.error(f"sessions {args.op} needs a session id")
+    logging.basicConfig(level=getattr(args, "log_level", "INFO").upper(),
+                        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+                        stream=sys.stderr)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

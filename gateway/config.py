@@ -1,0 +1,86 @@
+"""Gateway configuration, built once from flags and ``VISUAL_RUNTIME_*`` variables."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+ENV_PREFIX = "VISUAL_RUNTIME_"
+DEFAULT_APPS = ("fluxbox", "xterm", "chromium")
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    """Everything the gateway and its backends need; immutable after start-up."""
+
+    host: str = "127.0.0.1"
+    """Address the HTTP server binds."""
+    port: int = 3000
+    """TCP port of the one gateway port (0 picks a free one)."""
+    backend: str = "local"
+    """Session backend: ``local`` (bubblewrap, no daemon) or ``docker``."""
+    state_dir: Path = Path("state")
+    """SQLite database, API token, session folders, logs and recordings."""
+    runtime_dir: Path = Path("/run/visual-runtime")
+    """Sockets of live pods (X and runtime agent); kept short for unix socket paths."""
+    token: str | None = None
+    """API token; generated and stored in ``state_dir/api-token`` when None."""
+    max_sessions: int = 8
+    """Sessions that may be live at once; more gives 503 with Retry-After."""
+    tls_cert: Path | None = None
+    """PEM certificate; with ``tls_key`` the gateway serves HTTPS."""
+    tls_key: Path | None = None
+    """PEM private key for ``tls_cert``."""
+    apps: tuple[str, ...] = DEFAULT_APPS
+    """Programs started in each app sandbox after Xvfb (subset of fluxbox, xterm, chromium)."""
+    session_memory_mb: int = 2048
+    """Memory limit of one app sandbox (cgroup)."""
+    session_cpus: float = 1.0
+    """CPU limit of one app sandbox in cores (cgroup quota)."""
+    session_pids: int = 512
+    """Process/thread limit of one app sandbox (cgroup)."""
+    start_timeout_s: float = 30.0
+    """A pod that is not serving frames after this long is failed."""
+    poll_interval_s: float = 1.0
+    """How often live sessions are checked (liveness, idle, timeouts)."""
+    uid_base: int = 200_000
+    """First uid of the per-session users (two per slot: app, runtime agent)."""
+    ice_port_min: int | None = None
+    """Lowest UDP port for WebRTC media (with ``ice_port_max``), for firewalls."""
+    ice_port_max: int | None = None
+    """Highest UDP port for WebRTC media."""
+    max_upload_mb: int = 512
+    """Largest file accepted by ``PUT .../files/{path}``."""
+
+    def __post_init__(self) -> None:
+        if self.backend not in ("local", "docker"):
+            raise ValueError(f"backend must be 'local' or 'docker', not {self.backend!r}")
+        if not 0 <= self.port <= 65535:
+            raise ValueError(f"port out of range: {self.port}")
+        if self.max_sessions < 1:
+            raise ValueError(f"max_sessions must be >= 1, not {self.max_sessions}")
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key must be given together")
+        unknown = set(self.apps) - set(DEFAULT_APPS)
+        if unknown:
+            raise ValueError(f"unknown apps: {sorted(unknown)}")
+
+    @property
+    def token_file(self) -> Path:
+        return self.state_dir / "api-token"
+
+    @property
+    def db_file(self) -> Path:
+        return self.state_dir / "sessions.sqlite3"
+
+    @property
+    def sessions_dir(self) -> Path:
+        return self.state_dir / "sessions"
+
+
+def env_default(name: str, fallback: str | None, environ: Mapping[str, str] | None = None) -> str | None:
+    """Value of ``VISUAL_RUNTIME_<NAME>`` or *fallback* (flags override this)."""
+    env = os.environ if environ is None else environ
+    return env.get(ENV_PREFIX + name.upper(), fallback)

@@ -1,0 +1,174 @@
+"""OpenAPI 3.1 description of the public API (served at ``/api/openapi.json``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+_PROBLEM = {"$ref": "#/components/responses/Problem"}
+_SID = {"name": "session_id", "in": "path", "required": True, "schema": {"type": "string"}}
+
+
+def _op(summary: str, responses: dict[str, Any], *, body: Any = None,
+        params: list[Any] | None = None, security: str = "bearer") -> dict[str, Any]:
+    op: dict[str, Any] = {"summary": summary, "responses": responses}
+    if body is not None:
+        op["requestBody"] = body
+    if params:
+        op["parameters"] = params
+    if security:
+        op["security"] = [{security: []}]
+    return op
+
+
+def _json(ref: str) -> dict[str, Any]:
+    return {"content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{ref}"}}}}
+
+
+_errors = {code: _PROBLEM for code in ("400", "401", "403", "404", "409", "415", "422")}
+
+OPENAPI: dict[str, Any] = {
+    "openapi": "3.1.0",
+    "info": {"title": "Visual Runtime", "version": "0.1.0",
+             "description": "Disposable, isolated Linux desktops streamed live to a browser."},
+    "paths": {
+        "/api/visual-sessions": {
+            "post": _op("Create a session", {
+                "201": {"description": "Created", **_json("CreatedSession")},
+                "503": _PROBLEM, **_errors}, body={"required": False, **_json("CreateSession")}),
+            "get": _op("List sessions", {"200": {"description": "Sessions",
+                                                 **_json("SessionList")}, **_errors},
+                       params=[{"name": "status", "in": "query", "schema": {"type": "string"}}]),
+        },
+        "/api/visual-sessions/{session_id}": {
+            "get": _op("Get a session", {"200": {"description": "Session", **_json("Session")},
+                                         **_errors},
+                       params=[_SID, {"name": "wait", "in": "query",
+                                      "schema": {"enum": ["running"]}}]),
+            "delete": _op("Stop and delete a session, its recording and files",
+                          {"204": {"description": "Deleted"}, **_errors}, params=[_SID]),
+        },
+        "/api/visual-sessions/{session_id}/stop": {
+            "post": _op("Stop a session (idempotent)", {
+                "200": {"description": "Session", **_json("Session")}, **_errors}, params=[_SID]),
+        },
+        "/api/visual-sessions/{session_id}/control": {
+            "get": _op("Who holds control", {"200": {"description": "Control",
+                                                     **_json("Control")}, **_errors},
+                       params=[_SID]),
+            "post": _op("Take or release control (control or API token)", {
+                "200": {"description": "Control", **_json("Control")}, **_errors},
+                params=[_SID], body={"required": True, **_json("ControlRequest")}),
+        },
+        "/api/visual-sessions/{session_id}/actions": {
+            "post": _op("Run a computer-use action (API token)", {
+                "200": {"description": "Result", **_json("ActionResult")}, **_errors},
+                params=[_SID], body={"required": True, **_json("Action")}),
+        },
+        "/api/visual-sessions/{session_id}/screenshot": {
+            "get": _op("PNG of the screen at the session's resolution", {
+                "200": {"description": "PNG", "content": {"image/png": {}}}, **_errors},
+                params=[_SID]),
+        },
+        "/api/visual-sessions/{session_id}/whep": {
+            "post": _op("WHEP: offer recvonly video, get the answer", {
+                "201": {"description": "Answer", "content": {"application/sdp": {}},
+                        "headers": {"Location": {"schema": {"type": "string"}}}},
+                **_errors}, params=[_SID],
+                body={"required": True, "content": {"application/sdp": {}}}),
+        },
+        "/api/visual-sessions/{session_id}/whep/{peer_id}": {
+            "delete": _op("End a WHEP peer", {"204": {"description": "Ended"}, **_errors},
+                          params=[_SID, {"name": "peer_id", "in": "path", "required": True,
+                                         "schema": {"type": "string"}}]),
+        },
+        "/api/visual-sessions/{session_id}/events": {
+            "get": _op("Server-Sent Events (resumable with Last-Event-ID)", {
+                "200": {"description": "Event stream", "content": {"text/event-stream": {}}},
+                **_errors}, params=[_SID]),
+        },
+        "/api/visual-sessions/{session_id}/logs": {
+            "get": _op("Events and process logs as NDJSON", {
+                "200": {"description": "Log", "content": {"application/x-ndjson": {}}},
+                **_errors}, params=[_SID]),
+        },
+        "/healthz": {"get": _op("Liveness", {"200": {"description": "ok"}}, security="")},
+        "/metrics": {"get": _op("Prometheus metrics", {"200": {"description": "metrics"}},
+                                security="")},
+    },
+    "components": {
+        "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        "responses": {"Problem": {"description": "RFC 9457 problem details", "content": {
+            "application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}}},
+        "schemas": {
+            "Problem": {"type": "object", "required": ["type", "title", "status"],
+                        "properties": {
+                            "type": {"type": "string"}, "title": {"type": "string"},
+                            "status": {"type": "integer"}, "detail": {"type": "string"},
+                            "errors": {"type": "array", "items": {
+                                "type": "object", "properties": {
+                                    "field": {"type": "string"},
+                                    "message": {"type": "string"}}}}}},
+            "CreateSession": {"type": "object", "additionalProperties": False, "properties": {
+                "resolution": {"type": "string", "pattern": "^[0-9]{3,4}x[0-9]{3,4}$",
+                               "default": "1600x900"},
+                "timeout_minutes": {"type": "integer", "minimum": 1, "maximum": 1440,
+                                    "default": 60},
+                "idle_timeout_minutes": {"type": "integer", "minimum": 0, "maximum": 1440,
+                                         "default": 15},
+                "enable_recording": {"type": "boolean", "default": True},
+                "enable_file_transfer": {"type": "boolean", "default": True},
+                "network": {"enum": ["none", "egress"], "default": "egress"},
+                "start_url": {"type": ["string", "null"], "format": "uri"}}},
+            "Session": {"type": "object", "properties": {
+                "session_id": {"type": "string"},
+                "status": {"enum": ["starting", "running", "stopping", "stopped", "expired",
+                                    "failed"]},
+                "stop_reason": {"enum": [None, "requested", "timeout", "idle_timeout", "error",
+                                         "shutdown"]},
+                "backend": {"enum": ["local", "docker"]},
+                "resolution": {"type": "string"},
+                "timeout_minutes": {"type": "integer"},
+                "idle_timeout_minutes": {"type": "integer"},
+                "enable_recording": {"type": "boolean"},
+                "enable_file_transfer": {"type": "boolean"},
+                "network": {"enum": ["none", "egress"]},
+                "created_at": {"type": "string", "format": "date-time"},
+                "started_at": {"type": ["string", "null"], "format": "date-time"},
+                "expires_at": {"type": "string", "format": "date-time"},
+                "ended_at": {"type": ["string", "null"], "format": "date-time"},
+                "controller": {"enum": ["agent", "human"]},
+                "viewers": {"type": "integer"},
+                "urls": {"type": "object", "additionalProperties": {"type": "string"}},
+                "error": {"type": ["string", "null"]}}},
+            "CreatedSession": {"allOf": [{"$ref": "#/components/schemas/Session"}, {
+                "type": "object", "properties": {"tokens": {"type": "object", "properties": {
+                    "view": {"type": "string"}, "control": {"type": "string"}}}}}]},
+            "SessionList": {"type": "object", "properties": {"sessions": {
+                "type": "array", "items": {"$ref": "#/components/schemas/Session"}}}},
+            "Control": {"type": "object", "properties": {
+                "controller": {"enum": ["agent", "human"]},
+                "since": {"type": "string", "format": "date-time"}}},
+            "ControlRequest": {"type": "object", "required": ["action"],
+                               "additionalProperties": False,
+                               "properties": {"action": {"enum": ["take", "release"]}}},
+            "Action": {"type": "object", "required": ["action"], "properties": {
+                "action": {"enum": [
+                    "screenshot", "mouse_move", "left_click", "right_click", "middle_click",
+                    "double_click", "triple_click", "left_click_drag", "left_mouse_down",
+                    "left_mouse_up", "scroll", "type", "key", "hold_key", "cursor_position",
+                    "wait"]},
+                "coordinate": {"type": "array", "items": {"type": "integer"}, "minItems": 2,
+                               "maxItems": 2},
+                "start_coordinate": {"type": "array", "items": {"type": "integer"},
+                                     "minItems": 2, "maxItems": 2},
+                "scroll_direction": {"enum": ["up", "down", "left", "right"]},
+                "scroll_amount": {"type": "integer", "minimum": 1, "maximum": 100},
+                "text": {"type": "string"},
+                "duration": {"type": "number", "minimum": 0, "maximum": 100}}},
+            "ActionResult": {"type": "object", "properties": {
+                "ok": {"type": "boolean"},
+                "cursor": {"type": "array", "items": {"type": "integer"}},
+                "base64_image": {"type": "string"}}},
+        },
+    },
+}

@@ -1,0 +1,49 @@
+"""Bearer tokens: generation, hashing and the API token file."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import os
+import secrets
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+
+def new_token() -> str:
+    """A url-safe random token with 256 bits of entropy."""
+    return secrets.token_urlsafe(32)
+
+
+def new_session_id() -> str:
+    """A url-safe random session id with 128 bits of entropy."""
+    return secrets.token_urlsafe(16)
+
+
+def token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def same_token(a: str, b: str) -> bool:
+    return hmac.compare_digest(a.encode(), b.encode())
+
+
+def load_or_create_api_token(path: Path) -> tuple[str, bool]:
+    """The API token kept in *path* (mode 0600); (token, created now)."""
+    try:
+        token = path.read_text().strip()
+        if token:
+            if path.stat().st_mode & 0o077:
+                path.chmod(0o600)
+            return token, False
+    except FileNotFoundError:
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    token = new_token()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(token + "\n")
+    path.chmod(0o600)
+    return token, True
