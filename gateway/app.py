@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
 
-from . import api, ops
+from . import api, files, ops, recordings, viewer
 from .appkeys import AUTH, BACKEND, CONFIG, MANAGER
 from .auth import Authenticator
 from .backends import create_backend
@@ -85,5 +85,8 @@ def create_app(config: GatewayConfig, api_token: str) -> web.Application:
     app.cleanup_ctx.append(lifecycle)
     app.on_shutdown.append(on_shutdown)
     api.setup_routes(app)
+    files.setup_routes(app)
+    recordings.setup_routes(app)
+    viewer.setup_routes(app)
     ops.setup_routes(app)
     return app
