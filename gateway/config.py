@@ -43,6 +43,8 @@ class GatewayConfig:
     """Process/thread limit of one app sandbox (cgroup)."""
     start_timeout_s: float = 30.0
     """A pod that is not serving frames after this long is failed."""
+    minute_s: float = 60.0
+    """Length of one "minute" of ``timeout_minutes``/``idle_timeout_minutes`` (tests shorten it)."""
     poll_interval_s: float = 1.0
     """How often live sessions are checked (liveness, idle, timeouts)."""
     uid_base: int = 200_000

@@ -164,6 +164,7 @@ class SessionManager:
             view_token_hash=token_hash(tokens["view"]),
             control_token_hash=token_hash(tokens["control"]),
             slot=slot,
+            minute_s=self._config.minute_s,
         )
         self._sessions[session.session_id] = session
         self._save(session)

@@ -122,17 +122,19 @@ class Session:
     """Last agent action or human input, for the idle timeout."""
     viewers: int = 0
     error: str | None = None
+    minute_s: float = 60.0
+    """Seconds per timeout minute (60 except in tests)."""
     pod: dict[str, object] = field(default_factory=dict)
     """Backend-specific handle of the pod (pids, paths), persisted for re-adoption."""
 
     @property
     def expires_at(self) -> datetime:
-        return self.created_at + timedelta(minutes=self.spec.timeout_minutes)
+        return self.created_at + timedelta(seconds=self.spec.timeout_minutes * self.minute_s)
 
     def idle_deadline(self) -> datetime | None:
         if self.spec.idle_timeout_minutes == 0:
             return None
-        return self.last_activity + timedelta(minutes=self.spec.idle_timeout_minutes)
+        return self.last_activity + timedelta(seconds=self.spec.idle_timeout_minutes * self.minute_s)
 
     def transition(self, new: SessionStatus) -> None:
         if new not in _ALLOWED[self.status]:

@@ -54,6 +54,7 @@ def _encode(session: Session) -> str:
         "controller_token_hash": session.controller_token_hash,
         "last_activity": session.last_activity.isoformat(),
         "error": session.error,
+        "minute_s": session.minute_s,
         "pod": session.pod,
     }
     return json.dumps(record)
@@ -88,6 +89,7 @@ def _decode(session_id: str, raw: str) -> Session:
         controller=Controller(r["controller"]),
         controller_token_hash=r["controller_token_hash"],
         error=r["error"],
+        minute_s=float(r.get("minute_s", 60.0)),
         pod=r["pod"],
     )
     session.controller_since = _dt(r["controller_since"]) or created

@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Install whatever is missing to run Visual Runtime on Debian 12 / Ubuntu:
+# system packages (apt) and the project's .venv. Idempotent; fast when all is there.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then
+  if command -v sudo >/dev/null; then SUDO="sudo"; else
+    echo "setup: run as root (sessions need bubblewrap, cgroups and network namespaces)" >&2
+    exit 1
+  fi
+fi
+
+APT_PACKAGES=(
+  xvfb fluxbox xterm x11vnc chromium ffmpeg bubblewrap
+  iproute2 iptables util-linux procps x11-utils xdotool
+  fonts-dejavu-core xfonts-base ca-certificates curl
+  python3 python3-venv python3-dev gcc
+)
+missing=()
+for pkg in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+# A python3 from elsewhere (pyenv, a toolcache) is fine if it is >= 3.11 and has venv.
+if command -v python3 >/dev/null && python3 -c 'import sys, venv, ensurepip; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+  keep=()
+  for pkg in "${missing[@]}"; do
+    case "$pkg" in python3|python3-venv|python3-dev) ;; *) keep+=("$pkg");; esac
+  done
+  missing=("${keep[@]+"${keep[@]}"}")
+fi
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "setup: installing ${missing[*]}"
+  $SUDO apt-get update -q
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  echo "setup: creating .venv"
+  "$PY" -m venv .venv
+fi
+stamp=.venv/.visual-runtime-installed
+want=$(sha256sum pyproject.toml | cut -d' ' -f1)
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+  echo "setup: installing Python packages into .venv"
+  .venv/bin/python -m pip install -q --upgrade pip
+  .venv/bin/python -m pip install -q -e '.[test]'
+  echo "$want" > "$stamp"
+fi
+
+if [ -x scripts/fetch-novnc.sh ]; then
+  scripts/fetch-novnc.sh
+fi
+echo "setup: ready"
