@@ -92,26 +92,52 @@ class Gateway:
             await asyncio.sleep(0.1)
 
 
-def pod_processes(uid_base: int = 200_000, uid_count: int = 64) -> list[int]:
-    """Pids of processes running as any per-session uid."""
+def session_ids(state_dir: Path) -> set[str]:
+    """Every session a gateway with this state dir ever created (from its store)."""
+    ids = set()
+    sessions = state_dir / "sessions"
+    if sessions.is_dir():
+        ids.update(p.name for p in sessions.iterdir())
+    db = state_dir / "sessions.sqlite3"
+    if db.exists():
+        import sqlite3
+
+        con = sqlite3.connect(db)
+        try:
+            ids.update(row[0] for row in con.execute("SELECT session_id FROM sessions"))
+        finally:
+            con.close()
+    return ids
+
+
+def pod_processes(state_dir: Path) -> list[int]:
+    """Pids of processes in a pod cgroup of any session of *state_dir*.
+
+    Scoped by session id because other gateways (other test runs) may have
+    live sessions on the same machine.
+    """
+    ids = session_ids(state_dir)
+    if not ids:
+        return []
     pids = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
-            status = (entry / "status").read_text()
+            cgroups = (entry / "cgroup").read_text()
         except OSError:
             continue
-        match = re.search(r"^Uid:\s+(\d+)", status, re.M)
-        if match and uid_base <= int(match.group(1)) < uid_base + uid_count:
-            pids.append(int(entry.name))
+        for match in re.finditer(r"/visual-runtime/([A-Za-z0-9_-]+)\.(app|agent)", cgroups):
+            if match.group(1) in ids:
+                pids.append(int(entry.name))
+                break
     return pids
 
 
-def wait_no_pod_processes(timeout: float = 10.0) -> list[int]:
+def wait_no_pod_processes(state_dir: Path, timeout: float = 10.0) -> list[int]:
     deadline = time.monotonic() + timeout
     while True:
-        left = pod_processes()
+        left = pod_processes(state_dir)
         if not left or time.monotonic() > deadline:
             return left
         time.sleep(0.05)
@@ -178,7 +204,7 @@ async def gateway(tmp_path: Path) -> AsyncIterator[Gateway]:
     """An in-process gateway (full desktop apps) with the local backend."""
     async for gw in in_process_gateway(tmp_path):
         yield gw
-    assert wait_no_pod_processes() == []
+    assert wait_no_pod_processes(gw.state_dir) == []
 
 
 @pytest.fixture
@@ -186,7 +212,7 @@ async def light_gateway(tmp_path: Path) -> AsyncIterator[Gateway]:
     """An in-process gateway whose sessions run only Xvfb + xterm (fast lifecycle tests)."""
     async for gw in in_process_gateway(tmp_path, apps=("xterm",)):
         yield gw
-    assert wait_no_pod_processes() == []
+    assert wait_no_pod_processes(gw.state_dir) == []
 
 
 @pytest.fixture
@@ -198,4 +224,4 @@ def served_gateway(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], st
         yield proc, url, state
     finally:
         stop_served_gateway(proc)
-        assert wait_no_pod_processes() == []
+        assert wait_no_pod_processes(state) == []
