@@ -96,8 +96,11 @@ def choose_codec(offer_sdp: str) -> str:
 def _preferences(codec: str) -> list[Any]:
     caps = RTCRtpSender.getCapabilities("video").codecs
     if codec == "h264":
-        return [c for c in caps if c.mimeType.lower() == "video/h264"
+        h264 = [c for c in caps if c.mimeType.lower() == "video/h264"
                 and str(c.parameters.get("packetization-mode")) == "1"]
+        # Constrained baseline (42e0xx) first: it is what x264's baseline emits.
+        return sorted(h264, key=lambda c: not str(
+            c.parameters.get("profile-level-id", "")).lower().startswith("42e0"))
     return [c for c in caps if c.mimeType.lower() == "video/vp8"]
 
 
