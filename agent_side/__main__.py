@@ -22,7 +22,10 @@ from .control import InputGate
 from .injector import create_injector
 from .media import MediaConfig, VideoSource
 from .peers import PeerManager
+from .recorder import Recorder, RecorderConfig
 from .server import create_app
+from .vnc import VncBridge, VncServer
+from .wsstream import StreamViewers
 
 logger = logging.getLogger("agent_side")
 
@@ -38,6 +41,12 @@ def parse_args(argv: list[str] | None = None) -> AgentConfig:
     parser.add_argument("--keyframe-interval", type=float, default=3.0)
     parser.add_argument("--input", choices=("xtest", "null"), default="xtest")
     parser.add_argument("--ice-ports", default=None, help="reserved: LOW-HIGH UDP port range")
+    parser.add_argument("--recording", type=Path, default=None,
+                        help="record the session into this folder (fragmented MP4)")
+    parser.add_argument("--recording-keyframe-interval", type=float, default=2.0,
+                        help="longest keyframe interval while recording (seconds)")
+    parser.add_argument("--recording-min-free-mb", type=int, default=256,
+                        help="stop recording below this much free disk space")
     args = parser.parse_args(argv)
     try:
         width, height = (int(v) for v in args.resolution.lower().split("x"))
@@ -45,23 +54,38 @@ def parse_args(argv: list[str] | None = None) -> AgentConfig:
         parser.error(f"--resolution must be WxH, not {args.resolution!r}")
     return AgentConfig(socket=args.socket, display=args.display, width=width, height=height,
                        session_id=args.session_id, fps=args.fps,
-                       keyframe_interval_s=args.keyframe_interval, input=args.input)
+                       keyframe_interval_s=args.keyframe_interval, input=args.input,
+                       recording=args.recording,
+                       recording_keyframe_interval_s=args.recording_keyframe_interval,
+                       recording_min_free_mb=args.recording_min_free_mb)
 
 
 async def serve(config: AgentConfig) -> None:
     sid = config.session_id
+    keyframe_s = config.keyframe_interval_s
+    if config.recording is not None:
+        keyframe_s = min(keyframe_s, config.recording_keyframe_interval_s)
     source = VideoSource(MediaConfig(display=config.display, width=config.width,
                                      height=config.height, fps=config.fps,
-                                     keyframe_interval_s=config.keyframe_interval_s,
+                                     keyframe_interval_s=keyframe_s,
                                      session_id=sid))
     await source.start()
+    recorder: Recorder | None = None
+    if config.recording is not None:
+        recorder = Recorder(source, RecorderConfig(
+            folder=config.recording, width=config.width, height=config.height, session_id=sid,
+            keyframe_interval_s=keyframe_s, min_free_mb=config.recording_min_free_mb))
+        await recorder.start()
     injector = await asyncio.to_thread(
         create_injector, config.input, display=config.display,  # type: ignore[arg-type]
         width=config.width, height=config.height,
     )
     gate = InputGate(injector, sid)
     peers = PeerManager(source, gate, injector, sid)
-    app = create_app(source, gate, peers)
+    streams = StreamViewers(source, peers.inputs, sid)
+    vnc = VncBridge(VncServer(config.display, config.socket.parent / "vnc.sock", sid),
+                    peers.inputs, sid)
+    app = create_app(source, gate, peers, streams=streams, vnc=vnc)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     config.socket.unlink(missing_ok=True)
@@ -79,8 +103,12 @@ async def serve(config: AgentConfig) -> None:
         await stop.wait()
     finally:
         logger.info("session %s: runtime agent stopping", sid)
+        await vnc.aclose()
+        await streams.aclose()
         await peers.aclose()
         await runner.cleanup()
+        if recorder is not None:
+            await recorder.aclose()
         await gate.aclose()
         await source.aclose()
         config.socket.unlink(missing_ok=True)

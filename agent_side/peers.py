@@ -27,24 +27,12 @@ from aiortc.codecs import CODECS
 from aiortc.rtcpeerconnection import find_common_codecs
 from aiortc.sdp import SessionDescription
 
-from .control import InputGate, NotInControl
-from .errors import AgentSideError, ProtocolError
+from .control import InputGate
+from .errors import AgentSideError
 from .injector import InputInjector
+from .inputs import InputHandler
 from .media import VideoSource
-from .protocol import (
-    Clipboard,
-    InputMessage,
-    KeyDown,
-    KeyUp,
-    MouseDown,
-    MouseMove,
-    MouseUp,
-    Scroll,
-    Text,
-    control_message,
-    error_message,
-    parse_input_message,
-)
+from .protocol import control_message
 from .track import EncodedVideoTrack, attach_sender
 
 logger = logging.getLogger(__name__)
@@ -115,7 +103,12 @@ class PeerManager:
         self._session_id = session_id
         self._peers: dict[str, Peer] = {}
         self._tasks: set[asyncio.Task[None]] = set()
-        self.messages_dropped = 0
+        self.inputs = InputHandler(gate, injector, session_id)
+        """Input rules shared with the other transports (see :mod:`agent_side.inputs`)."""
+
+    @property
+    def messages_dropped(self) -> int:
+        return self.inputs.messages_dropped
 
     @property
     def count(self) -> int:
@@ -176,45 +169,11 @@ class PeerManager:
         task.add_done_callback(self._tasks.discard)
 
     async def _on_input(self, peer: Peer, raw: str | bytes) -> None:
-        try:
-            message = parse_input_message(raw)
-        except ProtocolError as e:
+        outcome = await self.inputs.handle(raw, peer.token_kind, peer.token_id, peer.peer_id)
+        if outcome.dropped:
             peer.dropped_messages += 1
-            self.messages_dropped += 1
-            logger.debug("session %s: peer %s: bad input message: %s", self._session_id,
-                         peer.peer_id, e)
-            self._send(peer, error_message("bad_message", str(e)))
-            return
-        if peer.token_kind == "view":
-            self._send(peer, error_message("not_in_control", "a view token cannot send input"))
-            return
-        try:
-            await self._gate.run_human(peer.token_id, lambda: self._apply(message))
-        except NotInControl as e:
-            self._send(peer, error_message("not_in_control", str(e)))
-        except AgentSideError as e:
-            logger.debug("session %s: input failed: %s", self._session_id, e)
-            self._send(peer, error_message("input_failed", str(e)))
-
-    def _apply(self, message: InputMessage) -> None:
-        inj = self._injector
-        match message:
-            case MouseMove(x=x, y=y):
-                inj.mouse_move(x, y)
-            case MouseDown(button=button):
-                inj.button_down(button)
-            case MouseUp(button=button):
-                inj.button_up(button)
-            case Scroll(x=x, y=y, dx=dx, dy=dy):
-                inj.scroll(x, y, dx, dy)
-            case KeyDown(key=key):
-                inj.key_down(key)
-            case KeyUp(key=key):
-                inj.key_up(key)
-            case Text(text=text):
-                inj.type_text(text)
-            case Clipboard(text=text):
-                inj.set_clipboard(text)
+        if outcome.reply is not None:
+            self._send(peer, outcome.reply)
 
     @staticmethod
     def _send(peer: Peer, text: str) -> None:

@@ -22,6 +22,9 @@ from .errors import ActionError, AgentSideError
 from .injector import InputInjector
 from .media import VideoSource
 from .peers import OfferError, PeerManager
+from .protocol import control_message
+from .vnc import VncBridge
+from .wsstream import StreamViewers
 
 logger = logging.getLogger(__name__)
 
@@ -29,6 +32,8 @@ SOURCE = web.AppKey("source", VideoSource)
 GATE = web.AppKey("gate", InputGate)
 PEERS = web.AppKey("peers", PeerManager)
 STARTED = web.AppKey("started", float)
+STREAMS = web.AppKey("streams", StreamViewers)
+VNC = web.AppKey("vnc", VncBridge)
 
 TYPE_CHUNK = 32
 """Characters typed per gated step, so a ``take`` interrupts long typing quickly."""
@@ -46,8 +51,14 @@ async def health(request: web.Request) -> web.Response:
 
 async def stats(request: web.Request) -> web.Response:
     gate, peers, source = request.app[GATE], request.app[PEERS], request.app[SOURCE]
+    streams = request.app.get(STREAMS)
+    vnc = request.app.get(VNC)
+    ws_viewers = streams.count if streams is not None else 0
+    vnc_viewers = vnc.count if vnc is not None else 0
     return web.json_response({
-        "viewers": peers.count,
+        "viewers": peers.count + ws_viewers + vnc_viewers,
+        "viewers_by_transport": {"webrtc": peers.count, "ws": ws_viewers, "vnc": vnc_viewers},
+        "stream_viewers": streams.describe() if streams is not None else [],
         "peers": peers.describe(),
         "controller": gate.controller,
         "input_idle_s": time.monotonic() - gate.last_input,
@@ -92,6 +103,8 @@ async def set_control(request: web.Request) -> web.Response:
     gate = request.app[GATE]
     await gate.set_controller(controller, body.get("owner"))
     request.app[PEERS].broadcast_control(controller)
+    if STREAMS in request.app:
+        await request.app[STREAMS].broadcast(control_message(controller))
     return web.json_response({"controller": gate.controller})
 
 
@@ -99,6 +112,8 @@ async def broadcast(request: web.Request) -> web.Response:
     """Send a JSON message to every viewer's data channel (control events etc.)."""
     payload = await request.json()
     request.app[PEERS].broadcast(payload)
+    if STREAMS in request.app:
+        await request.app[STREAMS].broadcast(json.dumps(payload))
     return web.json_response({"ok": True})
 
 
@@ -138,7 +153,9 @@ def _executor(injector: InputInjector, action: Action) -> Callable[[], dict[str,
     return lambda: execute_action(injector, action)
 
 
-def create_app(source: VideoSource, gate: InputGate, peers: PeerManager) -> web.Application:
+def create_app(source: VideoSource, gate: InputGate, peers: PeerManager, *,
+               streams: StreamViewers | None = None,
+               vnc: VncBridge | None = None) -> web.Application:
     app = web.Application(client_max_size=1024 * 1024)
     app[SOURCE] = source
     app[GATE] = gate
@@ -152,4 +169,10 @@ def create_app(source: VideoSource, gate: InputGate, peers: PeerManager) -> web.
     app.router.add_post("/control", set_control)
     app.router.add_post("/broadcast", broadcast)
     app.router.add_post("/actions", run_action)
+    if streams is not None:
+        app[STREAMS] = streams
+        app.router.add_get("/stream", streams.handle)
+    if vnc is not None:
+        app[VNC] = vnc
+        app.router.add_get("/vnc", vnc.handle)
     return app
