@@ -31,6 +31,23 @@ SUBNET = ipaddress.ip_network("10.231.0.0/16")
 NETNS_PREFIX = "vr-"
 _CHAIN_IN = "VR-INPUT"
 _CHAIN_FWD = "VR-FORWARD"
+# Rules as `iptables -S` prints them, so the live chains can be compared.
+_CHAINS: dict[str, list[str]] = {
+    _CHAIN_IN: ["-j DROP"],
+    _CHAIN_FWD: [
+        "-i vrh+ -o vrh+ -j DROP",
+        "-d 169.254.0.0/16 -i vrh+ -j DROP",
+        "-i vrh+ -j ACCEPT",
+        "-o vrh+ -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT",
+        "-o vrh+ -j DROP",
+    ],
+}
+_HOOKS: list[tuple[str, str, list[str]]] = [
+    ("filter", "INPUT", ["-i", "vrh+", "-j", _CHAIN_IN]),
+    ("filter", "FORWARD", ["-i", "vrh+", "-j", _CHAIN_FWD]),
+    ("filter", "FORWARD", ["-o", "vrh+", "-j", _CHAIN_FWD]),
+    ("nat", "POSTROUTING", ["-s", str(SUBNET), "!", "-d", str(SUBNET), "-j", "MASQUERADE"]),
+]
 
 
 async def run(*argv: str, check: bool = True) -> tuple[int, str]:
@@ -70,35 +87,29 @@ class EgressManager:
     """Creates and removes egress namespaces; owns the shared firewall chains."""
 
     def __init__(self) -> None:
-        self._rules_ready = False
         self._lock = asyncio.Lock()
 
     async def _ensure_rules(self) -> None:
-        if self._rules_ready:
-            return
+        """Make the shared chains and hooks exactly what they must be.
+
+        Checked before every namespace is created (another gateway on the
+        machine, or an operator, may have changed them). Chains are only
+        rebuilt when their content differs, so a live session is never left
+        without its rules.
+        """
         await run("sysctl", "-q", "-w", "net.ipv4.ip_forward=1")
-        for chain in (_CHAIN_IN, _CHAIN_FWD):
+        for chain, rules in _CHAINS.items():
             await run("iptables", "-w", "-N", chain, check=False)
-            await run("iptables", "-w", "-F", chain)
-        await run("iptables", "-w", "-A", _CHAIN_IN, "-j", "DROP")
-        fwd = ("iptables", "-w", "-A", _CHAIN_FWD)
-        await run(*fwd, "-i", "vrh+", "-o", "vrh+", "-j", "DROP")
-        await run(*fwd, "-i", "vrh+", "-d", "169.254.0.0/16", "-j", "DROP")
-        await run(*fwd, "-i", "vrh+", "-j", "ACCEPT")
-        await run(*fwd, "-o", "vrh+", "-m", "conntrack", "--ctstate", "ESTABLISHED,RELATED",
-                  "-j", "ACCEPT")
-        await run(*fwd, "-o", "vrh+", "-j", "DROP")
-        hooks = [
-            ("filter", "INPUT", ["-i", "vrh+", "-j", _CHAIN_IN]),
-            ("filter", "FORWARD", ["-i", "vrh+", "-j", _CHAIN_FWD]),
-            ("filter", "FORWARD", ["-o", "vrh+", "-j", _CHAIN_FWD]),
-            ("nat", "POSTROUTING", ["-s", str(SUBNET), "!", "-d", str(SUBNET), "-j", "MASQUERADE"]),
-        ]
-        for table, chain, spec in hooks:
+            _, current = await run("iptables", "-w", "-S", chain)
+            want = [f"-N {chain}"] + [f"-A {chain} {r}" for r in rules]
+            if [line.strip() for line in current.splitlines()] != want:
+                await run("iptables", "-w", "-F", chain)
+                for rule in rules:
+                    await run("iptables", "-w", "-A", chain, *rule.split())
+        for table, chain, spec in _HOOKS:
             code, _ = await run("iptables", "-w", "-t", table, "-C", chain, *spec, check=False)
             if code != 0:
                 await run("iptables", "-w", "-t", table, "-I", chain, "1", *spec)
-        self._rules_ready = True
 
     async def create(self, egress: Egress) -> None:
         async with self._lock:
@@ -124,20 +135,8 @@ class EgressManager:
         await run("ip", "link", "delete", egress.host_if, check=False)
 
     async def aclose(self) -> None:
-        """Remove the shared chains once no egress namespace is left."""
-        if list_namespaces():
-            return
-        for table, chain, spec in (
-            ("filter", "INPUT", ["-i", "vrh+", "-j", _CHAIN_IN]),
-            ("filter", "FORWARD", ["-i", "vrh+", "-j", _CHAIN_FWD]),
-            ("filter", "FORWARD", ["-o", "vrh+", "-j", _CHAIN_FWD]),
-            ("nat", "POSTROUTING", ["-s", str(SUBNET), "!", "-d", str(SUBNET), "-j", "MASQUERADE"]),
-        ):
-            await run("iptables", "-w", "-t", table, "-D", chain, *spec, check=False)
-        for chain in (_CHAIN_IN, _CHAIN_FWD):
-            await run("iptables", "-w", "-F", chain, check=False)
-            await run("iptables", "-w", "-X", chain, check=False)
-        self._rules_ready = False
+        """Nothing to release: the chains stay (inert without ``vrh+`` links) because
+        other gateways on this machine, or re-adopted sessions, rely on them."""
 
 
 def list_namespaces() -> list[str]:
