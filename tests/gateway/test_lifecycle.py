@@ -137,8 +137,7 @@ async def test_readoption_after_sigkill_of_the_gateway(tmp_path: Path) -> None:
             for s in (kept, lost):
                 async with http.get(url + f"/api/visual-sessions/{s['session_id']}?wait=running") as resp:
                     assert (await resp.json())["status"] == "running"
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
+        stop_served_gateway(proc, signal.SIGKILL)
         assert pod_processes(state), "pods must survive the gateway"
         # While the gateway is down, one pod dies.
         from gateway.store import SessionStore
