@@ -36,8 +36,12 @@ logger = logging.getLogger(__name__)
 
 X11VNC_ARGS: Final = ("-shared", "-forever", "-ncache", "0", "-defer", "5", "-wait", "5",
                       "-nowait_bog", "-nopw", "-norc", "-noipv6", "-nolookup", "-noremote",
-                      "-nocmds", "-quiet", "-rfbport", "0")
-"""Tuned for latency (MEASUREMENTS.md: ``-defer 5 -wait 5 -nowait_bog``), no TCP port."""
+                      "-nocmds", "-quiet", "-noshm", "-rfbport", "0")
+"""Tuned for latency (MEASUREMENTS.md: ``-defer 5 -wait 5 -nowait_bog``), no TCP port.
+
+``-noshm``: x11vnc's classic ``XShmAttach`` of a segment owned by the agent's
+uid is refused by the app sandbox's Xvfb (``BadAccess``, another uid), so it
+reads the screen with ``XGetImage``."""
 START_TIMEOUT_S: Final = 10.0
 
 
