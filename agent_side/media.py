@@ -355,10 +355,17 @@ class VideoSource:
             "convert_ms": self._convert_ms.mean,
             "encode_ms": {c: s.mean for c, s in self._encode_ms.items()},
             "bytes_encoded": {**self._bytes_encoded, "total": sum(self._bytes_encoded.values())},
+            "stage_totals": self._stage_totals(),
             "subscribers": self._subscriber_count(),
             "capture_backend": capture.backend if capture else None,
             "damage": capture.damage if capture else None,
         }
+
+    def _stage_totals(self) -> dict[str, dict[str, float]]:
+        """Per stage ``{"count", "ms"}`` since start: means over any window by difference."""
+        stages = {"grab": self._grab_ms, "convert": self._convert_ms}
+        stages.update({f"encode_{c}": s for c, s in self._encode_ms.items()})
+        return {name: {"count": s.count, "ms": s.total} for name, s in stages.items()}
 
     def timing_samples(self) -> dict[str, list[float]]:
         """Recent per-frame timings in ms (grab, convert, encode_<codec>)."""
