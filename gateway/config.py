@@ -49,6 +49,10 @@ class GatewayConfig:
     """How often live sessions are checked (liveness, idle, timeouts)."""
     uid_base: int = 200_000
     """First uid of the per-session users (two per slot: app, runtime agent)."""
+    docker_image: str = "visual-runtime-session:latest"
+    """Session image of the ``docker`` backend (built by ``container/build.sh``)."""
+    docker_seccomp_profile: Path | None = None
+    """Seccomp profile (JSON file) of docker app containers; None: container/seccomp-chromium.json."""
     ice_port_min: int | None = None
     """Lowest UDP port for WebRTC media (with ``ice_port_max``), for firewalls."""
     ice_port_max: int | None = None

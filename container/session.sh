@@ -1,0 +1,36 @@
+#!/bin/sh
+# The app container's desktop: X first, then the apps (as the local backend's
+# launcher does). Settings come from the environment:
+#   VR_RESOLUTION WxH, VR_APPS (subset of "fluxbox xterm chromium"),
+#   VR_START_URL, VR_CHROMIUM_FLAGS.
+set -u
+mkdir -p "$HOME/.fluxbox" "$HOME/Downloads"
+cat > "$HOME/.fluxbox/init" <<FLUX
+session.screen0.toolbar.visible: false
+session.screen0.rootCommand:
+session.styleOverlay: ~/.fluxbox/overlay
+session.screen0.workspaces: 1
+FLUX
+echo "background: none" > "$HOME/.fluxbox/overlay"
+
+Xvfb :0 -screen 0 "${VR_RESOLUTION}x24" -nolisten tcp -noreset -dpi 96 \
+  +extension DAMAGE +extension MIT-SHM +extension XTEST &
+XVFB=$!
+i=0
+while [ ! -S /tmp/.X11-unix/X0 ]; do
+  i=$((i+1)); [ $i -gt 500 ] && { echo 'Xvfb did not start' >&2; exit 1; }
+  kill -0 $XVFB 2>/dev/null || { echo 'Xvfb exited' >&2; exit 1; }
+  sleep 0.02
+done
+export DISPLAY=:0
+case " $VR_APPS " in *" fluxbox "*) fluxbox -rc "$HOME/.fluxbox/init" & ;; esac
+case " $VR_APPS " in
+  *" xterm "*) xterm -geometry 100x30+40+40 -fa 'DejaVu Sans Mono' -fs 11 & ;;
+esac
+case " $VR_APPS " in
+  *" chromium "*)
+    # shellcheck disable=SC2086 # the flags are a word list
+    chromium $VR_CHROMIUM_FLAGS "$VR_START_URL" >"$HOME/.chromium.log" 2>&1 & ;;
+esac
+wait $XVFB
+echo "Xvfb exited with $?" >&2

@@ -1,0 +1,450 @@
+"""The ``docker`` backend: each pod is two containers from the session image.
+
+The pod model is the ``local`` backend's (see ``local.py``), with Docker doing
+the isolation:
+
+* **App container** (``vr-<gw>-<sid>-app``): the desktop (Xvfb, fluxbox, xterm,
+  Chromium) as uid 10001. ``cap_drop=ALL``, ``no-new-privileges``, a seccomp
+  profile passed as JSON content (Docker's default plus ``clone``, ``unshare``
+  and ``chroot`` so that Chromium keeps its own sandbox:
+  ``container/seccomp-chromium.json``), a read-only root with tmpfs ``/tmp``
+  and ``HOME``, a 256 MB ``/dev/shm``, memory, CPU and pids limits. Its IPC
+  namespace is ``shareable`` (for the agent's XShm). Network: ``none``, or for
+  ``egress`` a bridge network of its own (see *Egress* below).
+* **Runtime-agent container** (``vr-<gw>-<sid>-agent``): the same image as
+  uid 10002 running ``python -m agent_side``, in the app container's IPC
+  namespace, seeing the X socket folder and its run folder ``/run/vr`` (bind
+  mounts of host folders, so the gateway reaches its unix socket exactly as
+  with ``local``). It uses the **host network**: aiortc must offer ICE
+  candidates that viewers can reach, and a bridge would only give it a private
+  address (plus a published UDP range and NAT rewriting that aiortc cannot
+  announce). Its HTTP API listens only on the unix socket, never on TCP.
+
+Folders (host → container), as ``session_paths`` lays them out:
+``<runtime>/<sid>/x11`` → ``/tmp/.X11-unix`` (both), ``<runtime>/<sid>/run`` →
+``/run/vr`` (agent), ``<state>/sessions/<sid>/home/Downloads`` →
+``/home/user/Downloads`` (app, uid 10001: the shared folder), and the files
+``logs/app.log`` / ``logs/agent.log`` → ``/var/log/visual-runtime/*.log``, so
+the containers' output lands in the session log while they run and survives
+them. Everything a container writes elsewhere dies with it.
+
+Egress (``network: "egress"``): a bridge ``vr-<gw>-<sid>`` with interface
+``vrd<hash>``, ``enable_icc=false`` and NAT out. Two chains of ours:
+``VR-DOCKER-IN`` (hooked into ``INPUT`` for ``vrd+``) drops everything a
+session sends to the host's own addresses, so the gateway and any other host
+service are unreachable; ``VR-DOCKER-FWD`` (hooked into Docker's
+``DOCKER-USER``) drops traffic from a session to another session's bridge,
+to Docker's other bridges (``docker0``, ``br-*``), to the ``local`` backend's
+sessions (``vrh+``) and to link-local addresses (cloud metadata). The chains
+are made idempotently on the first egress session and left in place (they
+match only ``vrd+`` interfaces; other gateways on the host share them).
+
+Ownership is by label: ``visual-runtime.session``, ``visual-runtime.role``
+(``app``, ``agent``, ``network``) and ``visual-runtime.gateway`` (a hash of the
+state dir), so two gateways on one engine never touch each other's pods and a
+restarted gateway finds its own (``list_pods``; the manager re-adopts them
+through ``is_alive`` and the agent's health).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import docker
+import docker.errors
+from docker.models.containers import Container
+from docker.types import Mount
+
+from ..config import GatewayConfig
+from ..errors import BackendError
+from .base import PodHandle, PodRequest, SessionBackend, session_paths
+from .local import LocalBackend, _chromium_flags
+from .network import run
+
+logger = logging.getLogger(__name__)
+
+APP_UID = 10001
+AGENT_UID = 10002
+HOME = "/home/user"
+AGENT_RUN = "/run/vr"
+LOG_DIR = "/var/log/visual-runtime"
+LABEL_SESSION = "visual-runtime.session"
+LABEL_ROLE = "visual-runtime.role"
+LABEL_GATEWAY = "visual-runtime.gateway"
+BRIDGE_PREFIX = "vrd"
+CHAIN_IN = "VR-DOCKER-IN"
+CHAIN_FWD = "VR-DOCKER-FWD"
+AGENT_MEMORY = 1024 * 1024 * 1024
+AGENT_CPUS = 1.5
+AGENT_PIDS = 256
+_HOOKS = [
+    ("INPUT", ["-i", BRIDGE_PREFIX + "+", "-j", CHAIN_IN]),
+    ("DOCKER-USER", ["-i", BRIDGE_PREFIX + "+", "-j", CHAIN_FWD]),
+]
+
+
+def default_seccomp_profile() -> Path:
+    """``container/seccomp-chromium.json`` of this checkout (or image)."""
+    return Path(__file__).resolve().parents[2] / "container" / "seccomp-chromium.json"
+
+
+def gateway_label(state_dir: Path) -> str:
+    """Ownership label value: a short hash of the state dir's absolute path."""
+    return hashlib.sha256(str(state_dir.resolve()).encode()).hexdigest()[:12]
+
+
+class DockerBackend(SessionBackend):
+    """Pods as two containers per session, through the docker SDK (blocking calls in threads)."""
+
+    name = "docker"
+
+    def __init__(self, config: GatewayConfig) -> None:
+        self._config = config
+        self._gw = gateway_label(config.state_dir)
+        profile = config.docker_seccomp_profile or default_seccomp_profile()
+        try:
+            self._seccomp = json.dumps(json.loads(profile.read_text()), separators=(",", ":"))
+        except (OSError, ValueError) as e:
+            raise BackendError(f"cannot read the seccomp profile {profile}: {e}") from e
+        try:
+            self._client = docker.from_env(timeout=60)
+            self._client.ping()
+        except docker.errors.DockerException as e:
+            raise BackendError(f"the docker engine is not reachable: {e}") from e
+        self._rules_lock = asyncio.Lock()
+        self._rules_ready = False
+        self._closed = False
+
+    # ----------------------------------------------------------------- names
+    def _name(self, sid: str, role: str) -> str:
+        return f"vr-{self._gw[:8]}-{sid}-{role}"
+
+    def _labels(self, sid: str, role: str) -> dict[str, str]:
+        return {LABEL_SESSION: sid, LABEL_ROLE: role, LABEL_GATEWAY: self._gw}
+
+    @staticmethod
+    def _bridge(sid: str) -> str:
+        return BRIDGE_PREFIX + hashlib.sha256(sid.encode()).hexdigest()[:11]
+
+    # ----------------------------------------------------------------- start
+    async def start_pod(self, request: PodRequest) -> PodHandle:
+        sid = request.session_id
+        handle: PodHandle = {
+            "session_id": sid,
+            "session_dir": str(request.session_dir),
+            "runtime_dir": str(request.runtime_dir),
+            "network": request.spec.network,
+            "app": self._name(sid, "app"),
+            "agent": self._name(sid, "agent"),
+            "net": self._name(sid, "net") if request.spec.network == "egress" else None,
+            "image": self._config.docker_image,
+        }
+        try:
+            await self._start(request, handle)
+        except BaseException as e:
+            logger.warning("session %s: pod start failed: %s", sid, e)
+            await asyncio.shield(self.stop_pod(handle))
+            if isinstance(e, BackendError):
+                raise
+            if isinstance(e, docker.errors.DockerException):
+                raise BackendError(f"docker: {_docker_message(e)}") from e
+            if isinstance(e, Exception):
+                raise BackendError(f"pod start failed: {e}") from e
+            raise
+        return handle
+
+    async def _start(self, request: PodRequest, handle: PodHandle) -> None:
+        sid = request.session_id
+        paths = session_paths(request.session_dir, request.runtime_dir)
+        await asyncio.to_thread(self._prepare_dirs, request)
+        if handle["net"]:
+            await self._ensure_rules()
+            await asyncio.to_thread(self._create_network, sid, handle["net"])
+        app = await asyncio.to_thread(self._run_app, request, handle)
+        logger.info("session %s: app container %s (%s)", sid, handle["app"], app.short_id)
+        sock = paths["x11"] / "X0"
+        deadline = time.monotonic() + 20
+        while not sock.exists():
+            status = await asyncio.to_thread(self._status, handle["app"])
+            if status != "running":
+                raise BackendError(f"the app container is {status} before Xvfb was up: "
+                                   + _tail(paths["logs"] / "app.log"))
+            if time.monotonic() > deadline:
+                raise BackendError("Xvfb did not create its socket within 20 s")
+            await asyncio.sleep(0.05)
+        agent = await asyncio.to_thread(self._run_agent, request, handle, app.id)
+        logger.info("session %s: runtime-agent container %s (%s)", sid, handle["agent"],
+                    agent.short_id)
+
+    def _prepare_dirs(self, request: PodRequest) -> None:
+        paths = session_paths(request.session_dir, request.runtime_dir)
+        for key in ("run", "x11", "home", "files", "logs"):
+            paths[key].mkdir(parents=True, exist_ok=True)
+        request.session_dir.chmod(0o755)
+        request.runtime_dir.chmod(0o755)
+        paths["x11"].chmod(0o1777)
+        os.chown(paths["run"], AGENT_UID, AGENT_UID)
+        paths["run"].chmod(0o700)
+        os.chown(paths["files"], APP_UID, APP_UID)
+        for name, uid in (("app.log", APP_UID), ("agent.log", AGENT_UID)):
+            log = paths["logs"] / name
+            log.touch()
+            os.chown(log, uid, uid)
+            log.chmod(0o640)
+
+    def _create_network(self, sid: str, name: str) -> None:
+        self._remove_network(name)
+        self._client.networks.create(
+            name, driver="bridge", internal=False, labels=self._labels(sid, "network"),
+            options={
+                "com.docker.network.bridge.name": self._bridge(sid),
+                "com.docker.network.bridge.enable_icc": "false",
+                "com.docker.network.bridge.enable_ip_masquerade": "true",
+            },
+        )
+        logger.info("session %s: egress network %s (bridge %s)", sid, name, self._bridge(sid))
+
+    def _common(self, sid: str, role: str) -> dict[str, Any]:
+        return {
+            "image": self._config.docker_image,
+            "name": self._name(sid, role),
+            "labels": self._labels(sid, role),
+            "detach": True,
+            "read_only": True,
+            "cap_drop": ["ALL"],
+            "init": False,  # the image's entry point is tini
+            "log_config": {"Type": "json-file", "Config": {"max-size": "1m", "max-file": "1"}},
+            "stdin_open": False,
+            "tty": False,
+        }
+
+    def _run_app(self, request: PodRequest, handle: PodHandle) -> Container:
+        sid = request.session_id
+        paths = session_paths(request.session_dir, request.runtime_dir)
+        w, h = request.spec.resolution
+        self._remove_container(handle["app"])
+        net: dict[str, Any] = ({"network": handle["net"]} if handle["net"]
+                               else {"network_mode": "none"})
+        container = self._client.containers.run(
+            command=["app"],
+            user=f"{APP_UID}:{APP_UID}",
+            security_opt=["no-new-privileges", f"seccomp={self._seccomp}"],
+            tmpfs={
+                # Chromium's shared memory and profile live here; both count as memory.
+                "/tmp": "rw,nosuid,nodev,size=512m,mode=1777",
+                HOME: f"rw,nosuid,nodev,size=1g,uid={APP_UID},gid={APP_UID},mode=0700",
+            },
+            shm_size=256 * 1024 * 1024,
+            ipc_mode="shareable",
+            mem_limit=self._config.session_memory_mb * 1024 * 1024,
+            memswap_limit=self._config.session_memory_mb * 1024 * 1024,
+            nano_cpus=int(self._config.session_cpus * 1e9),
+            pids_limit=max(512, self._config.session_pids),
+            hostname="visual-runtime",
+            mounts=[
+                Mount("/tmp/.X11-unix", str(paths["x11"]), type="bind"),
+                Mount(f"{HOME}/Downloads", str(paths["files"]), type="bind"),
+                Mount(f"{LOG_DIR}/app.log", str(paths["logs"] / "app.log"), type="bind"),
+            ],
+            environment={
+                "HOME": HOME,
+                "USER": "user",
+                "VR_ROLE": "app",
+                "VR_SESSION_ID": sid,
+                "VR_RESOLUTION": f"{w}x{h}",
+                "VR_APPS": " ".join(self._config.apps),
+                "VR_START_URL": request.spec.start_url or "about:blank",
+                "VR_CHROMIUM_FLAGS": " ".join(_chromium_flags(w, h)),
+                "VR_LOG_FILE": f"{LOG_DIR}/app.log",
+            },
+            **net,
+            **self._common(sid, "app"),
+        )
+        return container
+
+    def _run_agent(self, request: PodRequest, handle: PodHandle, app_id: str) -> Container:
+        sid = request.session_id
+        paths = session_paths(request.session_dir, request.runtime_dir)
+        w, h = request.spec.resolution
+        self._remove_container(handle["agent"])
+        command = ["agent", "--socket", f"{AGENT_RUN}/agent.sock", "--display", ":0",
+                   "--resolution", f"{w}x{h}", "--session-id", sid]
+        if self._config.ice_port_min and self._config.ice_port_max:
+            command += ["--ice-ports", f"{self._config.ice_port_min}-{self._config.ice_port_max}"]
+        return self._client.containers.run(
+            command=command,
+            user=f"{AGENT_UID}:{AGENT_UID}",
+            security_opt=["no-new-privileges"],
+            tmpfs={"/tmp": "rw,nosuid,nodev,size=64m,mode=1777"},
+            ipc_mode=f"container:{app_id}",
+            network_mode="host",
+            mem_limit=AGENT_MEMORY,
+            memswap_limit=AGENT_MEMORY,
+            nano_cpus=int(AGENT_CPUS * 1e9),
+            pids_limit=AGENT_PIDS,
+            mounts=[
+                Mount("/tmp/.X11-unix", str(paths["x11"]), type="bind"),
+                Mount(AGENT_RUN, str(paths["run"]), type="bind"),
+                Mount(f"{LOG_DIR}/agent.log", str(paths["logs"] / "agent.log"), type="bind"),
+            ],
+            environment={
+                "HOME": "/tmp",
+                "DISPLAY": ":0",
+                "VR_ROLE": "agent",
+                "VR_SESSION_ID": sid,
+                "VR_LOG_FILE": f"{LOG_DIR}/agent.log",
+            },
+            **self._common(sid, "agent"),
+        )
+
+    # ----------------------------------------------------------------- state
+    def _status(self, name: str) -> str:
+        try:
+            info = self._client.api.inspect_container(name)
+        except docker.errors.NotFound:
+            return "missing"
+        return str(info["State"]["Status"])
+
+    async def is_alive(self, handle: PodHandle) -> bool:
+        def check() -> bool:
+            return all(self._status(handle[role]) == "running" for role in ("app", "agent"))
+
+        try:
+            return await asyncio.to_thread(check)
+        except docker.errors.DockerException as e:
+            logger.warning("session %s: docker inspect failed: %s", handle.get("session_id"), e)
+            return False
+
+    # ------------------------------------------------------------------ stop
+    async def stop_pod(self, handle: PodHandle) -> None:
+        sid = handle["session_id"]
+        await asyncio.to_thread(self._stop_containers, sid, Path(handle["session_dir"]),
+                                [handle["agent"], handle["app"]])
+        if handle.get("net"):
+            await asyncio.to_thread(self._remove_network, handle["net"])
+        await asyncio.to_thread(LocalBackend._remove_runtime_dirs, Path(handle["session_dir"]),
+                                Path(handle["runtime_dir"]))
+        logger.info("session %s: pod removed", sid)
+
+    def _stop_containers(self, sid: str, session_dir: Path, names: list[str]) -> None:
+        """Agent first and gently (it closes peers, finishes the recording), then the app."""
+        for name in names:
+            try:
+                container = self._client.containers.get(name)
+            except docker.errors.NotFound:
+                continue
+            role = container.labels.get(LABEL_ROLE, "app")
+            try:
+                if container.status == "running":
+                    container.stop(timeout=5 if role == "agent" else 1)
+            except docker.errors.APIError as e:
+                logger.warning("session %s: stopping %s failed: %s", sid, name, _docker_message(e))
+            self._save_docker_log(sid, container, session_dir / "logs" / f"{role}.log")
+            self._remove_container(name)
+
+    @staticmethod
+    def _save_docker_log(sid: str, container: Container, log: Path) -> None:
+        """Whatever a container printed before its output went to the bound log file."""
+        try:
+            out = container.logs(stdout=True, stderr=True, tail=200)
+        except docker.errors.APIError:
+            return
+        if out and log.parent.is_dir():
+            with open(log, "ab") as f:
+                f.write(b"--- docker log of " + container.name.encode() + b" ---\n" + out)
+            logger.debug("session %s: saved %d bytes of docker log", sid, len(out))
+
+    def _remove_container(self, name: str) -> None:
+        try:
+            self._client.api.remove_container(name, force=True, v=True)
+        except docker.errors.NotFound:
+            pass
+        except docker.errors.APIError as e:
+            if e.status_code != 409:  # removal already in progress
+                raise
+
+    def _remove_network(self, name: str) -> None:
+        try:
+            self._client.api.remove_network(name)
+        except docker.errors.NotFound:
+            pass
+
+    async def list_pods(self) -> list[str]:
+        def find() -> list[str]:
+            label = f"{LABEL_GATEWAY}={self._gw}"
+            ids = {c.labels.get(LABEL_SESSION, "") for c in
+                   self._client.containers.list(all=True, filters={"label": label})}
+            ids.update(n.attrs.get("Labels", {}).get(LABEL_SESSION, "") for n in
+                       self._client.networks.list(filters={"label": label}))
+            ids.discard("")
+            return sorted(ids)
+
+        return await asyncio.to_thread(find)
+
+    async def stop_leftover(self, session_id: str, session_dir: Path, runtime_dir: Path) -> None:
+        """Remove the containers and network of a pod whose handle was lost."""
+        await self.stop_pod({
+            "session_id": session_id, "session_dir": str(session_dir),
+            "runtime_dir": str(runtime_dir), "app": self._name(session_id, "app"),
+            "agent": self._name(session_id, "agent"), "net": self._name(session_id, "net"),
+        })
+
+    def agent_socket(self, handle: PodHandle) -> Path:
+        return session_paths(Path(handle["session_dir"]), Path(handle["runtime_dir"]))["run"] / "agent.sock"
+
+    def files_dir(self, handle: PodHandle) -> Path:
+        return session_paths(Path(handle["session_dir"]), Path(handle["runtime_dir"]))["files"]
+
+    # -------------------------------------------------------------- firewall
+    async def _ensure_rules(self) -> None:
+        async with self._rules_lock:
+            if self._rules_ready:
+                return
+            for chain in (CHAIN_IN, CHAIN_FWD):
+                await run("iptables", "-w", "-N", chain, check=False)
+                await run("iptables", "-w", "-F", chain)
+            await run("iptables", "-w", "-A", CHAIN_IN, "-j", "DROP")
+            fwd = ("iptables", "-w", "-A", CHAIN_FWD)
+            for out_if in (BRIDGE_PREFIX + "+", "docker0", "br-+", "vrh+"):
+                await run(*fwd, "-o", out_if, "-j", "DROP")
+            await run(*fwd, "-d", "169.254.0.0/16", "-j", "DROP")
+            await run(*fwd, "-j", "RETURN")
+            # DOCKER-USER exists once dockerd has started with iptables enabled.
+            code, _ = await run("iptables", "-w", "-L", "DOCKER-USER", "-n", check=False)
+            if code != 0:
+                raise BackendError("iptables chain DOCKER-USER is missing (is dockerd running "
+                                   "with iptables enabled?)")
+            for chain, spec in _HOOKS:
+                code, _ = await run("iptables", "-w", "-C", chain, *spec, check=False)
+                if code != 0:
+                    await run("iptables", "-w", "-I", chain, "1", *spec)
+            self._rules_ready = True
+
+    async def aclose(self) -> None:
+        """Close the client. The firewall chains stay: they match only ``vrd+``
+        interfaces, and another gateway on this host may be using them."""
+        if self._closed:
+            return
+        self._closed = True
+        await asyncio.to_thread(self._client.close)
+
+
+def _docker_message(e: docker.errors.DockerException) -> str:
+    if isinstance(e, docker.errors.APIError):
+        return str(e.explanation or e)
+    return str(e)
+
+
+def _tail(path: Path, limit: int = 600) -> str:
+    try:
+        data = path.read_bytes()[-limit:]
+    except OSError:
+        return "(no log)"
+    return data.decode(errors="replace").strip() or "(empty log)"
