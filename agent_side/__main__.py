@@ -74,7 +74,7 @@ async def serve(config: AgentConfig) -> None:
     if config.recording is not None:
         recorder = Recorder(source, RecorderConfig(
             folder=config.recording, width=config.width, height=config.height, session_id=sid,
-            keyframe_interval_s=keyframe_s, min_free_mb=config.recording_min_free_mb))
+            fps=config.fps, keyframe_interval_s=keyframe_s, min_free_mb=config.recording_min_free_mb))
         await recorder.start()
     injector = await asyncio.to_thread(
         create_injector, config.input, display=config.display,  # type: ignore[arg-type]

@@ -26,6 +26,12 @@ class AgentConfig:
     """Periodic keyframe interval."""
     input: str = "xtest"
     """Input injector: ``xtest`` or ``null``."""
+    recording: Path | None = None
+    """Folder to record the session into (None: no recording)."""
+    recording_keyframe_interval_s: float = 2.0
+    """Longest keyframe interval while recording (fine-grained seeking)."""
+    recording_min_free_mb: int = 256
+    """Recording stops when its file system has less free space than this."""
 
     def __post_init__(self) -> None:
         if self.width % 2 or self.height % 2 or self.width <= 0 or self.height <= 0:

@@ -59,6 +59,18 @@ class GatewayConfig:
     """Highest UDP port for WebRTC media."""
     max_upload_mb: int = 512
     """Largest file accepted by ``PUT .../files/{path}``."""
+    upload_scan_command: str | None = None
+    """Run on every upload (``{path}`` is replaced by the file); non-zero exit quarantines it."""
+    upload_scan_timeout_s: float = 120.0
+    """A scanner that runs longer than this counts as a failed scan (quarantine)."""
+    recording_max_age_hours: float = 168.0
+    """Recordings of ended sessions older than this are deleted (0 keeps them forever)."""
+    recording_quota_mb: int = 10240
+    """Total size of all recordings; over it, the oldest ended sessions' go first (0: no quota)."""
+    recording_min_free_mb: int = 256
+    """A session stops recording (and goes on) when less disk space than this is free."""
+    retention_interval_s: float = 60.0
+    """How often recording retention (age, quota) is enforced."""
 
     def __post_init__(self) -> None:
         if self.backend not in ("local", "docker"):
@@ -72,6 +84,10 @@ class GatewayConfig:
         unknown = set(self.apps) - set(DEFAULT_APPS)
         if unknown:
             raise ValueError(f"unknown apps: {sorted(unknown)}")
+        if self.recording_max_age_hours < 0 or self.recording_quota_mb < 0:
+            raise ValueError("recording_max_age_hours and recording_quota_mb must be >= 0")
+        if self.recording_min_free_mb < 0 or self.max_upload_mb < 1:
+            raise ValueError("recording_min_free_mb must be >= 0 and max_upload_mb >= 1")
 
     @property
     def token_file(self) -> Path:

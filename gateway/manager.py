@@ -49,6 +49,9 @@ class SessionManager:
         self._slots = SlotTable(config.runtime_dir / "slots")
         self.counters: dict[str, int] = {"actions": 0, "errors": 0, "sessions_created": 0}
         self.agent_stats: dict[str, dict[str, object]] = {}
+        self.stop_hooks: list[OnStop] = []
+        """Awaited after a session's pod stopped, before its terminal state (e.g. finalise
+        the recording); a failing hook is logged and does not block the stop."""
 
     # ------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -301,6 +304,11 @@ class SessionManager:
         if client is not None:
             await client.aclose()
         self.agent_stats.pop(sid, None)
+        for hook in list(self.stop_hooks):
+            try:
+                await hook(session)
+            except Exception:  # noqa: BLE001 - a hook must not keep a session alive
+                logger.exception("session %s: stop hook failed", sid)
         session.viewers = 0
         self._slots.release(session.slot, sid)
         session.transition(reason.final_status)

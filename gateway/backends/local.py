@@ -42,6 +42,7 @@ logger = logging.getLogger(__name__)
 X_DISPLAY = ":0"
 SANDBOX_HOME = "/home/user"
 AGENT_RUN = "/run/vr"
+AGENT_RECORDING = "/run/vr-recording"
 _CGROUP_WRAPPER = (
     'IFS=:; for f in $VR_CGROUP_PROCS; do echo $$ > "$f" || exit 125; done; '
     'unset VR_CGROUP_PROCS IFS; exec "$@"'
@@ -239,6 +240,12 @@ class LocalBackend(SessionBackend):
         paths["x11"].chmod(0o1777)
         os.chown(paths["run"], uid_agent, uid_agent)
         paths["run"].chmod(0o700)
+        if request.spec.enable_recording:
+            # Written only by the runtime agent, outside the app sandbox.
+            recording = request.session_dir / "recording"
+            recording.mkdir(exist_ok=True)
+            os.chown(recording, uid_agent, uid_agent)
+            recording.chmod(0o755)
         fluxbox = paths["home"] / ".fluxbox"
         fluxbox.mkdir(exist_ok=True)
         (fluxbox / "init").write_text(_FLUXBOX_INIT)
@@ -309,6 +316,8 @@ class LocalBackend(SessionBackend):
         argv += [
             "--bind", str(paths["x11"]), "/tmp/.X11-unix",
             "--bind", str(paths["run"]), AGENT_RUN,
+            *(["--bind", str(request.session_dir / "recording"), AGENT_RECORDING]
+              if request.spec.enable_recording else []),
             "--setenv", "PYTHONPATH", str(project_root),
             "--setenv", "HOME", "/tmp",
             "--setenv", "DISPLAY", X_DISPLAY,
@@ -326,6 +335,9 @@ class LocalBackend(SessionBackend):
         ]
         if self._config.ice_port_min and self._config.ice_port_max:
             argv += ["--ice-ports", f"{self._config.ice_port_min}-{self._config.ice_port_max}"]
+        if request.spec.enable_recording:
+            argv += ["--recording", AGENT_RECORDING,
+                     "--recording-min-free-mb", str(self._config.recording_min_free_mb)]
         return argv
 
     def _spawn(self, argv: list[str], cgroup: Cgroup, log_path: Path,
