@@ -404,7 +404,11 @@ class LocalBackend(SessionBackend):
         if _alive(handle.get("agent_pid"), handle.get("agent_start")):
             _signal_group(handle["agent_pid"], signal.SIGTERM)
             deadline = time.monotonic() + 5
-            while _alive(handle.get("agent_pid"), handle.get("agent_start")):
+            agent_cg = Cgroup(f"{sid}.agent")
+            # The outer bwrap dies at once on SIGTERM; the agent inside may still be
+            # closing the recording, so wait for its cgroup to empty as well.
+            while (_alive(handle.get("agent_pid"), handle.get("agent_start"))
+                   or agent_cg.pids()):
                 self._reap()
                 if time.monotonic() > deadline:
                     break
