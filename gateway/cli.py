@@ -38,6 +38,14 @@ def _add_server_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--apps", default=env_default("apps", "fluxbox,xterm,chromium"),
                    help="programs in each session (comma-separated subset)")
     p.add_argument("--log-level", default=env_default("log_level", "INFO"))
+    p.add_argument("--runtime-dir", type=Path,
+                   default=Path(env_default("runtime_dir", "/run/visual-runtime") or "/run/visual-runtime"),
+                   help="sockets of live pods (keep the path short)")
+    p.add_argument("--docker-image", default=env_default("docker_image", "visual-runtime-session:latest"),
+                   help="session image of the docker backend")
+    p.add_argument("--docker-seccomp-profile", type=Path,
+                   default=env_default("docker_seccomp_profile", None),
+                   help="seccomp JSON of docker app containers (default: container/seccomp-chromium.json)")
 
 
 def _config(args: argparse.Namespace) -> GatewayConfig:
@@ -48,6 +56,9 @@ def _config(args: argparse.Namespace) -> GatewayConfig:
         max_sessions=args.max_sessions,
         tls_cert=Path(args.tls_cert) if args.tls_cert else None,
         tls_key=Path(args.tls_key) if args.tls_key else None, apps=apps,
+        runtime_dir=Path(args.runtime_dir).resolve(), docker_image=args.docker_image,
+        docker_seccomp_profile=(Path(args.docker_seccomp_profile)
+                                if args.docker_seccomp_profile else None),
     )
 
 
