@@ -67,6 +67,13 @@ class MediaConfig:
     """Cap used until a subscriber reports a bandwidth estimate."""
     refresh_delay_s: float = 0.2
     """One full refresh frame is encoded this long after changes stop."""
+    damage_settle_s: float = 0.003
+    """After the first damage of a burst, wait up to this long for more before grabbing.
+
+    Apps draw one update in several X requests (xterm scrolls with a
+    CopyArea, then draws the new line); grabbing on the first one shows half
+    an update and the rest waits a whole frame slot. Measured with
+    ``benchmarks/glass_to_glass.py``."""
     queue_frames: int = 30
     """Per-subscriber queue bound; on overflow the queue drops to the next keyframe."""
     use_damage: bool = True
@@ -454,6 +461,8 @@ class VideoSource:
             self._sync_encoders(encoders, codecs, targets)
 
             rects = capture.poll_damage()
+            if rects and active and not pending and cfg.damage_settle_s > 0:
+                rects += self._settle(capture, cfg.damage_settle_s)
             now = time.monotonic()
             if not active:
                 # Nobody watches: forget damage, re-grab everything later.
@@ -501,6 +510,19 @@ class VideoSource:
 
         for enc in encoders.values():
             enc.close()
+
+    def _settle(self, capture: ScreenCapture, settle_s: float) -> list[Rect]:
+        """More damage of the same burst: until *settle_s* passes or none comes for 1 ms."""
+        more: list[Rect] = []
+        deadline = time.monotonic() + settle_s
+        while (left := deadline - time.monotonic()) > 0:
+            if capture.wait_damage(min(left, 0.001), self._wake_r):
+                break  # a wake-up (subscriber, keyframe, stop): handle it now
+            rects = capture.poll_damage()
+            if not rects:
+                break
+            more += rects
+        return more
 
     def _sync_encoders(self, encoders: dict[str, VideoEncoder], codecs: list[str],
                        targets: dict[str, int]) -> None:

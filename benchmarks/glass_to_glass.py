@@ -390,8 +390,10 @@ class Detector:
         pending = [s for s in list(t0s) if s not in self.seen_steps and t0s[s] <= at]
         if not pending:
             return
-        step = min(pending)
-        self.seen_steps.update(s for s in pending if s <= step)
+        # the newest key sent before this frame; older unmatched ones are misses
+        # (keys come 300-450 ms apart, far more than the latency)
+        step = max(pending)
+        self.seen_steps.update(pending)
         self.latencies.append((at - t0s[step]) * 1000)
 
 
