@@ -38,6 +38,19 @@ def _add_server_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--apps", default=env_default("apps", "fluxbox,xterm,chromium"),
                    help="programs in each session (comma-separated subset)")
     p.add_argument("--log-level", default=env_default("log_level", "INFO"))
+    p.add_argument("--recording-max-age-hours", type=float,
+                   default=float(env_default("recording_max_age_hours", "168") or 168),
+                   help="delete recordings of sessions ended longer ago (0: keep)")
+    p.add_argument("--recording-quota-mb", type=int,
+                   default=int(env_default("recording_quota_mb", "10240") or 10240),
+                   help="total size of all recordings; oldest ended go first (0: none)")
+    p.add_argument("--recording-min-free-mb", type=int,
+                   default=int(env_default("recording_min_free_mb", "256") or 256),
+                   help="a session stops recording below this much free disk")
+    p.add_argument("--max-upload-mb", type=int,
+                   default=int(env_default("max_upload_mb", "512") or 512))
+    p.add_argument("--upload-scan-command", default=env_default("upload_scan_command", None),
+                   help="run on each upload, e.g. 'clamscan --no-summary {path}'")
     p.add_argument("--runtime-dir", type=Path,
                    default=Path(env_default("runtime_dir", "/run/visual-runtime") or "/run/visual-runtime"),
                    help="sockets of live pods (keep the path short)")
@@ -56,6 +69,10 @@ def _config(args: argparse.Namespace) -> GatewayConfig:
         max_sessions=args.max_sessions,
         tls_cert=Path(args.tls_cert) if args.tls_cert else None,
         tls_key=Path(args.tls_key) if args.tls_key else None, apps=apps,
+        recording_max_age_hours=args.recording_max_age_hours,
+        recording_quota_mb=args.recording_quota_mb,
+        recording_min_free_mb=args.recording_min_free_mb,
+        max_upload_mb=args.max_upload_mb, upload_scan_command=args.upload_scan_command or None,
         runtime_dir=Path(args.runtime_dir).resolve(), docker_image=args.docker_image,
         docker_seccomp_profile=(Path(args.docker_seccomp_profile)
                                 if args.docker_seccomp_profile else None),

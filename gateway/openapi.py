@@ -91,6 +91,41 @@ OPENAPI: dict[str, Any] = {
                 "200": {"description": "Log", "content": {"application/x-ndjson": {}}},
                 **_errors}, params=[_SID]),
         },
+        "/api/visual-sessions/{session_id}/recording": {
+            "get": _op("The session's recording (MP4, H.264); Range requests give 206/416", {
+                "200": {"description": "MP4", "content": {"video/mp4": {}}},
+                "206": {"description": "Part of the MP4", "content": {"video/mp4": {}}},
+                "416": _PROBLEM, **_errors}, params=[_SID]),
+        },
+        "/api/visual-sessions/{session_id}/recording/chapters": {
+            "get": _op("Chapters of agent actions and control changes (extension)", {
+                "200": {"description": "WebVTT, or JSON with format=json",
+                        "content": {"text/vtt": {}, "application/json": {}}}, **_errors},
+                params=[_SID, {"name": "format", "in": "query",
+                               "schema": {"enum": ["vtt", "json"]}}]),
+        },
+        "/api/visual-sessions/{session_id}/files": {
+            "get": _op("List the shared folder (API or control token)", {
+                "200": {"description": "Files", "content": {"application/json": {"schema": {
+                    "type": "object", "properties": {"files": {"type": "array", "items": {
+                        "type": "object", "properties": {
+                            "path": {"type": "string"}, "size": {"type": "integer"},
+                            "modified": {"type": "string"}}}}}}}}},
+                **_errors}, params=[_SID]),
+        },
+        "/api/visual-sessions/{session_id}/files/{path}": {
+            "get": _op("Download a file (Range supported)", {
+                "200": {"description": "File", "content": {"application/octet-stream": {}}},
+                "206": {"description": "Part of the file"}, "416": _PROBLEM, **_errors},
+                params=[_SID, {"name": "path", "in": "path", "required": True,
+                               "schema": {"type": "string"}}]),
+            "put": _op("Upload a file (raw body; only while running)", {
+                "201": {"description": "Stored"}, "200": {"description": "Replaced"},
+                "413": _PROBLEM, **_errors},
+                params=[_SID, {"name": "path", "in": "path", "required": True,
+                               "schema": {"type": "string"}}],
+                body={"required": True, "content": {"application/octet-stream": {}}}),
+        },
         "/healthz": {"get": _op("Liveness", {"200": {"description": "ok"}}, security="")},
         "/metrics": {"get": _op("Prometheus metrics", {"200": {"description": "metrics"}},
                                 security="")},
