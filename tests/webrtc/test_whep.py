@@ -117,7 +117,7 @@ async def test_h264_viewer_through_whep(light_gateway: Gateway) -> None:
 
 async def test_vp8_only_viewer(light_gateway: Gateway) -> None:
     gw = light_gateway
-    session = await gw.create_running(resolution="800x600")
+    session = await gw.create_running(resolution="800x600", enable_recording=False)
     sid = session["session_id"]
     viewer = WhepViewer(gw, sid, session["tokens"]["control"], codec="vp8")
     try:
@@ -136,7 +136,7 @@ async def test_vp8_only_viewer(light_gateway: Gateway) -> None:
 
 async def test_two_viewers_share_one_encoder_and_late_joiner(light_gateway: Gateway) -> None:
     gw = light_gateway
-    session = await gw.create_running(resolution="800x600")
+    session = await gw.create_running(resolution="800x600", enable_recording=False)
     sid = session["session_id"]
     first = WhepViewer(gw, sid, session["tokens"]["view"])
     second = WhepViewer(gw, sid, gw.token)
@@ -172,8 +172,9 @@ async def test_two_viewers_share_one_encoder_and_late_joiner(light_gateway: Gate
 
 
 async def test_static_screen_encodes_nothing(light_gateway: Gateway) -> None:
+    # without the recorder: it asks for an idle keyframe every few seconds by design
     gw = light_gateway
-    session = await gw.create_running(resolution="800x600")
+    session = await gw.create_running(resolution="800x600", enable_recording=False)
     sid = session["session_id"]
     viewer = WhepViewer(gw, sid, session["tokens"]["view"])
     try:
