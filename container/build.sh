@@ -15,7 +15,7 @@
 #          and wheels).
 #
 # The content hash covers container/, agent_side/ and pyproject.toml (plus
-# gateway/ for the gateway image); it is the image tag and the label org.visual-runtime.content-hash, so a
+# gateway/ and web/ for the gateway image); it is the image tag and the label org.visual-runtime.content-hash, so a
 # build is skipped when an image with the same hash exists (--force rebuilds).
 # Builds run under `nice -n 10`: CI machines have 2 cores and are shared.
 set -euo pipefail
@@ -45,7 +45,7 @@ content_hash() {
   # Stable over checkouts: paths and contents of the sources an image holds.
   # The session image runs only agent_side; the gateway image also gateway/.
   local dirs=(container agent_side pyproject.toml)
-  [ "${1:-}" = gateway ] && dirs+=(gateway)
+  [ "${1:-}" = gateway ] && dirs+=(gateway web)
   (cd "$ROOT" && find "${dirs[@]}" -type f \
       ! -name '*.pyc' ! -path '*/__pycache__/*' -print0 | LC_ALL=C sort -z \
       | xargs -0 sha256sum) | sha256sum | cut -c1-16
@@ -118,6 +118,9 @@ context_dir() {
   mkdir -p "$ctx"
   cp -a "$ROOT"/container/. "$ctx"/
   cp -a "$BUILD/wheelhouse" "$ctx/wheelhouse"
+  # The gateway runs from the source tree (it serves web/ beside gateway/).
+  mkdir -p "$ctx/src"
+  (cd "$ROOT" && tar -c --exclude=__pycache__ gateway agent_side web) | tar -C "$ctx/src" -x
   echo "$ctx"
 }
 
