@@ -8,6 +8,8 @@ gateway turns into problem details.
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import json
 import logging
 import time
@@ -16,7 +18,16 @@ from typing import Any
 
 from aiohttp import web
 
-from .actions import Action, ScreenshotAction, TypeText, execute_action, validate_action
+from .actions import (
+    Action,
+    Click,
+    Drag,
+    ScreenshotAction,
+    ScrollAction,
+    TypeText,
+    execute_action,
+    validate_action,
+)
 from .control import InputGate, NotInControl
 from .errors import ActionError, AgentSideError
 from .injector import InputInjector
@@ -37,6 +48,13 @@ VNC = web.AppKey("vnc", VncBridge)
 
 TYPE_CHUNK = 32
 """Characters typed per gated step, so a ``take`` interrupts long typing quickly."""
+
+POINTER_SETTLE_S = 0.05
+"""Pause after moving the pointer and after pressing buttons (see ``_run_pointer``)."""
+BUTTON_GAP_S = 0.015
+"""Pause between button events, so each gets its own X server timestamp."""
+DRAG_MOTIONS = 10
+"""Intermediate pointer motions of a drag: toolkits start a drag only after motion."""
 
 
 def _error(status: int, code: str, detail: str, **extra: Any) -> web.Response:
@@ -133,10 +151,13 @@ async def run_action(request: web.Request) -> web.Response:
             png = await source.screenshot_png()
             result = await gate.run_agent(lambda: execute_action(injector, action, lambda: png))
         elif isinstance(action, TypeText) and len(action.text) > TYPE_CHUNK:
-            text = action.text
+            # "\r\n" split over two chunks would press Return twice.
+            text = action.text.replace("\r\n", "\n")
             for start in range(0, len(text), TYPE_CHUNK):
                 chunk = TypeText(text[start : start + TYPE_CHUNK])
                 result = await gate.run_agent(_executor(injector, chunk))
+        elif isinstance(action, Click | ScrollAction | Drag):
+            result = await _run_pointer(gate, action)
         else:
             result = await gate.run_agent(lambda: execute_action(injector, action))
     except NotInControl as e:
@@ -147,6 +168,64 @@ async def run_action(request: web.Request) -> web.Response:
         logger.warning("action %s failed: %s", body.get("action"), e)
         return _error(500, "action_failed", "the action could not be carried out")
     return web.json_response(result)
+
+
+async def _run_pointer(gate: InputGate, action: Click | ScrollAction | Drag) -> dict[str, Any]:
+    """Pointer actions as paced, individually gated steps.
+
+    X clients that read pointer input asynchronously (Chromium under Xvfb)
+    mis-handle bursts: a press right after a motion is attributed to the old
+    position, and of press/release pairs sent within one server millisecond
+    (the same timestamp) the later ones are dropped, so a double click counted
+    once and a drag lost its release. Measured with a recording page in the
+    session's Chromium; ``xdotool`` paces its clicks for the same reason. A
+    human may take control between any two steps; ``set_controller`` then
+    releases whatever is held.
+    """
+    injector = gate.injector
+
+    async def step(fn: Callable[[], object]) -> None:
+        await gate.run_agent(fn)
+
+    start = action.start if isinstance(action, Drag) else action.coordinate
+    if start is not None:
+        x, y = start
+        await step(lambda: injector.mouse_move(x, y))
+        await asyncio.sleep(POINTER_SETTLE_S)
+    if isinstance(action, ScrollAction):
+        result = await gate.run_agent(_executor(injector, action))
+    elif isinstance(action, Drag):
+        await step(lambda: injector.button_down("left"))
+        for i in range(1, DRAG_MOTIONS + 1):
+            await asyncio.sleep(BUTTON_GAP_S)
+            mx = action.start[0] + (action.end[0] - action.start[0]) * i // DRAG_MOTIONS
+            my = action.start[1] + (action.end[1] - action.start[1]) * i // DRAG_MOTIONS
+            await step(functools.partial(injector.mouse_move, mx, my))
+        await asyncio.sleep(POINTER_SETTLE_S)
+        await step(lambda: injector.button_up("left"))
+        result = {"ok": True}
+    else:
+        button = action.button
+        keysyms = action.modifiers.keysyms if action.modifiers is not None else ()
+        for keysym in keysyms:
+            await step(functools.partial(injector.key_down, keysym))
+        try:
+            for i in range(action.count):
+                if i:
+                    await asyncio.sleep(BUTTON_GAP_S)
+                await step(lambda: injector.button_down(button))
+                await asyncio.sleep(BUTTON_GAP_S)
+                await step(lambda: injector.button_up(button))
+        finally:
+            for keysym in reversed(keysyms):
+                try:
+                    await step(functools.partial(injector.key_up, keysym))
+                except NotInControl:
+                    pass  # the take released every key already
+        result = {"ok": True}
+    await asyncio.sleep(POINTER_SETTLE_S)
+    result["cursor"] = list(await gate.run_any(injector.cursor_position))
+    return result
 
 
 def _executor(injector: InputInjector, action: Action) -> Callable[[], dict[str, Any]]:

@@ -83,3 +83,20 @@ async def wait_shell_ready(gw: Gateway, sid: str, timeout: float = 20.0) -> None
             if time.monotonic() > deadline:
                 raise
     marker.unlink()
+
+
+def png_rgb(png: bytes) -> Any:
+    """Decode a PNG into an ``(h, w, 3)`` uint8 array (PyAV's png decoder)."""
+    import av
+
+    ctx = av.CodecContext.create("png", "r")
+    frames = ctx.decode(av.Packet(png))
+    assert frames, "the PNG did not decode"
+    return frames[0].to_ndarray(format="rgb24")
+
+
+async def screenshot(gw: Gateway, sid: str) -> Any:
+    async with gw.http.get(gw.url(f"/api/visual-sessions/{sid}/screenshot"),
+                           headers=gw.auth) as resp:
+        assert resp.status == 200
+        return png_rgb(await resp.read())
