@@ -79,6 +79,10 @@ class RecorderConfig:
     """Longest gap between keyframes while idle (the source enforces it while busy)."""
     idle_keyframe_s: float = 1.0
     """With no packet for this long, ask for a keyframe (flushes the open fragment)."""
+    idle_repeat_s: float = 10.0
+    """Then, while the screen stays static, one keyframe this often: it only keeps
+    the file's duration near the wall clock (the picture is already on disk), so it
+    can be rare; each costs a full frame (tens of kB at 1600x900)."""
     fps: int = 30
     """Frame-rate cap of the video source; timestamps are kept on its grid."""
     fragment_s: float = 1.0
@@ -93,7 +97,8 @@ class RecorderConfig:
             raise ValueError(f"bad size {self.width}x{self.height}")
         if not 1 <= self.fps <= 120:
             raise ValueError(f"fps must be 1-120, got {self.fps!r}")
-        for name in ("keyframe_interval_s", "idle_keyframe_s", "fragment_s", "disk_check_s"):
+        for name in ("keyframe_interval_s", "idle_keyframe_s", "idle_repeat_s", "fragment_s",
+                     "disk_check_s"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
         if self.min_free_mb < 0:
@@ -249,7 +254,7 @@ class Recorder:
                 self.idle_keyframes += 1
                 idle_pending = True
                 sub.request_keyframe()
-                next_idle = now + cfg.keyframe_interval_s
+                next_idle = now + cfg.idle_repeat_s
             if self.state == "recording" and now >= self._next_disk_check:
                 self._next_disk_check = now + cfg.disk_check_s
                 if not await self._disk_ok():
@@ -263,8 +268,7 @@ class Recorder:
             except SubscriptionClosed:
                 break
             arrival = time.monotonic()
-            next_idle = arrival + (cfg.keyframe_interval_s if idle_pending
-                                   else cfg.idle_keyframe_s)
+            next_idle = arrival + (cfg.idle_repeat_s if idle_pending else cfg.idle_keyframe_s)
             idle_pending = False
             assert packet.pts is not None
             try:
