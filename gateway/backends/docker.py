@@ -22,7 +22,8 @@ the isolation:
 
 Folders (host → container), as ``session_paths`` lays them out:
 ``<runtime>/<sid>/x11`` → ``/tmp/.X11-unix`` (both), ``<runtime>/<sid>/run`` →
-``/run/vr`` (agent), ``<state>/sessions/<sid>/home/Downloads`` →
+``/run/vr`` (agent), ``<state>/sessions/<sid>/recording`` → ``/run/vr-recording``
+(agent, when recording), ``<state>/sessions/<sid>/home/Downloads`` →
 ``/home/user/Downloads`` (app, uid 10001: the shared folder), and the files
 ``logs/app.log`` / ``logs/agent.log`` → ``/var/log/visual-runtime/*.log``, so
 the containers' output lands in the session log while they run and survives
@@ -65,7 +66,7 @@ from docker.types import Mount
 from ..config import GatewayConfig
 from ..errors import BackendError
 from .base import PodHandle, PodRequest, SessionBackend, session_paths
-from .local import LocalBackend, _chromium_flags
+from .local import AGENT_RECORDING, LocalBackend, _chromium_flags
 from .network import run
 
 logger = logging.getLogger(__name__)
@@ -193,6 +194,12 @@ class DockerBackend(SessionBackend):
         os.chown(paths["run"], AGENT_UID, AGENT_UID)
         paths["run"].chmod(0o700)
         os.chown(paths["files"], APP_UID, APP_UID)
+        if request.spec.enable_recording:
+            # Written only by the runtime agent, outside the app container.
+            recording = request.session_dir / "recording"
+            recording.mkdir(exist_ok=True)
+            os.chown(recording, AGENT_UID, AGENT_UID)
+            recording.chmod(0o755)
         for name, uid in (("app.log", APP_UID), ("agent.log", AGENT_UID)):
             log = paths["logs"] / name
             log.touch()
@@ -278,6 +285,16 @@ class DockerBackend(SessionBackend):
                    "--resolution", f"{w}x{h}", "--session-id", sid]
         if self._config.ice_port_min and self._config.ice_port_max:
             command += ["--ice-ports", f"{self._config.ice_port_min}-{self._config.ice_port_max}"]
+        mounts = [
+            Mount("/tmp/.X11-unix", str(paths["x11"]), type="bind"),
+            Mount(AGENT_RUN, str(paths["run"]), type="bind"),
+            Mount(f"{LOG_DIR}/agent.log", str(paths["logs"] / "agent.log"), type="bind"),
+        ]
+        if request.spec.enable_recording:
+            command += ["--recording", AGENT_RECORDING,
+                        "--recording-min-free-mb", str(self._config.recording_min_free_mb)]
+            mounts.append(Mount(AGENT_RECORDING, str(request.session_dir / "recording"),
+                                type="bind"))
         return self._client.containers.run(
             command=command,
             user=f"{AGENT_UID}:{AGENT_UID}",
@@ -289,11 +306,7 @@ class DockerBackend(SessionBackend):
             memswap_limit=AGENT_MEMORY,
             nano_cpus=int(AGENT_CPUS * 1e9),
             pids_limit=AGENT_PIDS,
-            mounts=[
-                Mount("/tmp/.X11-unix", str(paths["x11"]), type="bind"),
-                Mount(AGENT_RUN, str(paths["run"]), type="bind"),
-                Mount(f"{LOG_DIR}/agent.log", str(paths["logs"] / "agent.log"), type="bind"),
-            ],
+            mounts=mounts,
             environment={
                 "HOME": "/tmp",
                 "DISPLAY": ":0",
@@ -343,6 +356,7 @@ class DockerBackend(SessionBackend):
             role = container.labels.get(LABEL_ROLE, "app")
             try:
                 if container.status == "running":
+                    # The agent may be finalising the recording (as with local: 5 s).
                     container.stop(timeout=5 if role == "agent" else 1)
             except docker.errors.APIError as e:
                 logger.warning("session %s: stopping %s failed: %s", sid, name, _docker_message(e))

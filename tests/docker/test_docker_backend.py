@@ -50,7 +50,7 @@ async def run_in(container: Container, code: str, user: str = f"{APP_UID}") -> t
 
 def connect_code(host: str, port: int) -> str:
     return ("import socket,sys\n"
-            "s=socket.socket(); s.settimeout(3)\n"
+            "s=socket.socket(); s.settimeout(2)\n"
             f"try: s.connect(({host!r},{port})); print('open')\n"
             "except OSError as e: print('blocked', e); sys.exit(1)\n")
 
@@ -191,11 +191,12 @@ async def test_network_none_and_egress_isolation(
         assert code == 1 and out.startswith("blocked"), out
 
         # The host: neither the gateway port nor any other host service.
-        host_addresses = {host_on_bridge, *_host_addresses()}
-        for address in sorted(host_addresses):
-            for port in (gateway_port, host_port):
-                code, out = await run_in(a, connect_code(address, port))
-                assert code == 1 and out.startswith("blocked"), (address, port, out)
+        targets = [(address, port) for address in sorted({host_on_bridge, *_host_addresses()})
+                   for port in (gateway_port, host_port)]
+        results = await asyncio.gather(*(run_in(a, connect_code(address, port))
+                                         for address, port in targets))
+        for target, (code, out) in zip(targets, results, strict=True):
+            assert code == 1 and out.startswith("blocked"), (target, out)
         # ... while the listener itself is up (reachable from the host).
         _, writer = await asyncio.open_connection("127.0.0.1", host_port)
         writer.close()
