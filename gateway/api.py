@@ -106,7 +106,7 @@ async def post_control(request: web.Request) -> web.Response:
         raise forbidden("a view token cannot take or release control")
     action = parse_control_request(await read_json_object(request))
     try:
-        await request.app[MANAGER].set_control(session, action, who.token)
+        await request.app[MANAGER].set_control(session, action, who.token, by=who.kind)
     except AgentUnavailable as e:
         raise _unavailable(session, e) from e
     return web.json_response(_control_body(session))

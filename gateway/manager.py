@@ -22,7 +22,15 @@ from .backends.base import PodRequest, SessionBackend
 from .config import GatewayConfig
 from .errors import BackendError, CapacityProblem, conflict, not_found
 from .events import EventHub
-from .session import Controller, Session, SessionSpec, SessionStatus, StopReason, utcnow
+from .session import (
+    Controller,
+    Session,
+    SessionSpec,
+    SessionStatus,
+    StopReason,
+    rfc3339,
+    utcnow,
+)
 from .slots import SlotTable
 from .store import SessionStore
 from .tokens import new_session_id, new_token, token_hash
@@ -197,8 +205,16 @@ class SessionManager:
             self.events.forget(session_id)
         logger.info("session %s: deleted", session.session_id)
 
-    async def set_control(self, session: Session, action: str, token: str) -> Session:
-        """``take`` or ``release`` by the holder of *token* (control or API token)."""
+    async def set_control(self, session: Session, action: str, token: str,
+                          by: str = "api") -> Session:
+        """``take`` or ``release`` by the holder of *token* (control or API token).
+
+        *by* is the token's kind (``control`` or ``api``). A change emits one
+        ``control`` event (who, when; a release also names a screenshot URL
+        to resume from), which also goes to every viewer's data channel as
+        ``{"type": "event", "event": {...}}``. The runtime agent's gate has
+        switched before this returns, so no agent input follows a ``take``.
+        """
         async with self._lock(session.session_id):
             if session.status is not SessionStatus.RUNNING:
                 raise conflict("session-not-running",
@@ -226,12 +242,21 @@ class SessionManager:
                 session.controller_since = utcnow()
                 session.last_activity = utcnow()
                 self._save(session)
-                extra: dict[str, object] = {"controller": new.value, "by": "human" if
-                                            new is Controller.HUMAN else "release"}
+                extra: dict[str, object] = {"controller": new.value, "action": action,
+                                            "by": by,
+                                            "since": rfc3339(session.controller_since)}
                 if new is Controller.AGENT:
                     extra["screenshot_url"] = (
                         f"/api/visual-sessions/{session.session_id}/screenshot")
-                self.events.emit(session.session_id, "control", **extra)
+                event = self.events.emit(session.session_id, "control", **extra)
+                try:
+                    await self._client(session).request(
+                        "POST", "/broadcast", json_body={"type": "event", "event": event})
+                except AgentUnavailable as e:
+                    logger.warning("session %s: control event not sent to viewers: %s",
+                                   session.session_id, e)
+                logger.info("session %s: control %s by %s token", session.session_id,
+                            action, by)
             return session
 
     def note_action(self, session: Session) -> None:
