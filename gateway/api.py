@@ -6,7 +6,7 @@ import json
 import logging
 from typing import Any
 
-from aiohttp import web
+from aiohttp import ClientConnectionResetError, web
 
 from agent_side.actions import validate_action
 from agent_side.errors import ActionError
@@ -231,13 +231,18 @@ async def events_stream(request: web.Request) -> web.StreamResponse:
     ended = session.status.terminal
     if ended and not hub.history(session.session_id, after):
         return resp
-    async for event in hub.follow(session.session_id, after):
-        data = json.dumps({k: v for k, v in event.items() if k != "id"})
-        await resp.write(f"id: {event['id']}\nevent: {event['type']}\ndata: {data}\n\n".encode())
-        if event["type"] == "status" and event.get("status") in ("stopped", "expired", "failed"):
-            ended = True
-        if ended and not hub.history(session.session_id, event["id"]):
-            break
+    try:
+        async for event in hub.follow(session.session_id, after):
+            data = json.dumps({k: v for k, v in event.items() if k != "id"})
+            await resp.write(
+                f"id: {event['id']}\nevent: {event['type']}\ndata: {data}\n\n".encode())
+            if event["type"] == "status" and event.get("status") in ("stopped", "expired",
+                                                                      "failed"):
+                ended = True
+            if ended and not hub.history(session.session_id, event["id"]):
+                break
+    except (ConnectionResetError, ClientConnectionResetError):
+        pass  # the reader went away; nothing to clean up beyond the generator
     return resp
 
 
