@@ -25,6 +25,7 @@ from .actions import (
     ScreenshotAction,
     ScrollAction,
     TypeText,
+    Wait,
     execute_action,
     validate_action,
 )
@@ -158,6 +159,11 @@ async def run_action(request: web.Request) -> web.Response:
                 result = await gate.run_agent(_executor(injector, chunk))
         elif isinstance(action, Click | ScrollAction | Drag):
             result = await _run_pointer(gate, action)
+        elif isinstance(action, Wait):
+            # Waiting injects nothing: it must not hold the input lock, or a
+            # `take` would block for up to the whole duration.
+            await asyncio.sleep(action.duration)
+            result = {"ok": True, "cursor": list(await gate.run_any(injector.cursor_position))}
         else:
             result = await gate.run_agent(lambda: execute_action(injector, action))
     except NotInControl as e:

@@ -18,6 +18,7 @@ from aiohttp import web
 
 from .app import create_app
 from .config import GatewayConfig, env_default
+from .demo_agent import drive
 from .tokens import load_or_create_api_token
 
 logger = logging.getLogger("gateway")
@@ -80,8 +81,12 @@ def _config(args: argparse.Namespace) -> GatewayConfig:
 
 
 async def run_gateway(config: GatewayConfig,
-                      after_start: Callable[[str, str], Awaitable[None]] | None = None) -> None:
-    """Serve until SIGINT/SIGTERM; then stop every session and exit."""
+                      after_start: Callable[[str, str], Awaitable[None]] | None = None,
+                      before_stop: Callable[[], Awaitable[None]] | None = None) -> None:
+    """Serve until SIGINT/SIGTERM; then stop every session and exit.
+
+    *before_stop* runs first on the way out (while the sessions still run).
+    """
     if config.token:
         api_token, created = config.token, False
     else:
@@ -114,6 +119,8 @@ async def run_gateway(config: GatewayConfig,
         await stop.wait()
     finally:
         print("shutting down: stopping every session", flush=True)
+        if before_stop is not None:
+            await before_stop()
         await runner.cleanup()
 
 
@@ -144,9 +151,22 @@ def cmd_demo(args: argparse.Namespace) -> int:
               flush=True)
         print(f"Watch-only link: {base}/sessions/{sid}/?token={created['tokens']['view']}",
               flush=True)
+        if session["status"] == "running" and not args.no_agent:
+            print("A scripted demo agent drives the session; take control in the viewer "
+                  "to pause it, release to let it go on.", flush=True)
+            agents.add(asyncio.create_task(drive(base, token, sid)))
         print("Press Ctrl+C to stop.", flush=True)
 
-    asyncio.run(run_gateway(config, create_demo))
+    agents: set[asyncio.Task[None]] = set()
+
+    async def stop_agents() -> None:
+        for task in agents:
+            task.cancel()
+        for result in await asyncio.gather(*agents, return_exceptions=True):
+            if isinstance(result, Exception):
+                logger.warning("demo agent failed: %r", result)
+
+    asyncio.run(run_gateway(config, create_demo, stop_agents))
     return 0
 
 
@@ -220,6 +240,8 @@ def main(argv: list[str] | None = None) -> int:
     demo = sub.add_parser("demo", help="run the gateway with one demo session")
     _add_server_flags(demo)
     demo.add_argument("--minutes", type=int, default=60, help="demo session lifetime")
+    demo.add_argument("--no-agent", action="store_true",
+                      help="only create the session; do not run the scripted demo agent")
     demo.set_defaults(func=cmd_demo)
     sessions = sub.add_parser("sessions", help="manage sessions of a running gateway")
     sessions.add_argument("op", choices=("list", "create", "get", "stop", "delete"))
