@@ -18,8 +18,15 @@ def new_token() -> str:
 
 
 def new_session_id() -> str:
-    """A url-safe random session id with 128 bits of entropy."""
-    return secrets.token_urlsafe(16)
+    """A url-safe random session id with 128 bits of entropy.
+
+    Never starts with ``-`` or ``_``, so it is safe as a command-line argument
+    and as a file name.
+    """
+    while True:
+        sid = secrets.token_urlsafe(16)
+        if sid[0].isalnum():
+            return sid
 
 
 def token_hash(token: str) -> str:

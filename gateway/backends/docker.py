@@ -282,7 +282,7 @@ class DockerBackend(SessionBackend):
         w, h = request.spec.resolution
         self._remove_container(handle["agent"])
         command = ["agent", "--socket", f"{AGENT_RUN}/agent.sock", "--display", ":0",
-                   "--resolution", f"{w}x{h}", "--session-id", sid]
+                   "--resolution", f"{w}x{h}", f"--session-id={sid}"]
         if self._config.ice_port_min and self._config.ice_port_max:
             command += ["--ice-ports", f"{self._config.ice_port_min}-{self._config.ice_port_max}"]
         mounts = [

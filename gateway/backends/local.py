@@ -331,7 +331,7 @@ class LocalBackend(SessionBackend):
             "--socket", f"{AGENT_RUN}/agent.sock",
             "--display", X_DISPLAY,
             "--resolution", f"{w}x{h}",
-            "--session-id", request.session_id,
+            f"--session-id={request.session_id}",  # ids may start with "-"
         ]
         if self._config.ice_port_min and self._config.ice_port_max:
             argv += ["--ice-ports", f"{self._config.ice_port_min}-{self._config.ice_port_max}"]
