@@ -22,6 +22,8 @@ from .actions import (
     Action,
     Click,
     Drag,
+    HoldKey,
+    KeyPress,
     ScreenshotAction,
     ScrollAction,
     TypeText,
@@ -32,6 +34,7 @@ from .actions import (
 from .control import InputGate, NotInControl
 from .errors import ActionError, AgentSideError
 from .injector import InputInjector
+from .keys import is_modifier
 from .media import VideoSource
 from .peers import OfferError, PeerManager
 from .protocol import control_message
@@ -54,6 +57,10 @@ POINTER_SETTLE_S = 0.05
 """Pause after moving the pointer and after pressing buttons (see ``_run_pointer``)."""
 BUTTON_GAP_S = 0.015
 """Pause between button events, so each gets its own X server timestamp."""
+SHORTCUT_SETTLE_S = 0.1
+"""Pause after a key action with a modifier (ctrl+l, alt+tab): applications act on
+shortcuts asynchronously (Chromium moves focus to the omnibox a few frames later),
+and keys typed by the next action must not arrive before that."""
 DRAG_MOTIONS = 10
 """Intermediate pointer motions of a drag: toolkits start a drag only after motion."""
 
@@ -166,6 +173,8 @@ async def run_action(request: web.Request) -> web.Response:
             result = {"ok": True, "cursor": list(await gate.run_any(injector.cursor_position))}
         else:
             result = await gate.run_agent(lambda: execute_action(injector, action))
+            if isinstance(action, KeyPress | HoldKey) and _has_modifier(action):
+                await asyncio.sleep(SHORTCUT_SETTLE_S)
     except NotInControl as e:
         return _error(409, "human_in_control", str(e), controller=e.controller)
     except ActionError as e:
@@ -174,6 +183,11 @@ async def run_action(request: web.Request) -> web.Response:
         logger.warning("action %s failed: %s", body.get("action"), e)
         return _error(500, "action_failed", "the action could not be carried out")
     return web.json_response(result)
+
+
+def _has_modifier(action: KeyPress | HoldKey) -> bool:
+    combos = action.combos if isinstance(action, KeyPress) else (action.combo,)
+    return any(is_modifier(k) for combo in combos for k in combo.keysyms)
 
 
 async def _run_pointer(gate: InputGate, action: Click | ScrollAction | Drag) -> dict[str, Any]:
