@@ -60,7 +60,18 @@ def parse_args(argv: list[str] | None = None) -> AgentConfig:
                        recording_min_free_mb=args.recording_min_free_mb)
 
 
-async def serve(config: AgentConfig) -> None:
+async def _watch_worker(source: VideoSource, stop: asyncio.Event) -> None:
+    """A crashed video worker ends the agent, so the session fails visibly."""
+    while not stop.is_set():
+        if source.failed is not None:
+            logger.error("video worker failed (%r): exiting", source.failed)
+            stop.set()
+            return
+        await asyncio.sleep(0.5)
+
+
+async def serve(config: AgentConfig) -> int:
+    """Run until SIGTERM/SIGINT (exit status 0) or a fatal capture error (1)."""
     sid = config.session_id
     keyframe_s = config.keyframe_interval_s
     if config.recording is not None:
@@ -99,9 +110,12 @@ async def serve(config: AgentConfig) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    watchdog = asyncio.create_task(_watch_worker(source, stop))
     try:
         await stop.wait()
     finally:
+        watchdog.cancel()
+        await asyncio.gather(watchdog, return_exceptions=True)
         logger.info("session %s: runtime agent stopping", sid)
         await vnc.aclose()
         await streams.aclose()
@@ -112,6 +126,7 @@ async def serve(config: AgentConfig) -> None:
         await gate.aclose()
         await source.aclose()
         config.socket.unlink(missing_ok=True)
+    return 1 if source.failed is not None else 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -121,8 +136,7 @@ def main(argv: list[str] | None = None) -> int:
         format=f"%(asctime)s %(levelname)s %(name)s [session {config.session_id}] %(message)s",
         stream=sys.stderr,
     )
-    asyncio.run(serve(config))
-    return 0
+    return asyncio.run(serve(config))
 
 
 if __name__ == "__main__":

@@ -37,6 +37,10 @@ __all__ = ["MediaConfig", "MediaError", "PacketSubscription", "SubscriptionClose
 logger = logging.getLogger(__name__)
 
 
+MAX_FRAME_FAILURES = 10
+"""Consecutive failed frames (grab/convert/encode) after which the worker gives up."""
+
+
 class MediaError(AgentSideError):
     """Base class of video source errors."""
 
@@ -339,6 +343,11 @@ class VideoSource:
             raise MediaError("video source closed during screenshot") from e
         return await asyncio.to_thread(_encode_png, bgra)
 
+    @property
+    def failed(self) -> BaseException | None:
+        """The error that ended the worker thread, if it crashed."""
+        return self._worker_error
+
     async def wait_first_frame(self, timeout: float) -> bool:  # noqa: ASYNC109 (public API)
         """True once a first grab succeeded (within *timeout* seconds)."""
         if self._first_frame.is_set():
@@ -447,6 +456,7 @@ class VideoSource:
         need_full = True  # the converter has not seen the current picture
         refresh_at: float | None = None
         next_frame_at = 0.0
+        failures = 0
 
         while True:
             with self._lock:
@@ -479,9 +489,24 @@ class VideoSource:
 
             if shots or want_frame:
                 full_grab = need_full or refresh_due or bool(shots)
-                changed = self._frame_step(
-                    capture, converter, encoders, shots, kf_requests, pending,
-                    full_grab=full_grab, diff=diff_mode and not full_grab, now=now)
+                try:
+                    changed = self._frame_step(
+                        capture, converter, encoders, shots, kf_requests, pending,
+                        full_grab=full_grab, diff=diff_mode and not full_grab, now=now)
+                except Exception as e:  # noqa: BLE001 - one bad grab must not end the stream
+                    failures += 1
+                    for fut in shots:
+                        if not fut.done():
+                            fut.set_exception(MediaError(f"frame failed: {e!r}"))
+                    if failures >= MAX_FRAME_FAILURES:
+                        raise
+                    logger.warning("%sframe failed (%d in a row): %r", self._log_prefix,
+                                   failures, e)
+                    pending = []
+                    need_full = True
+                    next_frame_at = now + interval
+                    continue
+                failures = 0
                 with self._lock:
                     self._keyframe_requests -= kf_requests
                 pending = []
