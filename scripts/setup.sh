@@ -50,6 +50,10 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   echo "$want" > "$stamp"
 fi
 
+# Each session's runtime agent runs as an unprivileged user and reads the code
+# and the venv read-only from here (a `mktemp -d` checkout is 0700).
+chmod o+rx . .venv
+
 if [ -x scripts/fetch-novnc.sh ]; then
   scripts/fetch-novnc.sh
 fi

@@ -62,6 +62,25 @@ _BASE_FS = [
 ]
 
 
+def agent_python_dirs() -> set[Path]:
+    """Folders the runtime agent's sandbox needs read-only: Python, the venv, the code."""
+    project_root = Path(agent_side.__file__).resolve().parent.parent
+    return {Path(sys.prefix), Path(sys.base_prefix), project_root,
+            Path(sys.executable).resolve().parent.parent}
+
+
+def check_agent_can_read(dirs: set[Path]) -> None:
+    """The runtime agent runs as an unprivileged uid: each bound folder must be
+    readable and searchable by "others" (its parents need not be: bubblewrap
+    recreates them). Fail at start-up with the fix rather than per session."""
+    for d in sorted(dirs):
+        mode = d.stat().st_mode
+        if mode & 0o005 != 0o005:
+            raise BackendError(
+                f"the runtime agent (an unprivileged user) cannot read {d} (mode {mode & 0o777:o}); "
+                f"run: chmod o+rx {d}")
+
+
 def _parent_dirs(*targets: str) -> list[str]:
     """``--dir`` for every ancestor of *targets* (bwrap would make them 0700)."""
     seen: list[str] = []
@@ -163,6 +182,7 @@ class LocalBackend(SessionBackend):
         for tool in ("bwrap", "setpriv", "nsenter", "Xvfb"):
             if shutil.which(tool) is None:
                 raise BackendError(f"the local backend needs {tool!r} (run scripts/setup.sh)")
+        check_agent_can_read(agent_python_dirs())
 
     # ----------------------------------------------------------------- start
     async def start_pod(self, request: PodRequest) -> PodHandle:
@@ -304,9 +324,8 @@ class LocalBackend(SessionBackend):
     def _agent_argv(self, request: PodRequest, handle: PodHandle, ns_pid: int) -> list[str]:
         paths = session_paths(request.session_dir, request.runtime_dir)
         w, h = request.spec.resolution
+        python_dirs = agent_python_dirs()
         project_root = Path(agent_side.__file__).resolve().parent.parent
-        python_dirs = {Path(sys.prefix), Path(sys.base_prefix), project_root,
-                       Path(sys.executable).resolve().parent.parent}
         argv = ["nsenter", f"--ipc=/proc/{ns_pid}/ns/ipc", "--",
                 "bwrap", "--unshare-pid", "--unshare-uts", "--unshare-cgroup-try"]
         argv += _BASE_FS
