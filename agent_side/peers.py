@@ -33,6 +33,7 @@ from .injector import InputInjector
 from .inputs import InputHandler
 from .media import VideoSource
 from .protocol import control_message
+from .rtpext import enable_playout_delay
 from .track import EncodedVideoTrack, attach_sender
 
 logger = logging.getLogger(__name__)
@@ -127,6 +128,8 @@ class PeerManager:
             transceiver = pc.addTransceiver("video", direction="sendonly")
             transceiver.setCodecPreferences(_preferences(codec))
             await pc.setRemoteDescription(RTCSessionDescription(offer_sdp, "offer"))
+            # Offered by Chromium: render each frame as soon as it is decoded.
+            playout_delay_id = enable_playout_delay(transceiver, offer_sdp)
             track = EncodedVideoTrack(self._source.subscribe(codec, name=peer_id))
             transceiver.sender.replaceTrack(track)
             attach_sender(transceiver.sender, track)
@@ -140,8 +143,9 @@ class PeerManager:
             await pc.close()
             raise OfferError(f"cannot answer the offer: {e}") from e
         self._peers[peer_id] = peer
-        logger.info("session %s: peer %s joined (%s, %s token)", self._session_id, peer_id,
-                    codec, token_kind)
+        logger.info("session %s: peer %s joined (%s, %s token, playout-delay %s)",
+                    self._session_id, peer_id, codec, token_kind,
+                    "0 ms" if playout_delay_id is not None else "not offered")
         return peer_id, pc.localDescription.sdp
 
     def _wire(self, peer: Peer) -> None:
