@@ -199,6 +199,56 @@ def stop_served_gateway(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM
         proc.stdout.close()
 
 
+@pytest.fixture(scope="session")
+def docker_client() -> Iterator[Any]:
+    """A client of the real Docker engine with the session image (never a skip)."""
+    import docker
+    import docker.errors
+
+    from gateway.config import GatewayConfig
+
+    image = GatewayConfig().docker_image
+    try:
+        client = docker.from_env(timeout=60)
+    except docker.errors.DockerException as e:
+        pytest.fail(f"no docker engine ({e}); run scripts/docker-setup.sh")
+    try:
+        client.ping()
+        client.images.get(image)
+    except docker.errors.ImageNotFound:
+        client.close()
+        pytest.fail(f"image {image} is missing; run scripts/docker-setup.sh")
+    except docker.errors.DockerException as e:
+        client.close()
+        pytest.fail(f"no docker engine ({e}); run scripts/docker-setup.sh")
+    yield client
+    client.close()
+
+
+def owned(client: Any, state_dir: Path) -> tuple[list[str], list[str]]:
+    """Names of the containers and networks labelled as this gateway's."""
+    from gateway.backends.docker import LABEL_GATEWAY, gateway_label
+
+    label = f"{LABEL_GATEWAY}={gateway_label(state_dir)}"
+    containers = [c.name for c in client.containers.list(all=True, filters={"label": label})]
+    networks = [n.name for n in client.networks.list(filters={"label": label})]
+    return containers, networks
+
+
+@pytest.fixture(params=["local", "docker"])
+async def api_gateway(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Gateway]:
+    """An in-process gateway on each backend, sessions with fluxbox + xterm:
+    the same API tests run against ``local`` and ``docker``."""
+    client = request.getfixturevalue("docker_client") if request.param == "docker" else None
+    async for gw in in_process_gateway(tmp_path, backend=request.param,
+                                       apps=("fluxbox", "xterm")):
+        gw.extra["backend"] = request.param
+        yield gw
+    assert wait_no_pod_processes(gw.state_dir) == []
+    if client is not None:
+        assert owned(client, gw.state_dir) == ([], [])
+
+
 @pytest.fixture
 async def gateway(tmp_path: Path) -> AsyncIterator[Gateway]:
     """An in-process gateway (full desktop apps) with the local backend."""

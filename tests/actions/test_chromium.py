@@ -80,12 +80,20 @@ async def _open_page(gw: Gateway, sid: str) -> str:
         return await pixel() == PAGE_COLOR
 
     await _poll_async(chromium_up, "Chromium's window")
-    # Focus Chromium (it fills the screen), then type the address.
-    await act_ok(gw, sid, action="left_click", coordinate=[640, 600])
-    await act_ok(gw, sid, action="key", text="ctrl+l")
-    await act_ok(gw, sid, action="type", text="file:///home/user/Downloads/page.html\n")
-    await _poll_async(loaded, "the recorder page")
-    return name
+    # Focus Chromium (it fills the screen), then type the address. On a busy
+    # machine Chromium may still be settling its first window (its omnibox can
+    # take focus late and swallow the first keys), so retry as a user would.
+    for attempt in range(3):
+        await act_ok(gw, sid, action="left_click", coordinate=[640, 600])
+        await act_ok(gw, sid, action="key", text="ctrl+l")
+        await act_ok(gw, sid, action="type", text="file:///home/user/Downloads/page.html\n")
+        try:
+            await _poll_async(loaded, "the recorder page", timeout=15.0)
+            return name
+        except AssertionError:
+            if attempt == 2:
+                raise
+    raise AssertionError("unreachable")
 
 
 async def _poll_async(check: Any, what: str, timeout: float = 30.0) -> None:

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import aiohttp
+import pytest
 
 from gateway.backends.cgroup import list_cgroups
 from gateway.backends.network import list_namespaces
@@ -24,8 +25,12 @@ from tests.gateway_fixtures import (
 )
 
 
-async def test_hard_timeout_expires_the_session(tmp_path: Path) -> None:
-    async for gw in in_process_gateway(tmp_path, apps=("xterm",), minute_s=2.0):
+@pytest.mark.parametrize("backend", ["local", "docker"])
+async def test_hard_timeout_expires_the_session(tmp_path: Path, backend: str,
+                                                request: pytest.FixtureRequest) -> None:
+    if backend == "docker":
+        request.getfixturevalue("docker_client")
+    async for gw in in_process_gateway(tmp_path, apps=("xterm",), minute_s=3.0, backend=backend):
         session = await gw.create_running(timeout_minutes=1, idle_timeout_minutes=0)
         ended = await gw.wait_status(session["session_id"], {"expired", "failed", "stopped"})
         assert ended["status"] == "expired"
@@ -56,8 +61,12 @@ async def test_idle_timeout_and_activity(tmp_path: Path) -> None:
         assert ended["stop_reason"] == "idle_timeout"
 
 
-async def test_capacity_limit_gives_503_with_retry_after(tmp_path: Path) -> None:
-    async for gw in in_process_gateway(tmp_path, apps=("xterm",), max_sessions=1):
+@pytest.mark.parametrize("backend", ["local", "docker"])
+async def test_capacity_limit_gives_503_with_retry_after(tmp_path: Path, backend: str,
+                                                         request: pytest.FixtureRequest) -> None:
+    if backend == "docker":
+        request.getfixturevalue("docker_client")
+    async for gw in in_process_gateway(tmp_path, apps=("xterm",), max_sessions=1, backend=backend):
         first = await gw.create()
         async with gw.http.post(gw.url("/api/visual-sessions"), json={},
                                 headers=gw.auth) as resp:
@@ -72,8 +81,8 @@ async def test_capacity_limit_gives_503_with_retry_after(tmp_path: Path) -> None
         await gw.stop(second["session_id"])
 
 
-async def test_stop_is_idempotent_and_delete_removes_everything(light_gateway: Gateway) -> None:
-    gw = light_gateway
+async def test_stop_is_idempotent_and_delete_removes_everything(api_gateway: Gateway) -> None:
+    gw = api_gateway
     session = await gw.create_running()
     sid = session["session_id"]
     first = await gw.stop(sid)
@@ -89,8 +98,8 @@ async def test_stop_is_idempotent_and_delete_removes_everything(light_gateway: G
         assert resp.status == 404
 
 
-async def test_stop_while_starting(light_gateway: Gateway) -> None:
-    gw = light_gateway
+async def test_stop_while_starting(api_gateway: Gateway) -> None:
+    gw = api_gateway
     created = await gw.create()
     stopped = await gw.stop(created["session_id"])
     assert stopped["status"] == "stopped"

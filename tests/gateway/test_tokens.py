@@ -9,8 +9,8 @@ def _bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
-async def test_session_tokens_are_scoped_and_die_with_the_session(light_gateway: Gateway) -> None:
-    gw = light_gateway
+async def test_session_tokens_are_scoped_and_die_with_the_session(api_gateway: Gateway) -> None:
+    gw = api_gateway
     a = await gw.create_running(resolution="640x480")
     b = await gw.create_running(resolution="640x480")
     a_id, b_id = a["session_id"], b["session_id"]
