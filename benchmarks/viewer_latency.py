@@ -52,6 +52,9 @@ from gateway.config import GatewayConfig  # noqa: E402
 TOKEN = "bench-api-token-0123456789"
 W, H = 1600, 900
 TRANSPORTS = ("webrtc", "ws", "vnc")
+VARIANTS = {"webrtc-stock": "webrtc"}
+"""Extra rows for A/B runs: ``webrtc-stock`` is WebRTC with the playout-delay
+RTP extension removed from the page's offer (so the agent cannot negotiate it)."""
 SCENARIOS = ("typing", "scroll", "motion")
 CHROMIUM_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic",
                  "--no-first-run", "--disable-background-networking",
@@ -62,11 +65,17 @@ DETECTOR_JS = r"""
   const state = { seen: [], last: -1, bytes: 0 };
   window.__lat = state;
   const code = (r, g, b) => ((r > 128) << 2) | ((g > 128) << 1) | (b > 128);
-  const note = (px) => {
+  const clock = () => performance.timeOrigin + performance.now();
+  // meta.frame: the rendering update that shows the change. rVFC callbacks run in
+  // it (their entry time); a canvas drawn by ws/noVNC is shown by the next one, so
+  // it is stamped in the next requestAnimationFrame callback.
+  const note = (px, meta) => {
     const c = code(px[0], px[1], px[2]);
     if (c !== state.last) {
       state.last = c;
-      state.seen.push([c, performance.timeOrigin + performance.now()]);
+      const entry = [c, clock(), meta || { frame: null }];
+      state.seen.push(entry);
+      if (entry[2].frame === null) requestAnimationFrame(() => { entry[2].frame = clock(); });
     }
   };
   const t = vrViewer.transport;
@@ -77,8 +86,15 @@ DETECTOR_JS = r"""
     const c = document.createElement('canvas'); c.width = 1; c.height = 1;
     const cx = c.getContext('2d', { willReadFrequently: true });
     const v = t.element;
-    const cb = () => { cx.drawImage(v, 8, 8, 16, 16, 0, 0, 1, 1); note(cx.getImageData(0, 0, 1, 1).data);
-                       v.requestVideoFrameCallback(cb); };
+    // rVFC metadata (epoch ms): when the frame arrived and was handed to the compositor.
+    const epoch = (t) => (t === undefined ? null : performance.timeOrigin + t);
+    const cb = (now, m) => {
+      const entered = clock();
+      cx.drawImage(v, 8, 8, 16, 16, 0, 0, 1, 1);
+      note(cx.getImageData(0, 0, 1, 1).data, { frame: entered,
+           received: epoch(m.receiveTime), presented: epoch(m.presentationTime) });
+      v.requestVideoFrameCallback(cb);
+    };
     v.requestVideoFrameCallback(cb);
   } else {
     const d = t.rfb._display, canvas = t.canvas;
@@ -88,6 +104,18 @@ DETECTOR_JS = r"""
   }
   return true;
 }
+"""
+
+NO_PLAYOUT_DELAY_JS = r"""
+(() => {
+  const uri = 'http://www.webrtc.org/experiments/rtp-hdrext/playout-delay';
+  const orig = RTCPeerConnection.prototype.createOffer;
+  RTCPeerConnection.prototype.createOffer = async function (...args) {
+    const offer = await orig.apply(this, args);
+    const sdp = offer.sdp.split('\r\n').filter((l) => !l.endsWith(' ' + uri)).join('\r\n');
+    return { type: offer.type, sdp };
+  };
+})();
 """
 
 WS_COUNTER_JS = r"""
@@ -241,14 +269,54 @@ async def page_bytes(page: Page) -> float:
     return float(value)
 
 
+RTC_STATS_JS = """async () => {
+    const t = vrViewer.transport;
+    if (t.name !== 'webrtc') return null;
+    let out = null;
+    (await t.pc.getStats()).forEach((s) => {
+        if (s.type === 'inbound-rtp' && s.kind === 'video') out = {
+            jitterBufferDelay: s.jitterBufferDelay, emitted: s.jitterBufferEmittedCount,
+            processing: s.totalProcessingDelay, decode: s.totalDecodeTime,
+            assembly: s.totalAssemblyTime || 0, decoded: s.framesDecoded};
+    });
+    return out;
+}"""
+
+
+def rtc_breakdown(before: dict[str, float] | None,
+                  after: dict[str, float] | None) -> dict[str, float] | None:
+    """Per-frame means (ms) of Chromium's receive path between two inbound-rtp samples."""
+    if not before or not after:
+        return None
+    emitted = after["emitted"] - before["emitted"]
+    decoded = after["decoded"] - before["decoded"]
+    if emitted <= 0 or decoded <= 0:
+        return None
+    return {
+        "jitter_buffer_ms": (after["jitterBufferDelay"] - before["jitterBufferDelay"]) / emitted * 1e3,
+        "processing_ms": (after["processing"] - before["processing"]) / decoded * 1e3,
+        "decode_ms": (after["decode"] - before["decode"]) / decoded * 1e3,
+        "assembly_ms": (after["assembly"] - before["assembly"]) / decoded * 1e3,
+        "frames_decoded": decoded,
+    }
+
+
+def p50(values: list[float]) -> float | None:
+    return statistics.median(values) if values else None
+
+
 async def run_scenario(page: Page, stim: Stimulus, scenario: str, samples: int,
                        profile: str) -> dict[str, Any]:
     latencies: list[float] = []
+    to_frame: list[float] = []
+    to_receive: list[float] = []
+    to_present: list[float] = []
     missed = 0
     for _ in range(3):  # warm-up
         stim.draw(scenario)
         await asyncio.sleep(0.15)
     cpu0, bytes0, t0 = chromium_cpu_seconds(profile), await page_bytes(page), time.monotonic()
+    rtc0 = await page.evaluate(RTC_STATS_JS)
     for _ in range(samples):
         await page.evaluate("window.__lat.seen = []")
         code, t_draw = stim.draw(scenario)
@@ -256,8 +324,14 @@ async def run_scenario(page: Page, stim: Stimulus, scenario: str, samples: int,
         hit = None
         while time.monotonic() < deadline:
             seen = await page.evaluate("window.__lat.seen")
-            hit = next((t for c, t in seen if c == code), None)
-            if hit is not None:
+            entry = next((e for e in seen if e[0] == code), None)
+            if entry is not None and entry[2]["frame"] is not None:
+                hit, meta = entry[1], entry[2]
+                to_frame.append(meta["frame"] - t_draw)
+                if meta.get("received"):
+                    to_receive.append(meta["received"] - t_draw)
+                if meta.get("presented"):
+                    to_present.append(meta["presented"] - t_draw)
                 break
             await asyncio.sleep(0.005)
         if hit is None:
@@ -268,6 +342,7 @@ async def run_scenario(page: Page, stim: Stimulus, scenario: str, samples: int,
     elapsed = time.monotonic() - t0
     cpu = (chromium_cpu_seconds(profile) - cpu0) / elapsed * 100
     rate = (await page_bytes(page) - bytes0) / elapsed
+    rtc = rtc_breakdown(rtc0, await page.evaluate(RTC_STATS_JS))
     latencies.sort()
     return {
         "samples": len(latencies), "missed": missed,
@@ -275,10 +350,20 @@ async def run_scenario(page: Page, stim: Stimulus, scenario: str, samples: int,
         "p95_ms": latencies[min(len(latencies) - 1, int(len(latencies) * 0.95))] if latencies else None,
         "mean_ms": statistics.fmean(latencies) if latencies else None,
         "chromium_cpu_pct": cpu, "bytes_per_s": rate, "latencies_ms": latencies,
+        # WebRTC only: rVFC metadata p50s (draw -> frame received / handed to the
+        # compositor) and getStats per-frame means of the receive path.
+        "received_p50_ms": p50(to_receive), "presented_p50_ms": p50(to_present),
+        # Every transport: draw -> the rendering update that shows the change
+        # (rVFC entry for WebRTC; the next requestAnimationFrame after the canvas
+        # draw for ws/noVNC), i.e. the same point in the page for all of them.
+        "frame_p50_ms": p50(to_frame),
+        "frame_p95_ms": sorted(to_frame)[min(len(to_frame) - 1, int(len(to_frame) * 0.95))]
+        if to_frame else None,
+        "receive_path": rtc,
     }
 
 
-async def main(samples: int, out: Path) -> None:
+async def main(samples: int, out: Path, transports: tuple[str, ...] = TRANSPORTS) -> None:
     state = Path(tempfile.mkdtemp(prefix="vr-bench-"))
     config = GatewayConfig(state_dir=state, token=TOKEN, port=0, apps=("xterm",),
                            poll_interval_s=0.5)
@@ -302,13 +387,17 @@ async def main(samples: int, out: Path) -> None:
                 assert (await r.json())["status"] == "running"
             stim = Stimulus(config.runtime_dir / sid / "x11" / "X0")
             async with async_playwright() as p:
-                for transport in TRANSPORTS:
+                for transport in transports:
                     browser = await p.chromium.launch(executable_path="/usr/bin/chromium",
                                                       args=CHROMIUM_ARGS)
                     try:
                         page = await browser.new_page(viewport={"width": 1600, "height": 980})
                         await page.add_init_script(WS_COUNTER_JS)
-                        await page.goto(f"{base}/sessions/{sid}/?token={token}&transport={transport}")
+                        if transport == "webrtc-stock":
+                            await page.add_init_script(NO_PLAYOUT_DELAY_JS)
+                        page_transport = VARIANTS.get(transport, transport)
+                        await page.goto(
+                            f"{base}/sessions/{sid}/?token={token}&transport={page_transport}")
                         await page.wait_for_function(
                             "window.vrViewer && vrViewer.state === 'connected' && "
                             "vrViewer.transport.framesShown > 0", timeout=30000)
@@ -317,8 +406,18 @@ async def main(samples: int, out: Path) -> None:
                         for scenario in SCENARIOS:
                             r = await run_scenario(page, stim, scenario, samples, profile)
                             results.setdefault(scenario, {})[transport] = r
+                            extra = ""
+                            if r["receive_path"]:
+                                rp = r["receive_path"]
+                                extra = (f"  received {r['received_p50_ms'] or 0:.1f}"
+                                         f" presented {r['presented_p50_ms'] or 0:.1f} ms;"
+                                         f" per frame: jitter buffer {rp['jitter_buffer_ms']:.1f}"
+                                         f" processing {rp['processing_ms']:.1f}"
+                                         f" decode {rp['decode_ms']:.1f} ms")
                             print(f"  {transport:7s} {scenario:7s} p50 {r['p50_ms'] or 0:7.1f} ms"
-                                  f"  p95 {r['p95_ms'] or 0:7.1f} ms  missed {r['missed']}",
+                                  f"  p95 {r['p95_ms'] or 0:7.1f} ms"
+                                  f"  frame p50 {r['frame_p50_ms'] or 0:.1f} ms"
+                                  f"  missed {r['missed']}{extra}",
                                   file=sys.stderr)
                     finally:
                         await browser.close()
@@ -331,18 +430,24 @@ async def main(samples: int, out: Path) -> None:
         await runner.cleanup()
 
     print()
-    header = f"{'scenario':8s} {'transport':9s} {'p50 ms':>8s} {'p95 ms':>8s} {'x noVNC':>8s} " \
+    header = f"{'scenario':8s} {'transport':12s} {'p50 ms':>8s} {'p95 ms':>8s} {'x noVNC':>8s} " \
+             f"{'frame p50':>9s} {'frame p95':>9s} {'x noVNC':>8s} " \
              f"{'Chromium CPU':>12s} {'Mbit/s':>8s} {'n':>4s}"
     print(header)
     print("-" * len(header))
     for scenario in SCENARIOS:
-        base_p50 = results[scenario]["vnc"]["p50_ms"]
-        for transport in TRANSPORTS:
+        base_p50 = results[scenario].get("vnc", {}).get("p50_ms")
+        base_frame = results[scenario].get("vnc", {}).get("frame_p50_ms")
+        for transport in transports:
             r = results[scenario][transport]
             ratio = r["p50_ms"] / base_p50 if r["p50_ms"] and base_p50 else None
             r["ratio_to_novnc_p50"] = ratio
-            print(f"{scenario:8s} {transport:9s} {r['p50_ms'] or 0:8.1f} {r['p95_ms'] or 0:8.1f} "
-                  f"{(f'{ratio:.2f}x') if ratio else '-':>8s} {r['chromium_cpu_pct']:11.0f}% "
+            fratio = r["frame_p50_ms"] / base_frame if r["frame_p50_ms"] and base_frame else None
+            r["ratio_to_novnc_frame_p50"] = fratio
+            print(f"{scenario:8s} {transport:12s} {r['p50_ms'] or 0:8.1f} {r['p95_ms'] or 0:8.1f} "
+                  f"{(f'{ratio:.2f}x') if ratio else '-':>8s} "
+                  f"{r['frame_p50_ms'] or 0:9.1f} {r['frame_p95_ms'] or 0:9.1f} "
+                  f"{(f'{fratio:.2f}x') if fratio else '-':>8s} {r['chromium_cpu_pct']:11.0f}% "
                   f"{r['bytes_per_s'] * 8 / 1e6:8.2f} {r['samples']:4d}")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"resolution": f"{W}x{H}", "samples_per_cell": samples,
@@ -355,6 +460,14 @@ async def main(samples: int, out: Path) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--samples", type=int, default=40)
+    parser.add_argument("--transports", default=",".join(TRANSPORTS),
+                        help="comma-separated rows, in order (default %(default)s; "
+                             "webrtc-stock = WebRTC without the playout-delay extension)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "viewer_latency.json")
     args = parser.parse_args()
-    asyncio.run(main(args.samples, args.out))
+    chosen = tuple(args.transports.split(","))
+    unknown = set(chosen) - set(TRANSPORTS) - set(VARIANTS)
+    if unknown:
+        parser.error(f"unknown transports {sorted(unknown)}; choose from "
+                     f"{', '.join(TRANSPORTS + tuple(VARIANTS))}")
+    asyncio.run(main(args.samples, args.out, chosen))
