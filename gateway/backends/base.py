@@ -8,11 +8,18 @@ a unix socket whose host path the backend reports.
 from __future__ import annotations
 
 import abc
+import asyncio
+import logging
+import os
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..errors import BackendError
 from ..session import SessionSpec
+
+logger = logging.getLogger(__name__)
 
 PodHandle = dict[str, Any]
 """Backend-specific, JSON-serialisable description of a live pod (pids, names)."""
@@ -68,6 +75,50 @@ class SessionBackend(abc.ABC):
 
     async def aclose(self) -> None:
         """Release backend-wide resources (clients, rules)."""
+
+    def _error_message(self, error: Exception) -> str:
+        """A safe one-line description of a start failure (backends refine it)."""
+        return str(error)
+
+    async def _start_or_clean_up(self, handle: PodHandle,
+                                 start: Callable[[], Awaitable[None]]) -> None:
+        """Run *start*; on any failure (or cancellation) remove whatever it created,
+        then raise :class:`BackendError` (cancellation is re-raised as is)."""
+        try:
+            await start()
+        except BaseException as e:
+            logger.warning("session %s: pod start failed: %s", handle["session_id"], e)
+            await asyncio.shield(self.stop_pod(handle))
+            if isinstance(e, BackendError):
+                raise
+            if isinstance(e, Exception):
+                raise BackendError(f"pod start failed: {self._error_message(e)}") from e
+            raise
+
+
+def prepare_session_dirs(request: PodRequest, uid_app: int, uid_agent: int) -> dict[str, Path]:
+    """Create the host folders of a pod with the ownership every backend needs.
+
+    The runtime agent alone owns its run folder (its unix socket) and the
+    recording folder (written outside the app sandbox); the session user owns
+    the shared folder; the X socket folder is sticky and world-writable like
+    /tmp/.X11-unix.
+    """
+    paths = session_paths(request.session_dir, request.runtime_dir)
+    for key in ("run", "x11", "home", "files", "logs"):
+        paths[key].mkdir(parents=True, exist_ok=True)
+    request.session_dir.chmod(0o755)
+    request.runtime_dir.chmod(0o755)
+    paths["x11"].chmod(0o1777)
+    os.chown(paths["run"], uid_agent, uid_agent)
+    paths["run"].chmod(0o700)
+    os.chown(paths["files"], uid_app, uid_app)
+    if request.spec.enable_recording:
+        recording = request.session_dir / "recording"
+        recording.mkdir(exist_ok=True)
+        os.chown(recording, uid_agent, uid_agent)
+        recording.chmod(0o755)
+    return paths
 
 
 def session_paths(session_dir: Path, runtime_dir: Path) -> dict[str, Path]:

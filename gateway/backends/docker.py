@@ -65,7 +65,7 @@ from docker.types import Mount
 
 from ..config import GatewayConfig
 from ..errors import BackendError
-from .base import PodHandle, PodRequest, SessionBackend, session_paths
+from .base import PodHandle, PodRequest, SessionBackend, prepare_session_dirs, session_paths
 from .local import AGENT_RECORDING, LocalBackend, _chromium_flags
 from .network import run
 
@@ -147,19 +147,13 @@ class DockerBackend(SessionBackend):
             "net": self._name(sid, "net") if request.spec.network == "egress" else None,
             "image": self._config.docker_image,
         }
-        try:
-            await self._start(request, handle)
-        except BaseException as e:
-            logger.warning("session %s: pod start failed: %s", sid, e)
-            await asyncio.shield(self.stop_pod(handle))
-            if isinstance(e, BackendError):
-                raise
-            if isinstance(e, docker.errors.DockerException):
-                raise BackendError(f"docker: {_docker_message(e)}") from e
-            if isinstance(e, Exception):
-                raise BackendError(f"pod start failed: {e}") from e
-            raise
+        await self._start_or_clean_up(handle, lambda: self._start(request, handle))
         return handle
+
+    def _error_message(self, error: Exception) -> str:
+        if isinstance(error, docker.errors.DockerException):
+            return f"docker: {_docker_message(error)}"
+        return str(error)
 
     async def _start(self, request: PodRequest, handle: PodHandle) -> None:
         sid = request.session_id
@@ -185,21 +179,7 @@ class DockerBackend(SessionBackend):
                     agent.short_id)
 
     def _prepare_dirs(self, request: PodRequest) -> None:
-        paths = session_paths(request.session_dir, request.runtime_dir)
-        for key in ("run", "x11", "home", "files", "logs"):
-            paths[key].mkdir(parents=True, exist_ok=True)
-        request.session_dir.chmod(0o755)
-        request.runtime_dir.chmod(0o755)
-        paths["x11"].chmod(0o1777)
-        os.chown(paths["run"], AGENT_UID, AGENT_UID)
-        paths["run"].chmod(0o700)
-        os.chown(paths["files"], APP_UID, APP_UID)
-        if request.spec.enable_recording:
-            # Written only by the runtime agent, outside the app container.
-            recording = request.session_dir / "recording"
-            recording.mkdir(exist_ok=True)
-            os.chown(recording, AGENT_UID, AGENT_UID)
-            recording.chmod(0o755)
+        paths = prepare_session_dirs(request, APP_UID, AGENT_UID)
         for name, uid in (("app.log", APP_UID), ("agent.log", AGENT_UID)):
             log = paths["logs"] / name
             log.touch()

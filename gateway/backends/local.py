@@ -33,7 +33,7 @@ import agent_side
 
 from ..config import GatewayConfig
 from ..errors import BackendError
-from .base import PodHandle, PodRequest, SessionBackend, session_paths
+from .base import PodHandle, PodRequest, SessionBackend, prepare_session_dirs, session_paths
 from .cgroup import Cgroup, list_cgroups
 from .network import Egress, EgressManager, list_namespaces, resolv_conf
 
@@ -197,16 +197,7 @@ class LocalBackend(SessionBackend):
             "network": request.spec.network,
             "egress": None,
         }
-        try:
-            await self._start(request, handle)
-        except BaseException as e:
-            logger.warning("session %s: pod start failed: %s", sid, e)
-            await asyncio.shield(self.stop_pod(handle))
-            if isinstance(e, BackendError):
-                raise
-            if isinstance(e, Exception):
-                raise BackendError(f"pod start failed: {e}") from e
-            raise
+        await self._start_or_clean_up(handle, lambda: self._start(request, handle))
         return handle
 
     async def _start(self, request: PodRequest, handle: PodHandle) -> None:
@@ -251,26 +242,13 @@ class LocalBackend(SessionBackend):
         logger.info("session %s: runtime agent pid %d", sid, apid)
 
     def _prepare_dirs(self, request: PodRequest, handle: PodHandle) -> None:
-        paths = session_paths(request.session_dir, request.runtime_dir)
         uid_app, uid_agent = handle["uid_app"], handle["uid_agent"]
-        for key in ("run", "x11", "home", "files", "logs"):
-            paths[key].mkdir(parents=True, exist_ok=True)
-        request.session_dir.chmod(0o755)
-        request.runtime_dir.chmod(0o755)
-        paths["x11"].chmod(0o1777)
-        os.chown(paths["run"], uid_agent, uid_agent)
-        paths["run"].chmod(0o700)
-        if request.spec.enable_recording:
-            # Written only by the runtime agent, outside the app sandbox.
-            recording = request.session_dir / "recording"
-            recording.mkdir(exist_ok=True)
-            os.chown(recording, uid_agent, uid_agent)
-            recording.chmod(0o755)
+        paths = prepare_session_dirs(request, uid_app, uid_agent)
         fluxbox = paths["home"] / ".fluxbox"
         fluxbox.mkdir(exist_ok=True)
         (fluxbox / "init").write_text(_FLUXBOX_INIT)
         (fluxbox / "overlay").write_text("background: none\n")
-        for p in (paths["home"], paths["files"], fluxbox, *fluxbox.iterdir()):
+        for p in (paths["home"], fluxbox, *fluxbox.iterdir()):
             os.chown(p, uid_app, uid_app)
         pod = request.session_dir / "pod"
         pod.mkdir(exist_ok=True)
