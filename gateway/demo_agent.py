@@ -82,6 +82,11 @@ def scenes(width: int, height: int) -> list[Scene]:
             # Chromium fills the screen; the window manager's alt+tab raises the xterm.
             lambda s: s.key("alt+Tab"),
             _pause(0.8),
+            # Focus by clicking into the raised xterm (alt+tab's focus change can lag
+            # on a busy machine), and clear any half-typed line from an earlier round.
+            lambda s: s.click(min(300, width - 1), min(200, height - 1)),
+            lambda s: s.key("ctrl+c"),
+            _pause(0.3),
             lambda s: s.type_text("echo 'Hello from the Visual Runtime demo agent ✓'\n"),
             _pause(1.0),
             lambda s: s.type_text("uname -a; date\n"),
