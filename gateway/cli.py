@@ -180,12 +180,7 @@ def _client_args(p: argparse.ArgumentParser) -> None:
 
 async def _call(args: argparse.Namespace, method: str, path: str,
                 body: dict[str, Any] | None = None) -> tuple[int, Any]:
-    token = args.token
-    if not token:
-        try:
-            token = (Path(args.state_dir) / "api-token").read_text().strip()
-        except OSError:
-            token = ""
+    token = _api_token(args)
     async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {token}"}) as http:
         async with http.request(method, args.url.rstrip("/") + path, json=body) as resp:
             text = await resp.text()
@@ -204,6 +199,12 @@ def cmd_sessions(args: argparse.Namespace) -> int:
         if args.resolution:
             body["resolution"] = args.resolution
         status, data = asyncio.run(_call(args, "POST", "/api/visual-sessions", body))
+        if args.wait and status == 201 and isinstance(data, dict):
+            tokens = data.get("tokens")
+            status, data = asyncio.run(_call(
+                args, "GET", f"/api/visual-sessions/{data['session_id']}?wait=running"))
+            if isinstance(data, dict):
+                data["tokens"] = tokens
     elif op == "get":
         status, data = asyncio.run(_call(args, "GET", f"/api/visual-sessions/{args.id}"))
     elif op == "stop":
@@ -231,6 +232,46 @@ def cmd_logs(args: argparse.Namespace) -> int:
     return 0 if status < 400 else 1
 
 
+def _api_token(args: argparse.Namespace) -> str:
+    if args.token:
+        return str(args.token)
+    try:
+        return (Path(args.state_dir) / "api-token").read_text().strip()
+    except OSError:
+        return ""
+
+
+async def _download(args: argparse.Namespace, path: str, out: Path) -> tuple[int, Any]:
+    """Stream *path* of the gateway into *out* (written atomically)."""
+    headers = {"Authorization": f"Bearer {_api_token(args)}"}
+    async with aiohttp.ClientSession(headers=headers) as http:
+        async with http.get(args.url.rstrip("/") + path) as resp:
+            if resp.status != 200:
+                text = await resp.text()
+                try:
+                    return resp.status, json.loads(text)
+                except ValueError:
+                    return resp.status, text
+            tmp = out.with_name(out.name + ".part")
+            size = 0
+            with tmp.open("wb") as f:
+                async for chunk in resp.content.iter_chunked(1 << 16):
+                    f.write(chunk)
+                    size += len(chunk)
+            tmp.replace(out)
+            return 200, {"path": str(out), "bytes": size}
+
+
+def cmd_recording(args: argparse.Namespace) -> int:
+    out = Path(args.output or f"{args.id}.mp4")
+    status, data = asyncio.run(_download(args, f"/api/visual-sessions/{args.id}/recording", out))
+    if args.json or status != 200:
+        print(json.dumps(data) if not isinstance(data, str) else data)
+    else:
+        print(f"saved {data['bytes']} bytes to {data['path']}")
+    return 0 if status == 200 else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="visual-runtime")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -247,12 +288,19 @@ def main(argv: list[str] | None = None) -> int:
     sessions.add_argument("op", choices=("list", "create", "get", "stop", "delete"))
     sessions.add_argument("id", nargs="?")
     sessions.add_argument("--resolution")
+    sessions.add_argument("--wait", action="store_true",
+                          help="create: wait until the session is running (up to 30 s)")
     _client_args(sessions)
     sessions.set_defaults(func=cmd_sessions)
     logs = sub.add_parser("logs", help="print a session's log (NDJSON)")
     logs.add_argument("id")
     _client_args(logs)
     logs.set_defaults(func=cmd_logs)
+    recording = sub.add_parser("recording", help="download a session's recording (MP4)")
+    recording.add_argument("id")
+    recording.add_argument("-o", "--output", help="file to write (default: <id>.mp4)")
+    _client_args(recording)
+    recording.set_defaults(func=cmd_recording)
     args = parser.parse_args(argv)
     if args.command in ("sessions",) and args.op not in ("list", "create") and not args.id:
         parser.error(f"sessions {args.op} needs a session id")
