@@ -15,8 +15,17 @@ wrong code). The page detects the marker where the picture is produced:
 after each WebCodecs ``drawImage``, in ``requestVideoFrameCallback`` for
 WebRTC, after noVNC's ``flip``. Latency = page detection time (epoch clock
 ``performance.timeOrigin + now()``) - time the X server finished drawing
-(after ``XSync``). Chromium's CPU (all its processes) and the bytes/s the
-page received are sampled per scenario.
+(after ``XSync``). The WebRTC detection includes the detector's own
+``drawImage`` of the video (~7-10 ms in software), so a second figure,
+"frame", stamps every transport at the same point: the rendering update that
+shows the change (rVFC entry for WebRTC, the next ``requestAnimationFrame``
+after the canvas draw for ws/noVNC). For WebRTC the rVFC metadata
+(``receiveTime``, ``presentationTime``) and per-frame getStats means (jitter
+buffer, processing, decode) break the receive path down. The row
+``webrtc-stock`` (``--transports``) is WebRTC with the playout-delay RTP
+extension stripped from the page's offer: an A/B of ``agent_side.rtpext``.
+Chromium's CPU (all its processes) and the bytes/s the page received are
+sampled per scenario.
 
 Prints a table with p50/p95 and ratios to noVNC; writes JSON to
 ``benchmarks/results/viewer_latency.json``.
@@ -311,6 +320,7 @@ async def run_scenario(page: Page, stim: Stimulus, scenario: str, samples: int,
     to_frame: list[float] = []
     to_receive: list[float] = []
     to_present: list[float] = []
+    stages: list[list[float | None]] = []
     missed = 0
     for _ in range(3):  # warm-up
         stim.draw(scenario)
@@ -332,6 +342,9 @@ async def run_scenario(page: Page, stim: Stimulus, scenario: str, samples: int,
                     to_receive.append(meta["received"] - t_draw)
                 if meta.get("presented"):
                     to_present.append(meta["presented"] - t_draw)
+                stages.append([hit - t_draw, meta["frame"] - t_draw]
+                              + [meta[k] - t_draw if meta.get(k) else None
+                                 for k in ("received", "presented")])
                 break
             await asyncio.sleep(0.005)
         if hit is None:
@@ -360,6 +373,8 @@ async def run_scenario(page: Page, stim: Stimulus, scenario: str, samples: int,
         "frame_p95_ms": sorted(to_frame)[min(len(to_frame) - 1, int(len(to_frame) * 0.95))]
         if to_frame else None,
         "receive_path": rtc,
+        "stages_ms": stages,
+        "stages_columns": ["detected", "frame", "received", "presented"],
     }
 
 
