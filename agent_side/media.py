@@ -41,6 +41,37 @@ MAX_FRAME_FAILURES = 10
 """Consecutive failed frames (grab/convert/encode) after which the worker gives up."""
 
 
+class FrameBudget:
+    """The frame-rate cap as a token bucket: ``fps`` frames a second on average,
+    up to ``burst`` back to back.
+
+    A fixed grid (one frame per 1/fps slot) makes a change wait for the next
+    slot: up to a whole frame interval of added latency, paid on every frame
+    when the screen changes at about the cap rate (scrolling, video). With the
+    bucket a change is captured at once whenever the average allows it.
+    """
+
+    def __init__(self, fps: float, burst: float = 2.0) -> None:
+        self._rate = fps
+        self._burst = burst
+        self._tokens = burst
+        self._at = time.monotonic()
+
+    def _refill(self, now: float) -> None:
+        self._tokens = min(self._burst, self._tokens + (now - self._at) * self._rate)
+        self._at = now
+
+    def next_at(self, now: float) -> float:
+        """The earliest time the next frame may be captured."""
+        self._refill(now)
+        return now if self._tokens >= 1 else now + (1 - self._tokens) / self._rate
+
+    def spend(self, now: float) -> None:
+        """One frame was captured (forced frames may overdraw, down to -1)."""
+        self._refill(now)
+        self._tokens = max(-1.0, self._tokens - 1)
+
+
 class MediaError(AgentSideError):
     """Base class of video source errors."""
 
@@ -82,7 +113,7 @@ class MediaConfig:
     """Per-subscriber queue bound; on overflow the queue drops to the next keyframe."""
     use_damage: bool = True
     """Use XDAMAGE when available; False forces the grab-and-compare fallback."""
-    convert_threads: int = 2
+    convert_threads: int = 1
     """swscale threads for full-frame conversion."""
     convert_interpolation: str | None = None
     """swscale flags for the chroma subsampling (None = PyAV default, bilinear)."""
@@ -450,12 +481,11 @@ class VideoSource:
         converter = YuvConverter(cfg.width, cfg.height, threads=cfg.convert_threads,
                                  interpolation=cfg.convert_interpolation)
         encoders: dict[str, VideoEncoder] = {}
-        interval = 1.0 / cfg.fps
+        budget = FrameBudget(cfg.fps)
         diff_mode = capture.damage != "xdamage"
         pending: list[Rect] = []
         need_full = True  # the converter has not seen the current picture
         refresh_at: float | None = None
-        next_frame_at = 0.0
         failures = 0
 
         while True:
@@ -484,6 +514,7 @@ class VideoSource:
                 refresh_at = now + cfg.refresh_delay_s
 
             refresh_due = refresh_at is not None and now >= refresh_at and not pending
+            next_frame_at = budget.next_at(now)
             want_frame = active and now >= next_frame_at and (
                 bool(pending) or need_full or bool(kf_requests) or refresh_due or diff_mode)
 
@@ -504,7 +535,7 @@ class VideoSource:
                                    failures, e)
                     pending = []
                     need_full = True
-                    next_frame_at = now + interval
+                    budget.spend(now)
                     continue
                 failures = 0
                 with self._lock:
@@ -512,7 +543,7 @@ class VideoSource:
                 pending = []
                 if active:
                     need_full = False
-                    next_frame_at = max(next_frame_at + interval, now + interval / 2)
+                    budget.spend(now)
                     if refresh_due:
                         refresh_at = None
                     elif changed and diff_mode:

@@ -325,7 +325,7 @@ def find_agent_pid(sid: str) -> int:
             argv = (entry / "cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        if (b"agent_side" in argv and sid.encode() in argv and b"-m" in argv
+        if (b"agent_side" in argv and f"--session-id={sid}".encode() in argv and b"-m" in argv
                 and b"python" in Path(argv[0].decode(errors="replace")).name.encode()):
             return int(entry.name)
     raise RuntimeError(f"runtime agent of session {sid} not found")
