@@ -5,10 +5,11 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 
 import pytest
+from playwright.async_api import Browser, async_playwright
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,24 @@ def stop_xvfb(display: XDisplay) -> None:
     except subprocess.TimeoutExpired:
         display.process.kill()
         display.process.wait()
+
+
+CHROMIUM_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                 "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync"]
+"""Debian's Chromium as root, headless, kept off the (closed) network."""
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Browser]:
+    """Debian's Chromium through Playwright (which makes a fresh profile)."""
+    path = require_binary("chromium")
+    async with async_playwright() as p:
+        instance = await p.chromium.launch(executable_path=path, args=CHROMIUM_ARGS)
+        try:
+            yield instance
+        finally:
+            await instance.close()
 
 
 @pytest.fixture

@@ -8,13 +8,9 @@ from pathlib import Path
 import pytest
 from playwright.async_api import async_playwright
 
-from tests.conftest import require_binary
+from tests.conftest import CHROMIUM_ARGS, require_binary
 from tests.gateway_fixtures import Gateway, in_process_gateway
 from tests.recording.helpers import type_for, wait_event
-
-CHROMIUM_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                 "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync"]
 
 PLAY_AND_SEEK = """async () => {
   const v = document.getElementById('v');

@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import re
 import struct
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
 from aiortc import RTCPeerConnection, RTCRtpReceiver, RTCSessionDescription
 from aiortc.rtcrtpparameters import RTCRtpHeaderExtensionParameters, RTCRtpParameters
 from aiortc.rtp import HeaderExtensionsMap, RtpPacket, unpack_header_extensions
-from playwright.async_api import Browser, async_playwright
+from playwright.async_api import Browser
 
 from agent_side.rtpext import (
     PLAYOUT_DELAY_URI,
@@ -26,28 +26,15 @@ from agent_side.rtpext import (
     PlayoutDelayExtensionsMap,
     offered_extension_id,
 )
-from tests.conftest import require_binary
 from tests.gateway_fixtures import Gateway
 from tests.viewer.pages import open_viewer, wait_connected
 from tests.webrtc.whep_client import Typist, WhepViewer, wait_until
 
 pytestmark = pytest.mark.timeout(120)
 
-CHROMIUM_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                 "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync"]
 EXTMAP = re.compile(r"^a=extmap:(\d+)(?:/\w+)? (\S+)", re.M)
 
 
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
-    path = require_binary("chromium")
-    async with async_playwright() as p:
-        browser = await p.chromium.launch(executable_path=path, args=CHROMIUM_ARGS)
-        try:
-            yield browser
-        finally:
-            await browser.close()
 
 
 def extmaps(sdp: str) -> dict[str, int]:
