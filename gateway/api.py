@@ -89,6 +89,29 @@ async def delete_session(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
+TOKEN_KINDS = ("view", "control")
+
+
+async def issue_token(request: web.Request) -> web.Response:
+    """Extension: mint another ``view``/``control`` token of a live session (API token)."""
+    request.app[AUTH].api(request)
+    manager = request.app[MANAGER]
+    session = _session(request)
+    body = await read_json_object(request, allow_empty=True)
+    errors = [FieldError(k, f"unknown field {k!r}") for k in body if k != "kind"]
+    kind = body.get("kind", "control")
+    if kind not in TOKEN_KINDS:
+        errors.append(FieldError("kind", f"must be 'view' or 'control', got {kind!r}"))
+    if errors:
+        raise ValidationProblem(errors)
+    token = await manager.issue_token(session.session_id, str(kind))
+    sid = session.session_id
+    return web.json_response(
+        {"session_id": sid, "kind": kind, "token": token,
+         "viewer_url": f"/sessions/{sid}/?token={token}"},
+        status=201, headers={"Cache-Control": "no-store"})
+
+
 def _control_body(session: Session) -> dict[str, Any]:
     return {"controller": session.controller.value, "since": rfc3339(session.controller_since)}
 
@@ -281,6 +304,7 @@ def setup_routes(app: web.Application) -> None:
     r.add_get(base + "/{session_id}", get_session)
     r.add_delete(base + "/{session_id}", delete_session)
     r.add_post(base + "/{session_id}/stop", stop_session)
+    r.add_post(base + "/{session_id}/tokens", issue_token)
     r.add_get(base + "/{session_id}/control", get_control)
     r.add_post(base + "/{session_id}/control", post_control)
     r.add_post(base + "/{session_id}/actions", post_action)

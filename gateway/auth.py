@@ -82,6 +82,10 @@ class Authenticator:
                 return Principal("view", token, session.session_id)
             if same_token(digest, session.control_token_hash):
                 return Principal("control", token, session.session_id)
+            issued = session.issued_tokens.get(digest)
+            if issued in ("view", "control"):
+                return Principal("view" if issued == "view" else "control", token,
+                                 session.session_id)
         other = self._session_of(token)
         if other is not None and other.session_id != session.session_id:
             raise forbidden("this token belongs to another session")
@@ -92,6 +96,6 @@ class Authenticator:
         for s in self._sessions.values():
             if s.status.terminal:
                 continue
-            if digest in (s.view_token_hash, s.control_token_hash):
+            if digest in (s.view_token_hash, s.control_token_hash) or digest in s.issued_tokens:
                 return s
         return None

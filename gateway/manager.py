@@ -37,6 +37,11 @@ from .tokens import new_session_id, new_token, token_hash
 
 logger = logging.getLogger(__name__)
 
+MAX_ISSUED_TOKENS = 64
+"""Tokens ``POST .../tokens`` may mint per session."""
+DOCTOR_HINT = "; run `visual-runtime doctor` to check this machine"
+"""Appended to environmental start failures (the backend could not start a pod)."""
+
 
 class SessionManager:
     """Owns every session of this gateway and the tasks that watch them."""
@@ -259,6 +264,31 @@ class SessionManager:
                             action, by)
             return session
 
+    async def issue_token(self, session_id: str, kind: str) -> str:
+        """Mint another ``view`` or ``control`` token for a live session.
+
+        It works like the ones returned at creation (and ends with the session);
+        409 once the session is stopping or over, or when it already has
+        ``MAX_ISSUED_TOKENS`` minted tokens.
+        """
+        session = self.get(session_id)
+        async with self._lock(session_id):
+            if not session.status.live:
+                raise conflict("session-not-running",
+                               f"session {session_id} is {session.status.value}",
+                               "Session not running")
+            if len(session.issued_tokens) >= MAX_ISSUED_TOKENS:
+                raise conflict("too-many-tokens",
+                               f"session {session_id} already has {MAX_ISSUED_TOKENS} "
+                               "minted tokens", "Too many tokens")
+            token = new_token()
+            digest = token_hash(token)
+            session.issued_tokens[digest] = kind
+            self._save(session)
+        self.events.emit(session_id, "token_issued", kind=kind, token_id=digest[:32])
+        logger.info("session %s: %s token issued", session_id, kind)
+        return token
+
     def note_action(self, session: Session) -> None:
         session.last_activity = utcnow()
         self.counters["actions"] += 1
@@ -289,11 +319,13 @@ class SessionManager:
         except asyncio.CancelledError:
             raise
         except Exception as e:  # noqa: BLE001 - any start failure fails the session
-            logger.warning("session %s: start failed: %s", sid, e)
+            hint = DOCTOR_HINT if isinstance(e, BackendError) else ""
+            logger.warning("session %s: start failed: %s%s", sid, e, hint)
             self.counters["errors"] += 1
             async with self._lock(sid):
                 if not session.status.terminal:
-                    session.error = str(e) if isinstance(e, BackendError) else "start failed"
+                    session.error = (str(e) + hint) if isinstance(e, BackendError) \
+                        else "start failed"
                     await self._finish(session, StopReason.ERROR)
             return
         finally:

@@ -51,6 +51,19 @@ OPENAPI: dict[str, Any] = {
             "post": _op("Stop a session (idempotent)", {
                 "200": {"description": "Session", **_json("Session")}, **_errors}, params=[_SID]),
         },
+        "/api/visual-sessions/{session_id}/tokens": {
+            "post": _op("Mint another view or control token of a live session (extension)", {
+                "201": {"description": "Token", "content": {"application/json": {"schema": {
+                    "type": "object", "properties": {
+                        "session_id": {"type": "string"},
+                        "kind": {"enum": ["view", "control"]},
+                        "token": {"type": "string"},
+                        "viewer_url": {"type": "string"}}}}}},
+                **_errors}, params=[_SID], body={"required": False, "content": {
+                    "application/json": {"schema": {
+                        "type": "object", "additionalProperties": False, "properties": {
+                            "kind": {"enum": ["view", "control"], "default": "control"}}}}}}),
+        },
         "/api/visual-sessions/{session_id}/control": {
             "get": _op("Who holds control", {"200": {"description": "Control",
                                                      **_json("Control")}, **_errors},

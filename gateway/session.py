@@ -118,6 +118,8 @@ class Session:
     controller_since: datetime = field(default_factory=utcnow)
     controller_token_hash: str | None = None
     """Hash of the token that took control (control belongs to the token)."""
+    issued_tokens: dict[str, str] = field(default_factory=dict)
+    """Hashes of tokens minted after creation (``POST .../tokens``) -> ``view``/``control``."""
     last_activity: datetime = field(default_factory=utcnow)
     """Last agent action or human input, for the idle timeout."""
     viewers: int = 0
