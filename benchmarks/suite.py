@@ -8,6 +8,26 @@ It does its own set-up and clean-up (gateway, Xvfb, Chromium, x11vnc), puts
 the same-run baseline next to each of its figures, and must honour
 ``opts.quick`` (the whole quick suite stays under 3 minutes). The runner turns
 the results into ``benchmarks/results/`` (Markdown, JSON, PNG plots).
+
+The runner (``python -m benchmarks``) calls each module in a fresh
+subprocess (``MODULES`` in ``benchmarks/__main__.py``), fills in
+``Result.seconds``, ``load_before``/``load_after`` and, for a module that
+raised, ``error``; it reaps and reports any process a module left behind.
+
+Plot conventions (``benchmarks/report.py``):
+
+* ``series["latency_ms"]``: ``{label: [samples in ms]}`` -> latency
+  distribution (one box per label; labels like ``"scroll 1600x900 webrtc"``
+  are grouped by their first word, the workload);
+* ``series["cpu_vs_viewers"]``: ``{label: [[viewers, cpu_pct], ...]}`` -> CPU
+  against viewer count.
+
+Quick-mode budget (the whole suite < 3 min on the 2-core CI box):
+viewer_latency ~70 s, glass_to_glass ~30 s, every other module <= 20 s.
+
+Extensions since the first version (all with defaults): ``Result.load_before``,
+``Result.load_after``, ``Result.error`` (filled by the runner);
+``Figure.note``.
 """
 
 from __future__ import annotations
@@ -46,6 +66,8 @@ class Figure:
     lower_is_better: bool = True
     target: str | None = None
     """The target from the issue, as text, e.g. ``"<= 0.7x baseline"``."""
+    note: str | None = None
+    """Short qualifier shown in the table (method, n, ...)."""
 
     @property
     def ratio(self) -> float | None:
@@ -66,6 +88,12 @@ class Result:
     """Method notes and anything odd seen during the run."""
     seconds: float = 0.0
     """Wall time the module took (the runner fills it in)."""
+    load_before: tuple[float, float, float] | None = None
+    """1/5/15-minute load average when the module started (the runner fills it in)."""
+    load_after: tuple[float, float, float] | None = None
+    """Load average when it ended (the runner fills it in)."""
+    error: str | None = None
+    """Why the module failed (the runner fills it in; figures are then empty)."""
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)

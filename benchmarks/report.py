@@ -1,0 +1,181 @@
+"""The suite's report: ``latest.md``, ``latest.json`` and PNG plots.
+
+``write(out, results, machine, opts, missing, seconds)`` is called by the
+runner after every module (so a later crash still leaves a report). Plots
+(matplotlib, Agg backend) follow the conventions in ``benchmarks/suite.py``:
+
+* ``latency.png`` — from every ``series["latency_ms"]``: one panel per
+  workload (the label's first word), a box per transport/receiver;
+* ``cpu_vs_viewers.png`` — from every ``series["cpu_vs_viewers"]``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+from benchmarks.suite import Figure, Options, Result
+
+__all__ = ["target_met", "write"]
+
+_TARGET = re.compile(r"^\s*(<=|>=|<|>)\s*([0-9.]+)\s*(x\b|x baseline)?", re.I)
+
+
+def target_met(fig: Figure) -> bool | None:
+    """Whether *fig* meets its target text: ``"<= 0.7x baseline"``, ``"<= 25 ms"``, ``">= 30"``."""
+    if fig.target is None or fig.value is None:
+        return None
+    m = _TARGET.match(fig.target)
+    if m is None:
+        return None
+    op, limit, relative = m.group(1), float(m.group(2)), m.group(3)
+    value = fig.ratio if relative else fig.value
+    if value is None:
+        return None
+    return {"<=": value <= limit, ">=": value >= limit, "<": value < limit,
+            ">": value > limit}[op]
+
+
+def _num(value: float | None, digits: int | None = None) -> str:
+    if value is None:
+        return "–"
+    if digits is None:
+        digits = 0 if abs(value) >= 100 else 1 if abs(value) >= 10 else 2
+    return f"{value:.{digits}f}"
+
+
+def _load(load: tuple[float, float, float] | list[float] | None) -> str:
+    return " / ".join(f"{x:.2f}" for x in load) if load else "–"
+
+
+def markdown(results: list[Result], mach: dict[str, Any], opts: Options, missing: list[str],
+             seconds: float, plots: list[Path]) -> str:
+    lines = [
+        f"# Benchmark results ({'quick' if opts.quick else 'full'} run)",
+        "",
+        f"Generated {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} by "
+        f"`python -m benchmarks{' --quick' if opts.quick else ''}` in {seconds:.0f} s; "
+        f"resolutions {', '.join(opts.resolutions)}; {opts.samples} latency samples per "
+        "scenario after warm-up.",
+        "",
+        f"**Machine:** {mach.get('cpu')}, {mach.get('cores')} cores, {mach.get('memory_gib')} GiB, "
+        f"Linux {mach.get('kernel')}, Python {mach.get('python')}. Load average (1/5/15 min) "
+        f"at the start {_load(mach.get('load_average'))}"
+        + (f", at the end {_load(mach.get('load_average_after'))}"
+           if mach.get("load_average_after") else "") + ".",
+        "",
+        "Ratios are value / same-run baseline (lower is better unless marked ↑). "
+        "`met?` compares with the issue's target.",
+        "",
+        "| benchmark | status | time | load before → after (1 min) |",
+        "|---|---|---|---|",
+    ]
+    for r in results:
+        status = f"**failed**: {r.error}" if r.error else f"ok, {len(r.figures)} figures"
+        lines.append(f"| {r.benchmark} | {status} | {r.seconds:.0f} s | "
+                     f"{_num(r.load_before[0] if r.load_before else None, 2)} → "
+                     f"{_num(r.load_after[0] if r.load_after else None, 2)} |")
+    for name in missing:
+        lines.append(f"| {name} | not available | – | – |")
+    for r in results:
+        lines += ["", f"## {r.title} (`{r.benchmark}`)", ""]
+        if r.error:
+            lines += [f"Failed: {r.error}", ""]
+        if r.figures:
+            lines += ["| figure | value | unit | baseline | ratio | target | met? |",
+                      "|---|---:|---|---:|---:|---|---|"]
+            for f in r.figures:
+                met = target_met(f)
+                base = "–" if f.baseline is None else \
+                    f"{_num(f.baseline)} ({f.baseline_name})" if f.baseline_name else _num(f.baseline)
+                name = f.name + ("" if f.lower_is_better else " ↑") + (f" — {f.note}" if f.note else "")
+                lines.append(
+                    f"| {name} | {_num(f.value)} | {f.unit} | {base} | "
+                    f"{_num(f.ratio, 2) + 'x' if f.ratio is not None else '–'} | {f.target or ''} | "
+                    f"{'' if met is None else 'yes' if met else '**no**'} |")
+        if r.notes:
+            lines += [""] + [f"- {n}" for n in r.notes]
+    if plots:
+        lines += ["", "## Plots", ""] + [f"![{p.stem}]({p.name})" for p in plots]
+    return "\n".join(lines) + "\n"
+
+
+def _latency_plot(results: list[Result], path: Path) -> bool:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    groups: dict[str, dict[str, list[float]]] = {}
+    for r in results:
+        for label, samples in (r.series.get("latency_ms") or {}).items():
+            if samples:
+                workload, _, rest = label.partition(" ")
+                groups.setdefault(workload, {})[rest or r.benchmark] = samples
+    if not groups:
+        return False
+    fig, axes = plt.subplots(len(groups), 1, figsize=(11, 2.2 + 0.45 * max(
+        len(g) for g in groups.values()) * len(groups)), squeeze=False)
+    for ax, (workload, series) in zip(axes[:, 0], groups.items(), strict=True):
+        labels = list(series)
+        ax.boxplot([series[k] for k in labels], vert=False, whis=(5, 95), showfliers=False,
+                   labels=labels)
+        ax.set_title(f"{workload}: glass-to-glass latency (whiskers p5-p95)", fontsize=10)
+        ax.set_xlabel("ms")
+        ax.grid(axis="x", alpha=0.3)
+        ax.tick_params(axis="y", labelsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return True
+
+
+def _cpu_plot(results: list[Result], path: Path) -> bool:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    series: dict[str, list[list[float]]] = {}
+    for r in results:
+        series.update({k: v for k, v in (r.series.get("cpu_vs_viewers") or {}).items() if v})
+    if not series:
+        return False
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for label, points in series.items():
+        pts = sorted(points)
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=label)
+    ax.set_xlabel("viewers")
+    ax.set_ylabel("CPU, % of one core")
+    ax.set_title("CPU against viewer count")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return True
+
+
+def write(out: Path, results: list[Result], mach: dict[str, Any], opts: Options,
+          missing: list[str], seconds: float) -> list[Path]:
+    """Writes the report into *out*; returns the files written."""
+    out.mkdir(parents=True, exist_ok=True)
+    plots = []
+    for name, make in (("latency.png", _latency_plot), ("cpu_vs_viewers.png", _cpu_plot)):
+        path = out / name
+        if make(results, path):
+            plots.append(path)
+    md = out / "latest.md"
+    md.write_text(markdown(results, mach, opts, missing, seconds, plots))
+    js = out / "latest.json"
+    js.write_text(json.dumps({
+        "generated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "mode": "quick" if opts.quick else "full",
+        "resolutions": list(opts.resolutions), "samples": opts.samples,
+        "seconds": seconds, "machine": mach, "missing": missing,
+        "results": [r.to_json() for r in results],
+    }, indent=1, default=str))
+    return [md, js, *plots]
