@@ -11,15 +11,19 @@ channel. Malformed messages are dropped, counted and logged at DEBUG.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
-from typing import Literal
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Final, Literal
 
 from .control import InputGate, NotInControl
 from .errors import AgentSideError, ProtocolError
 from .injector import InputInjector
 from .protocol import (
+    DROP_REASONS,
     Clipboard,
     InputMessage,
+    InputRejected,
     KeyDown,
     KeyUp,
     MouseDown,
@@ -31,11 +35,40 @@ from .protocol import (
     parse_input_message,
 )
 
-__all__ = ["InputHandler", "InputOutcome", "TokenKind", "apply_input"]
+__all__ = ["InputHandler", "InputOutcome", "RateLimiter", "TokenKind", "apply_input"]
 
 logger = logging.getLogger(__name__)
 
 TokenKind = Literal["view", "control", "api"]
+
+MESSAGES_PER_S: Final = 500.0
+"""Sustained input messages per second one viewer may send (a human at 240 Hz pointer
+motion plus typing stays far below); the excess is dropped as ``rate_limited``."""
+BURST: Final = 1000.0
+"""Messages a viewer may send at once above the sustained rate."""
+
+
+@dataclass
+class RateLimiter:
+    """A token bucket for one viewer's input messages."""
+
+    rate: float = MESSAGES_PER_S
+    burst: float = BURST
+    _tokens: float = field(default=BURST, init=False)
+    _at: float = field(default_factory=time.monotonic, init=False)
+
+    def __post_init__(self) -> None:
+        self._tokens = self.burst
+
+    def take(self, now: float | None = None) -> bool:
+        """Spend one token; False when the viewer is over its rate."""
+        now = time.monotonic() if now is None else now
+        self._tokens = min(self.burst, self._tokens + (now - self._at) * self.rate)
+        self._at = now
+        if self._tokens < 1.0:
+            return False
+        self._tokens -= 1.0
+        return True
 
 
 @dataclass(frozen=True)
@@ -76,18 +109,43 @@ class InputHandler:
         self._gate = gate
         self._injector = injector
         self._session_id = session_id
-        self.messages_dropped = 0
-        """Malformed messages over all transports."""
+        self.dropped: Counter[str] = Counter({reason: 0 for reason in DROP_REASONS})
+        """Dropped messages over all transports, by reason (:data:`DROP_REASONS`)."""
+        self._rate_limit_logged = 0.0
+
+    @property
+    def messages_dropped(self) -> int:
+        """Dropped messages over all transports (every reason)."""
+        return sum(self.dropped.values())
+
+    def admit(self, limiter: RateLimiter | None, viewer: str) -> bool:
+        """Whether a message from *viewer* is within its rate (counts it if not).
+        Cheap and synchronous, so a flood is shed before any task is created."""
+        if limiter is None or limiter.take():
+            return True
+        self.dropped["rate_limited"] += 1
+        now = time.monotonic()
+        if now - self._rate_limit_logged > 5.0:
+            self._rate_limit_logged = now
+            logger.info("session %s: viewer %s is over %d input messages/s; dropping",
+                        self._session_id, viewer, MESSAGES_PER_S)
+        return False
 
     async def handle(self, raw: str | bytes, token_kind: TokenKind, token_id: str,
-                     viewer: str) -> InputOutcome:
-        """Apply one raw message from *viewer* (a name for logs) if the rules allow it."""
+                     viewer: str, limiter: RateLimiter | None = None) -> InputOutcome:
+        """Apply one raw message from *viewer* (a name for logs) if the rules allow it.
+
+        With a *limiter*, a message over the viewer's rate is dropped silently
+        (no reply: answering a flood would double it)."""
+        if not self.admit(limiter, viewer):
+            return InputOutcome(None, dropped=True)
         try:
             message = parse_input_message(raw)
         except ProtocolError as e:
-            self.messages_dropped += 1
-            logger.debug("session %s: viewer %s: bad input message: %s", self._session_id,
-                         viewer, e)
+            reason = e.reason if isinstance(e, InputRejected) else "bad_field"
+            self.dropped[reason] += 1
+            logger.debug("session %s: viewer %s: bad input message (%s): %s",
+                         self._session_id, viewer, reason, e)
             return InputOutcome(error_message("bad_message", str(e)), dropped=True)
         if token_kind == "view":
             return InputOutcome(error_message("not_in_control", "a view token cannot send input"))

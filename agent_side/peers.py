@@ -30,7 +30,7 @@ from aiortc.sdp import SessionDescription
 from .control import InputGate
 from .errors import AgentSideError
 from .injector import InputInjector
-from .inputs import InputHandler
+from .inputs import InputHandler, RateLimiter
 from .media import VideoSource
 from .protocol import control_message
 from .rtpext import enable_playout_delay
@@ -56,6 +56,7 @@ class Peer:
     created: float = field(default_factory=time.monotonic)
     channel: RTCDataChannel | None = None
     dropped_messages: int = 0
+    limiter: RateLimiter = field(default_factory=RateLimiter)
 
 
 def choose_codec(offer_sdp: str) -> str:
@@ -160,6 +161,10 @@ class PeerManager:
 
             @channel.on("message")
             def on_message(message: str | bytes) -> None:
+                # Shed a flood here, before a task per message is created.
+                if not self.inputs.admit(peer.limiter, peer.peer_id):
+                    peer.dropped_messages += 1
+                    return
                 self._spawn(self._on_input(peer, message))
 
         @pc.on("connectionstatechange")

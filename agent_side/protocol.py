@@ -28,6 +28,8 @@ __all__ = [
     "MAX_TEXT_BYTES",
     "Button",
     "Clipboard",
+    "DROP_REASONS",
+    "InputRejected",
     "InputMessage",
     "KeyDown",
     "KeyUp",
@@ -52,6 +54,22 @@ MAX_KEY_LENGTH: Final = 32
 """Longest DOM key name we accept (the longest real one is ~25 characters)."""
 MAX_SCROLL: Final = 1000
 """Scroll deltas beyond this are rejected: no client produces them."""
+
+MAX_COORDINATE: Final = 32767
+"""Pointer coordinates beyond this (X's 16-bit range) are rejected; nearer ones are clamped
+to the screen by the injector."""
+
+DROP_REASONS: Final = ("too_large", "not_utf8", "not_json", "not_object", "unknown_type",
+                       "bad_field", "rate_limited")
+"""Why a client message was dropped; the keys of the agent's ``input_dropped`` counters."""
+
+
+class InputRejected(ProtocolError):
+    """A malformed input message; ``reason`` is one of :data:`DROP_REASONS`."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -123,20 +141,20 @@ def _number(obj: dict[str, Any], field: str, limit: int | None = None) -> int:
     value = obj.get(field)
     # bool is an int subclass, but true/false is never a coordinate.
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ProtocolError(f"field {field!r} must be a number, got {value!r:.40}")
+        raise InputRejected("bad_field", f"field {field!r} must be a number, got {value!r:.40}")
     if isinstance(value, float):
         if not math.isfinite(value):
-            raise ProtocolError(f"field {field!r} must be finite, got {value!r}")
+            raise InputRejected("bad_field", f"field {field!r} must be finite, got {value!r}")
         value = round(value)
     if limit is not None and abs(value) > limit:
-        raise ProtocolError(f"field {field!r} out of range: {value!r}")
+        raise InputRejected("bad_field", f"field {field!r} out of range: {value!r}")
     return int(value)
 
 
 def _string(obj: dict[str, Any], field: str) -> str:
     value = obj.get(field)
     if not isinstance(value, str):
-        raise ProtocolError(f"field {field!r} must be a string, got {value!r:.40}")
+        raise InputRejected("bad_field", f"field {field!r} must be a string, got {value!r:.40}")
     return value
 
 
@@ -144,17 +162,17 @@ def _button(obj: dict[str, Any]) -> Button:
     value = obj.get("button")
     if value == "left" or value == "middle" or value == "right":
         return value
-    raise ProtocolError(f"unknown button {value!r:.40}")
+    raise InputRejected("bad_field", f"unknown button {value!r:.40}")
 
 
 def _key(obj: dict[str, Any]) -> str:
     key = _string(obj, "key")
     if not key or len(key) > MAX_KEY_LENGTH:
-        raise ProtocolError(f"bad key name {key!r:.40}")
+        raise InputRejected("bad_field", f"bad key name {key!r:.40}")
     try:
         dom_key_to_keysym(key)
     except UnknownKeyError as e:
-        raise ProtocolError(f"unknown key {key!r:.40}") from e
+        raise InputRejected("bad_field", f"unknown key {key!r:.40}") from e
     return key
 
 
@@ -163,37 +181,39 @@ def _text(obj: dict[str, Any]) -> str:
     try:
         size = len(text.encode("utf-8"))
     except UnicodeEncodeError as e:  # lone surrogates from \ud800 escapes
-        raise ProtocolError("text is not valid Unicode") from e
+        raise InputRejected("bad_field", "text is not valid Unicode") from e
     if size > MAX_TEXT_BYTES:
-        raise ProtocolError(f"text too long: {size} bytes > {MAX_TEXT_BYTES}")
+        raise InputRejected("bad_field", f"text too long: {size} bytes > {MAX_TEXT_BYTES}")
     return text
 
 
 def parse_input_message(raw: str | bytes) -> InputMessage:
     """Parse one data-channel message; raise :class:`ProtocolError` if malformed."""
     if len(raw) > MAX_MESSAGE_BYTES:
-        raise ProtocolError(f"message too large: {len(raw)} > {MAX_MESSAGE_BYTES}")
+        raise InputRejected("too_large",
+                            f"message too large: {len(raw)} > {MAX_MESSAGE_BYTES}")
     if isinstance(raw, bytes | bytearray):
         try:
             raw = bytes(raw).decode("utf-8")
         except UnicodeDecodeError as e:
-            raise ProtocolError("message is not UTF-8") from e
+            raise InputRejected("not_utf8", "message is not UTF-8") from e
     try:
         obj = json.loads(raw)
     except (ValueError, RecursionError) as e:
-        raise ProtocolError(f"message is not JSON: {e}") from e
+        raise InputRejected("not_json", f"message is not JSON: {e}") from e
     if not isinstance(obj, dict):
-        raise ProtocolError("message is not a JSON object")
+        raise InputRejected("not_object", "message is not a JSON object")
     kind = obj.get("type")
     match kind:
         case "mouse_move":
-            return MouseMove(x=_number(obj, "x"), y=_number(obj, "y"))
+            return MouseMove(x=_number(obj, "x", MAX_COORDINATE),
+                             y=_number(obj, "y", MAX_COORDINATE))
         case "mouse_down":
             return MouseDown(button=_button(obj))
         case "mouse_up":
             return MouseUp(button=_button(obj))
         case "scroll":
-            return Scroll(x=_number(obj, "x"), y=_number(obj, "y"),
+            return Scroll(x=_number(obj, "x", MAX_COORDINATE), y=_number(obj, "y", MAX_COORDINATE),
                           dx=_number(obj, "dx", MAX_SCROLL), dy=_number(obj, "dy", MAX_SCROLL))
         case "key_down":
             return KeyDown(key=_key(obj))
@@ -203,7 +223,7 @@ def parse_input_message(raw: str | bytes) -> InputMessage:
             return Text(text=_text(obj))
         case "clipboard":
             return Clipboard(text=_text(obj))
-    raise ProtocolError(f"unknown message type {kind!r:.40}")
+    raise InputRejected("unknown_type", f"unknown message type {kind!r:.40}")
 
 
 def error_message(code: str, detail: str) -> str:

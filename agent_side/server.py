@@ -91,6 +91,9 @@ async def stats(request: web.Request) -> web.Response:
         "inputs_applied": gate.applied,
         "inputs_refused": gate.refused,
         "messages_dropped": peers.messages_dropped,
+        "input_dropped": dict(peers.inputs.dropped),
+        "vnc_input_refused": vnc.input_refused if vnc is not None else 0,
+        "vnc_protocol_errors": vnc.protocol_errors if vnc is not None else 0,
         "uptime_s": time.monotonic() - request.app[STARTED],
         "media": source.stats,
     })

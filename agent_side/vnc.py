@@ -43,6 +43,9 @@ X11VNC_ARGS: Final = ("-shared", "-forever", "-ncache", "0", "-defer", "5", "-wa
 uid is refused by the app sandbox's Xvfb (``BadAccess``, another uid), so it
 reads the screen with ``XGetImage``."""
 START_TIMEOUT_S: Final = 10.0
+MAX_CUT_TEXT: Final = 1024 * 1024
+"""Largest ClientCutText (clipboard) a viewer may send; the filter buffers a whole
+message, so a bigger declared length would let one viewer exhaust the agent's memory."""
 
 
 class VncError(AgentSideError):
@@ -185,7 +188,12 @@ class RfbInputFilter:
         if kind == 2:  # SetEncodings
             return None if len(b) < 4 else 4 + 4 * struct.unpack_from(">H", b, 2)[0]
         if kind == 6:  # ClientCutText (negative length = extended clipboard)
-            return None if len(b) < 8 else 8 + abs(struct.unpack_from(">i", b, 4)[0])
+            if len(b) < 8:
+                return None
+            length = abs(struct.unpack_from(">i", b, 4)[0])
+            if length > MAX_CUT_TEXT:
+                raise RfbProtocolError(f"clipboard of {length} bytes > {MAX_CUT_TEXT}")
+            return 8 + length
         if kind == 248:  # ClientFence
             return None if len(b) < 9 else 9 + b[8]
         if kind == 251:  # SetDesktopSize
@@ -206,6 +214,10 @@ class VncBridge:
         self._inputs = inputs
         self._session_id = session_id
         self._sockets: set[web.WebSocketResponse] = set()
+        self.input_refused = 0
+        """RFB input messages dropped because the viewer did not hold control."""
+        self.protocol_errors = 0
+        """Connections closed for a client message the filter does not accept."""
 
     @property
     def count(self) -> int:
@@ -245,6 +257,7 @@ class VncBridge:
                     writer.write(out)
                     await writer.drain()
         except RfbProtocolError as e:
+            self.protocol_errors += 1
             logger.warning("session %s: VNC viewer closed: %s", self._session_id, e)
         except (ConnectionResetError, BrokenPipeError) as e:
             logger.debug("session %s: VNC connection ended: %s", self._session_id, e)
@@ -257,6 +270,7 @@ class VncBridge:
             except (ConnectionResetError, BrokenPipeError):
                 pass
             self._sockets.discard(ws)
+            self.input_refused += rfb_filter.dropped
             await ws.close()
             logger.info("session %s: VNC viewer left (%d input messages refused)",
                         self._session_id, rfb_filter.dropped)

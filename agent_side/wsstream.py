@@ -38,9 +38,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Final
 
-from aiohttp import WSMsgType, web
+from aiohttp import WSCloseCode, WSMsgType, web
 
-from .inputs import InputHandler, TokenKind
+from .inputs import InputHandler, RateLimiter, TokenKind
 from .media import PacketSubscription, SubscriptionClosed, VideoSource
 from .protocol import control_message
 
@@ -70,6 +70,7 @@ class _Viewer:
     frames_sent: int = 0
     frames_dropped: int = 0
     bytes_sent: int = 0
+    limiter: RateLimiter = field(default_factory=RateLimiter)
 
 
 class StreamViewers:
@@ -129,21 +130,22 @@ class StreamViewers:
         return ws
 
     async def _receive(self, viewer: _Viewer, sub: PacketSubscription) -> None:
+        name = f"ws-{viewer.viewer_id}"
         async for msg in viewer.ws:
-            if msg.type == WSMsgType.TEXT:
-                if _is_keyframe_request(msg.data):
+            if msg.type in (WSMsgType.TEXT, WSMsgType.BINARY):
+                # Keyframe requests count against the rate too: each one costs an encode.
+                if not self._inputs.admit(viewer.limiter, name):
+                    continue
+                if msg.type == WSMsgType.TEXT and _is_keyframe_request(msg.data):
                     sub.request_keyframe()
                     continue
                 outcome = await self._inputs.handle(msg.data, viewer.token_kind, viewer.token_id,
-                                                    f"ws-{viewer.viewer_id}")
-                if outcome.reply is not None and not viewer.ws.closed:
-                    await viewer.ws.send_str(outcome.reply)
-            elif msg.type == WSMsgType.BINARY:
-                outcome = await self._inputs.handle(msg.data, viewer.token_kind, viewer.token_id,
-                                                    f"ws-{viewer.viewer_id}")
+                                                    name)
                 if outcome.reply is not None and not viewer.ws.closed:
                     await viewer.ws.send_str(outcome.reply)
             elif msg.type == WSMsgType.ERROR:
+                if getattr(viewer.ws.exception(), "code", None) == WSCloseCode.MESSAGE_TOO_BIG:
+                    self._inputs.dropped["too_large"] += 1  # aiohttp closes with 1009
                 logger.debug("session %s: stream viewer %s: %s", self._session_id,
                              viewer.viewer_id, viewer.ws.exception())
                 return
