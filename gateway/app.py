@@ -19,6 +19,7 @@ from .backends import create_backend
 from .config import GatewayConfig
 from .errors import ProblemError, problem_response
 from .events import EventHub
+from .hardening import hardening_middleware, setup_hardening
 from .manager import SessionManager
 from .store import SessionStore
 
@@ -27,7 +28,8 @@ logger = logging.getLogger(__name__)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 _HTTP_SLUGS = {400: "malformed-request", 401: "unauthorized", 403: "forbidden", 404: "not-found",
-               405: "method-not-allowed", 413: "payload-too-large", 415: "unsupported-media-type"}
+               405: "method-not-allowed", 413: "payload-too-large", 415: "unsupported-media-type",
+               429: "too-many-requests"}
 
 
 @web.middleware
@@ -55,9 +57,10 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
 
 
 def create_app(config: GatewayConfig, api_token: str) -> web.Application:
-    app = web.Application(middlewares=[problem_middleware],
+    app = web.Application(middlewares=[problem_middleware, hardening_middleware],
                           client_max_size=1024 * 1024)
     app[CONFIG] = config
+    setup_hardening(app, config)
     app[AUTH] = Authenticator(api_token)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:

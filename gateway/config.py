@@ -71,6 +71,21 @@ class GatewayConfig:
     """A session stops recording (and goes on) when less disk space than this is free."""
     retention_interval_s: float = 60.0
     """How often recording retention (age, quota) is enforced."""
+    auth_failure_limit: int = 20
+    """Failed token attempts one client address may make within ``auth_failure_window_s``;
+    then it gets 429 with Retry-After (its tokens are not even checked) until they age out."""
+    auth_failure_window_s: float = 60.0
+    """Window over which ``auth_failure_limit`` failures are counted."""
+    create_rate_per_minute: float = 30.0
+    """Sessions one client (address + API token) may create per minute on average (429 beyond)."""
+    create_burst: int = 20
+    """Sessions one client may create back to back before ``create_rate_per_minute`` applies."""
+    allowed_origins: tuple[str, ...] = ()
+    """Browser origins besides the gateway's own that may use the WebSocket and WHEP endpoints."""
+    frame_ancestors: str = "'none'"
+    """CSP ``frame-ancestors`` of the viewer pages ('none': they cannot be framed)."""
+    max_body_kb: int = 64
+    """Largest JSON or SDP request body in KiB (uploads have ``max_upload_mb``); more is 413."""
 
     def __post_init__(self) -> None:
         if self.backend not in ("local", "docker"):
@@ -88,6 +103,14 @@ class GatewayConfig:
             raise ValueError("recording_max_age_hours and recording_quota_mb must be >= 0")
         if self.recording_min_free_mb < 0 or self.max_upload_mb < 1:
             raise ValueError("recording_min_free_mb must be >= 0 and max_upload_mb >= 1")
+        if self.auth_failure_limit < 1 or self.auth_failure_window_s <= 0:
+            raise ValueError("auth_failure_limit must be >= 1 and auth_failure_window_s > 0")
+        if self.create_rate_per_minute <= 0 or self.create_burst < 1:
+            raise ValueError("create_rate_per_minute must be > 0 and create_burst >= 1")
+        if not 1 <= self.max_body_kb <= 1024:
+            raise ValueError(f"max_body_kb must be 1-1024, not {self.max_body_kb}")
+        if not self.frame_ancestors.strip() or any(c in self.frame_ancestors for c in ";,\r\n"):
+            raise ValueError(f"frame_ancestors must be one CSP source list, not {self.frame_ancestors!r}")
 
     @property
     def token_file(self) -> Path:
