@@ -19,6 +19,7 @@ from aiohttp import web
 from .app import create_app
 from .config import GatewayConfig, env_default
 from .demo_agent import drive
+from .errors import StateFileError
 from .tokens import load_or_create_api_token
 
 logger = logging.getLogger("gateway")
@@ -60,6 +61,26 @@ def _add_server_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--docker-seccomp-profile", type=Path,
                    default=env_default("docker_seccomp_profile", None),
                    help="seccomp JSON of docker app containers (default: container/seccomp-chromium.json)")
+    p.add_argument("--auth-failure-limit", type=int,
+                   default=int(env_default("auth_failure_limit", "20") or 20),
+                   help="failed token attempts per client address per window before 429")
+    p.add_argument("--auth-failure-window", type=float,
+                   default=float(env_default("auth_failure_window", "60") or 60),
+                   help="seconds over which failed token attempts are counted")
+    p.add_argument("--create-rate", type=float,
+                   default=float(env_default("create_rate", "30") or 30),
+                   help="sessions one client may create per minute on average (429 beyond)")
+    p.add_argument("--create-burst", type=int,
+                   default=int(env_default("create_burst", "20") or 20),
+                   help="sessions one client may create back to back")
+    p.add_argument("--allowed-origins", default=env_default("allowed_origins", ""),
+                   help="comma-separated browser origins (besides the gateway's own) allowed "
+                        "on the WebSocket and WHEP endpoints")
+    p.add_argument("--frame-ancestors", default=env_default("frame_ancestors", "'none'"),
+                   help="CSP frame-ancestors of the viewer pages, e.g. \"'self' https://app.example\"")
+    p.add_argument("--max-body-kb", type=int,
+                   default=int(env_default("max_body_kb", "64") or 64),
+                   help="largest JSON or SDP request body in KiB (uploads: --max-upload-mb)")
 
 
 def _config(args: argparse.Namespace) -> GatewayConfig:
@@ -77,6 +98,11 @@ def _config(args: argparse.Namespace) -> GatewayConfig:
         runtime_dir=Path(args.runtime_dir).resolve(), docker_image=args.docker_image,
         docker_seccomp_profile=(Path(args.docker_seccomp_profile)
                                 if args.docker_seccomp_profile else None),
+        auth_failure_limit=args.auth_failure_limit,
+        auth_failure_window_s=args.auth_failure_window,
+        create_rate_per_minute=args.create_rate, create_burst=args.create_burst,
+        allowed_origins=tuple(o.strip() for o in str(args.allowed_origins).split(",") if o.strip()),
+        frame_ancestors=args.frame_ancestors, max_body_kb=args.max_body_kb,
     )
 
 
@@ -124,8 +150,16 @@ async def run_gateway(config: GatewayConfig,
         await runner.cleanup()
 
 
+def _state_error(e: StateFileError) -> int:
+    print(f"visual-runtime: cannot start: {e}", file=sys.stderr, flush=True)
+    return 2
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
-    asyncio.run(run_gateway(_config(args)))
+    try:
+        asyncio.run(run_gateway(_config(args)))
+    except StateFileError as e:
+        return _state_error(e)
     return 0
 
 
@@ -166,7 +200,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
             if isinstance(result, Exception):
                 logger.warning("demo agent failed: %r", result)
 
-    asyncio.run(run_gateway(config, create_demo, stop_agents))
+    try:
+        asyncio.run(run_gateway(config, create_demo, stop_agents))
+    except StateFileError as e:
+        return _state_error(e)
     return 0
 
 

@@ -6,7 +6,8 @@ Hierarchy::
     ├── ProblemError              an HTTP-visible error (status, type, title, detail)
     │   ├── ValidationProblem     422 with per-field ``errors``
     │   └── CapacityProblem       503 with ``Retry-After``
-    └── BackendError              a session backend could not start/stop a pod
+    ├── BackendError              a session backend could not start/stop a pod
+    └── StateFileError            a state file (session database, API token) is unusable
 """
 
 from __future__ import annotations
@@ -98,6 +99,14 @@ class CapacityProblem(ProblemError):
 
 class BackendError(GatewayError):
     """A backend failed to start, inspect or stop a pod."""
+
+
+class StateFileError(GatewayError):
+    """A file in the state dir is unreadable or corrupt.
+
+    Raised at start-up before anything is written; the message names the file
+    and what to do. ``visual-runtime serve`` prints it and exits with status 2.
+    """
 
 
 def problem_response(

@@ -12,6 +12,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from .errors import StateFileError
 from .session import Controller, Session, SessionSpec, SessionStatus, StopReason
 
 _SCHEMA = """
@@ -107,12 +108,54 @@ class SessionStore:
         self._db: sqlite3.Connection | None = None
 
     def open(self) -> None:
+        """Open (or create) the database; :class:`StateFileError` if it is unusable.
+
+        An existing file is checked (integrity, schema, every record decodes)
+        before anything is written to it, so a corrupt file is left exactly as
+        it was for the operator to inspect.
+        """
         self._path.parent.mkdir(parents=True, exist_ok=True)
-        db = sqlite3.connect(self._path, isolation_level=None)
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=NORMAL")
-        db.execute(_SCHEMA)
+        existed = self._path.exists()
+        try:
+            db = sqlite3.connect(self._path, isolation_level=None)
+        except sqlite3.Error as e:
+            raise self._unusable(f"cannot be opened ({e})") from None
+        try:
+            if existed:
+                self._check(db)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.execute(_SCHEMA)
+        except sqlite3.Error as e:
+            db.close()
+            raise self._unusable(f"is not a usable SQLite database ({e})") from None
+        except StateFileError:
+            db.close()
+            raise
         self._db = db
+
+    def _unusable(self, why: str) -> StateFileError:
+        return StateFileError(
+            f"the session database {self._path} {why}. Nothing was changed. Move it aside "
+            f"(mv {self._path} {self._path}.broken) to start with no sessions, or restore it "
+            f"from a backup; session folders, recordings and logs stay where they are.")
+
+    def _check(self, db: sqlite3.Connection) -> None:
+        """Read-only checks of an existing database file."""
+        result = db.execute("PRAGMA quick_check").fetchone()
+        if result is None or result[0] != "ok":
+            raise self._unusable(f"is damaged (integrity check: {result[0] if result else '?'})")
+        tables = {row[0] for row in db.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if not tables:
+            return
+        if "sessions" not in tables:
+            raise self._unusable(f"is not a session database (tables: {sorted(tables)})")
+        columns = {row[1] for row in db.execute("PRAGMA table_info(sessions)")}
+        missing = {"session_id", "status", "created_at", "record"} - columns
+        if missing:
+            raise self._unusable(f"has an unknown schema (no columns {sorted(missing)})")
+        self.load_all(db)
 
     def close(self) -> None:
         if self._db is not None:
@@ -136,8 +179,15 @@ class SessionStore:
     def delete(self, session_id: str) -> None:
         self.db.execute("DELETE FROM sessions WHERE session_id = ?", (session_id,))
 
-    def load_all(self) -> list[Session]:
-        rows = self.db.execute(
+    def load_all(self, db: sqlite3.Connection | None = None) -> list[Session]:
+        rows = (db or self.db).execute(
             "SELECT session_id, record FROM sessions ORDER BY created_at"
         ).fetchall()
-        return [_decode(sid, record) for sid, record in rows]
+        sessions = []
+        for sid, record in rows:
+            try:
+                sessions.append(_decode(sid, record))
+            except (ValueError, TypeError, KeyError, IndexError, AssertionError) as e:
+                raise self._unusable(
+                    f"has an unreadable record of session {sid!r} ({type(e).__name__})") from None
+        return sessions

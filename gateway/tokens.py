@@ -9,6 +9,8 @@ import os
 import secrets
 from pathlib import Path
 
+from .errors import StateFileError
+
 logger = logging.getLogger(__name__)
 
 
@@ -37,16 +39,35 @@ def same_token(a: str, b: str) -> bool:
     return hmac.compare_digest(a.encode(), b.encode())
 
 
+def _unusable(path: Path, why: str) -> StateFileError:
+    return StateFileError(
+        f"the API token file {path} {why}. Nothing was changed. Fix or remove that file "
+        f"(a new token is then generated and every client needs it), or pass --token.")
+
+
 def load_or_create_api_token(path: Path) -> tuple[str, bool]:
-    """The API token kept in *path* (mode 0600); (token, created now)."""
+    """The API token kept in *path* (mode 0600); (token, created now).
+
+    A missing or empty file gets a new token; an unreadable one, or one that
+    is not a single printable ASCII word, raises :class:`StateFileError` and
+    is left as it is.
+    """
     try:
-        token = path.read_text().strip()
-        if token:
-            if path.stat().st_mode & 0o077:
-                path.chmod(0o600)
-            return token, False
+        raw = path.read_bytes()
     except FileNotFoundError:
-        pass
+        raw = b""
+    except OSError as e:
+        raise _unusable(path, f"cannot be read ({e.strerror or type(e).__name__})") from None
+    try:
+        token = raw.decode("ascii").strip()
+    except UnicodeDecodeError:
+        raise _unusable(path, "is not text (it holds non-ASCII bytes)") from None
+    if token and not all(33 <= ord(c) < 127 for c in token):
+        raise _unusable(path, "does not hold a single token (spaces or control characters)")
+    if token:
+        if path.stat().st_mode & 0o077:
+            path.chmod(0o600)
+        return token, False
     path.parent.mkdir(parents=True, exist_ok=True)
     token = new_token()
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
