@@ -41,8 +41,17 @@ ours / baseline. The prototype's own figures (32 / 37 / 42 ms p50) and the
 targets (p50 <= 25 ms typing, <= 35 ms scroll and motion; agent CPU <= 30 %
 of a core scrolling at 30 fps, <= 1 % static) are printed beside them.
 
-Usage: ``python benchmarks/glass_to_glass.py [--seconds 8] [--no-baseline]``
-Writes ``benchmarks/results/glass_to_glass.json``.
+Each scenario runs until ``--samples`` steps (default 60) were seen after a
+warm-up (typing: 2 keys, scroll and motion: 15 steps; these two run at least
+3 s). Picture quality: every 10th scroll/motion step the driver reads the
+source pixels of a 640x360 area back from the X server right after drawing;
+the receiver's decoded frame showing that step is compared with it (luma
+PSNR, BT.601 limited range, as the encoder converts). The baseline runs the
+same scenarios, static included, and its thread CPU is taken per scenario.
+
+Usage: ``python benchmarks/glass_to_glass.py [--samples 60] [--resolution 1600x900]
+[--no-baseline]``; writes ``benchmarks/results/glass_to_glass.json``. In the
+suite (``python -m benchmarks``), :func:`run` covers every resolution.
 """
 
 from __future__ import annotations
@@ -92,6 +101,10 @@ TOKEN = "glass-to-glass-benchmark-token"
 WIDTH, HEIGHT = 1600, 900
 MARKER = (8, 8, 96, 48)  # x, y, w, h of the step marker block
 LEVELS = 8
+QUALITY_ROI = (200, 200, 640, 360)
+"""x, y, w, h of the area compared with the source (PSNR) in scroll and motion."""
+QUALITY_EVERY = 10
+"""Every this many steps the driver keeps the source pixels of QUALITY_ROI."""
 PROTOTYPE_P50_MS = {"typing": 32.0, "scrolling": 37.0, "motion": 42.0}
 TARGET_P50_MS = {"typing": 25.0, "scrolling": 35.0, "motion": 35.0}
 TARGET_CPU_PCT = {"scrolling": 30.0, "static": 1.0}
@@ -216,20 +229,30 @@ def step_grey(step: int) -> int:
 class Driver:
     """Changes the session's screen from a thread; records t0 per step."""
 
-    def __init__(self, display_name: str) -> None:
+    def __init__(self, display_name: str, width: int = WIDTH, height: int = HEIGHT) -> None:
         self.disp = xdisplay.Display(display_name)
         self.screen = self.disp.screen()
         self.root = self.screen.root
+        self.width, self.height = width, height
         self.window: Any = None
         self.gcs: list[Any] = []
         self.t0: dict[int, float] = {}
+        self.sources: dict[int, np.ndarray] = {}
+        """Source luma of QUALITY_ROI for every QUALITY_EVERY-th step (scroll, motion)."""
+
+    def snapshot_luma(self) -> np.ndarray:
+        """The window's QUALITY_ROI as BT.601 limited-range luma (what the encoder targets)."""
+        x, y, w, h = QUALITY_ROI
+        image = self.window.get_image(x, y, w, h, X.ZPixmap, 0xFFFFFFFF)
+        bgrx = np.frombuffer(image.data, dtype=np.uint8).reshape(h, w, 4).astype(np.float32)
+        return 16 + (65.481 * bgrx[..., 2] + 128.553 * bgrx[..., 1] + 24.966 * bgrx[..., 0]) / 255
 
     def make_gc(self, rgb: int) -> Any:
         return (self.window or self.root).create_gc(foreground=rgb, background=0)
 
     def open_window(self) -> None:
         self.window = self.root.create_window(
-            0, 0, WIDTH, HEIGHT, 0, self.screen.root_depth, X.InputOutput, X.CopyFromParent,
+            0, 0, self.width, self.height, 0, self.screen.root_depth, X.InputOutput, X.CopyFromParent,
             background_pixel=0x101010, override_redirect=True, event_mask=X.ExposureMask)
         self.window.map()
         self.disp.sync()
@@ -257,19 +280,19 @@ class Driver:
     def scroll_step(self, step: int) -> None:
         line = 18
         top = MARKER[1] + MARKER[3] + 8
-        self.window.copy_area(self.bg_gc, self.window, 0, top + line, 0, top, WIDTH,
-                              HEIGHT - top - line)
-        self.window.fill_rectangle(self.bg_gc, 0, HEIGHT - line, WIDTH, line)
+        self.window.copy_area(self.bg_gc, self.window, 0, top + line, 0, top, self.width,
+                              self.height - top - line)
+        self.window.fill_rectangle(self.bg_gc, 0, self.height - line, self.width, line)
         text = f"{step:08d} " + " ".join(f"word{(step * 7 + i) % 97:02d}" for i in range(24))
-        self.window.draw_text(self.text_gc, 8, HEIGHT - 5, text.encode())
+        self.window.draw_text(self.text_gc, 8, self.height - 5, text.encode())
         self.marker(step)
 
     def motion_step(self, step: int) -> None:
         bar = 40
         offset = (step * 13) % bar
-        for i in range(-1, WIDTH // bar + 1):
+        for i in range(-1, self.width // bar + 1):
             self.window.fill_rectangle(self.gcs[(i + step) % len(self.gcs)], i * bar + offset,
-                                       MARKER[1] + MARKER[3] + 8, bar, HEIGHT)
+                                       MARKER[1] + MARKER[3] + 8, bar, self.height)
         self.marker(step)
 
     def type_key(self, char: str) -> None:
@@ -299,6 +322,8 @@ class Driver:
                 self.type_key("abcdefghijklmnopqrstuvwxyz"[step % 26])
             self.disp.flush()
             self.t0[step] = t0
+            if kind != "typing" and step % QUALITY_EVERY == 0:
+                self.sources[step] = self.snapshot_luma()
             if kind == "typing":
                 next_at = t0 + random.uniform(0.3, 0.45)
             else:
@@ -349,6 +374,9 @@ class Detector:
     last_step_seen: int = 0
     reference: np.ndarray | None = None
     active: bool = False
+    warmup_steps: int = 0
+    """Steps up to this one are matched (to keep the bookkeeping) but not counted."""
+    psnr_db: list[float] = field(default_factory=list)
 
     def __call__(self, at: float, y: np.ndarray) -> None:
         if not self.active:
@@ -374,7 +402,15 @@ class Detector:
         step = max(candidates)
         self.seen_steps.add(step)
         self.last_step_seen = max(self.last_step_seen, step)
+        if step <= self.warmup_steps:
+            return
         self.latencies.append((at - t0s[step]) * 1000)
+        source = self.driver.sources.get(step)
+        if source is not None:
+            qx, qy, qw, qh = QUALITY_ROI
+            got = y[qy:qy + qh, qx:qx + qw].astype(np.float32)
+            mse = float(np.mean((got - source) ** 2))
+            self.psnr_db.append(99.0 if mse == 0 else 10 * np.log10(255 ** 2 / mse))
 
     def _typing(self, at: float, y: np.ndarray) -> None:
         x0, y0, w, h = self.roi
@@ -394,7 +430,8 @@ class Detector:
         # (keys come 300-450 ms apart, far more than the latency)
         step = max(pending)
         self.seen_steps.update(pending)
-        self.latencies.append((at - t0s[step]) * 1000)
+        if step > self.warmup_steps:
+            self.latencies.append((at - t0s[step]) * 1000)
 
 
 def stage_means(before: dict[str, Any], after: dict[str, Any]) -> dict[str, float | None]:
@@ -411,8 +448,9 @@ def stage_means(before: dict[str, Any], after: dict[str, Any]) -> dict[str, floa
 
 
 class Bench:
-    def __init__(self, seconds: float) -> None:
+    def __init__(self, seconds: float, width: int = WIDTH, height: int = HEIGHT) -> None:
         self.seconds = seconds
+        self.width, self.height = width, height
         self.tmp = tempfile.TemporaryDirectory(prefix="g2g-")
         self.runner: web.AppRunner | None = None
         self.http: aiohttp.ClientSession | None = None
@@ -434,7 +472,7 @@ class Bench:
         self.base = f"http://127.0.0.1:{port}"
         self.http = aiohttp.ClientSession(headers={"Authorization": f"Bearer {TOKEN}"})
         async with self.http.post(self.base + "/api/visual-sessions",
-                                  json={"resolution": f"{WIDTH}x{HEIGHT}"}) as resp:
+                                  json={"resolution": f"{self.width}x{self.height}"}) as resp:
             created = await resp.json()
             assert resp.status == 201, created
         self.sid = created["session_id"]
@@ -492,25 +530,38 @@ class TickTrack(MediaStreamTrack):
 class TickSender:
     """The prototype: grab + convert + encode every 1/30 s, whatever changed."""
 
-    def __init__(self, display_name: str, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, display_name: str, loop: asyncio.AbstractEventLoop, width: int = WIDTH,
+                 height: int = HEIGHT) -> None:
         import mss
 
+        self.width, self.height = width, height
+        self.bytes_sent = 0
         self.sct = mss.MSS(display=display_name)
         self.track = TickTrack()
         self.loop = loop
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run, name="tick-sender", daemon=True)
         self.cpu = 0.0
+        self.tid = 0
+
+    def cpu_seconds(self) -> float:
+        """CPU time of the sender thread so far (from /proc, readable from any thread)."""
+        if not self.tid:
+            return 0.0
+        fields = Path(f"/proc/self/task/{self.tid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
     def _run(self) -> None:
-        converter = YuvConverter(WIDTH, HEIGHT, threads=1)
-        encoder = create_encoder("h264", WIDTH, HEIGHT, EncoderConfig(bitrate=8_000_000))
-        bgra = av.VideoFrame(WIDTH, HEIGHT, "bgra")
+        width, height = self.width, self.height
+        converter = YuvConverter(width, height, threads=1)
+        encoder = create_encoder("h264", width, height, EncoderConfig(bitrate=8_000_000))
+        bgra = av.VideoFrame(width, height, "bgra")
         pixels = np.frombuffer(memoryview(bgra.planes[0]), dtype=np.uint8).reshape(
-            HEIGHT, bgra.planes[0].line_size)[:, :WIDTH * 4].reshape(HEIGHT, WIDTH, 4)
+            height, bgra.planes[0].line_size)[:, :width * 4].reshape(height, width, 4)
         interval = 1 / 30
         next_at = time.monotonic()
         t_start = time.thread_time()
+        self.tid = threading.get_native_id()
         t_origin = time.monotonic()
         while not self.stop.is_set():
             now = time.monotonic()
@@ -518,13 +569,14 @@ class TickSender:
                 time.sleep(next_at - now)
                 continue
             next_at += interval
-            shot = self.sct.grab({"left": 0, "top": 0, "width": WIDTH, "height": HEIGHT})
-            pixels[:] = np.frombuffer(shot.raw, dtype=np.uint8).reshape(HEIGHT, WIDTH, 4)
+            shot = self.sct.grab({"left": 0, "top": 0, "width": width, "height": height})
+            pixels[:] = np.frombuffer(shot.raw, dtype=np.uint8).reshape(height, width, 4)
             converter.update(bgra, pixels, None)
             pts = int((time.monotonic() - t_origin) * 90000)
             encoded = encoder.encode(converter.frame, pts)
             if encoded is not None:
                 packet = encoded.to_packet()
+                self.bytes_sent += packet.size
 
                 def put(p: av.Packet = packet) -> None:
                     if not self.track.queue.full():
@@ -558,31 +610,47 @@ class TickSender:
 
 XTERM_ROI = (40, 40, 860, 520)
 """Where the light session's xterm sits (``-geometry 100x30+40+40``), generously."""
+WARMUP_STEPS = {"typing": 2, "scrolling": 15, "motion": 15}
+"""Steps at the start of each scenario that are drawn but not counted."""
+CONTINUOUS_MIN_S = 3.0
+"""Scroll and motion run at least this long (CPU and bytes need a window)."""
 
 
-async def run_scenario(kind: str, driver: Driver, receiver: Receiver, seconds: float,
-                       bench: Bench | None, agent_pid: int | None) -> dict[str, Any]:
-    detector = Detector(kind, driver, roi=XTERM_ROI)
+async def run_scenario(kind: str, driver: Driver, receiver: Receiver, samples: int,
+                       bench: Bench | None, agent_pid: int | None,
+                       sender: TickSender | None = None) -> dict[str, Any]:
+    """Drives *kind* until *samples* steps after the warm-up were seen (or a deadline)."""
+    detector = Detector(kind, driver, roi=XTERM_ROI, warmup_steps=WARMUP_STEPS[kind])
     receiver.analyse = detector
     driver.t0.clear()
+    driver.sources.clear()
     stop = threading.Event()
     stats0 = await bench.agent_stats() if bench else None
-    cpu0 = cpu_seconds(agent_pid) if agent_pid else 0.0
+    cpu0 = cpu_seconds(agent_pid) if agent_pid else sender.cpu_seconds() if sender else 0.0
+    sent0 = sender.bytes_sent if sender else 0
     frames0 = receiver.frames
     t_start = time.monotonic()
     detector.active = True
-    worker = asyncio.get_running_loop().run_in_executor(
-        None, driver.run, stop, kind, 30.0)
+    if kind == "typing":
+        min_s, max_s = 0.0, samples * 0.9 + 10
+    else:
+        min_s, max_s = max(CONTINUOUS_MIN_S, samples / 30 * 2), samples / 30 * 6 + 10
+    worker = asyncio.get_running_loop().run_in_executor(None, driver.run, stop, kind, 30.0)
     try:
-        await asyncio.sleep(seconds)
+        while True:
+            await asyncio.sleep(0.1)
+            elapsed = time.monotonic() - t_start
+            if elapsed >= max_s or (elapsed >= min_s and len(detector.latencies) >= samples):
+                break
     finally:
         stop.set()
         await worker
     elapsed = time.monotonic() - t_start
+    cpu1 = cpu_seconds(agent_pid) if agent_pid else sender.cpu_seconds() if sender else 0.0
+    sent1 = sender.bytes_sent if sender else 0
+    stats1 = await bench.agent_stats() if bench else None
     await asyncio.sleep(0.3)  # let the last frames arrive
     detector.active = False
-    cpu1 = cpu_seconds(agent_pid) if agent_pid else 0.0
-    stats1 = await bench.agent_stats() if bench else None
     lat = detector.latencies
     result: dict[str, Any] = {
         "steps": len(driver.t0),
@@ -590,42 +658,61 @@ async def run_scenario(kind: str, driver: Driver, receiver: Receiver, seconds: f
         "latency_p50_ms": percentile(lat, 50),
         "latency_p95_ms": percentile(lat, 95),
         "latency_mean_ms": statistics.fmean(lat) if lat else None,
+        "latencies_ms": sorted(lat),
+        "psnr_db": statistics.median(detector.psnr_db) if detector.psnr_db else None,
+        "psnr_n": len(detector.psnr_db),
         "fps_received": (receiver.frames - frames0) / elapsed,
+        "cpu_pct": (cpu1 - cpu0) / elapsed * 100 if (agent_pid or sender) else None,
     }
+    if sender is not None:
+        result["bytes_per_s"] = (sent1 - sent0) / elapsed
     if bench and stats0 and stats1 and agent_pid:
         media0, media1 = stats0["media"], stats1["media"]
         result["fps_encoded"] = (media1["frames_encoded"]["h264"]
                                  - media0["frames_encoded"]["h264"]) / elapsed
         result["bytes_per_s"] = (media1["bytes_encoded"]["h264"]
                                  - media0["bytes_encoded"]["h264"]) / elapsed
-        result["agent_cpu_pct"] = (cpu1 - cpu0) / elapsed * 100
+        result["agent_cpu_pct"] = result["cpu_pct"]
         result.update(stage_means(stats0, stats1))
     return result
 
 
-async def static_cpu(bench: Bench, agent_pid: int, seconds: float) -> dict[str, Any]:
+async def static_cpu(seconds: float, bench: Bench | None = None, agent_pid: int | None = None,
+                     sender: TickSender | None = None) -> dict[str, Any]:
+    """CPU of the runtime agent (or the baseline sender) while nothing changes."""
     await asyncio.sleep(1.0)  # the refresh frame after the last change
-    stats0 = await bench.agent_stats()
-    cpu0 = cpu_seconds(agent_pid)
+
+    def cpu() -> float:
+        return cpu_seconds(agent_pid) if agent_pid else sender.cpu_seconds() if sender else 0.0
+
+    stats0 = await bench.agent_stats() if bench else None
+    cpu0 = cpu()
     t0 = time.monotonic()
     await asyncio.sleep(seconds)
     elapsed = time.monotonic() - t0
-    cpu1 = cpu_seconds(agent_pid)
-    stats1 = await bench.agent_stats()
-    return {"agent_cpu_pct": (cpu1 - cpu0) / elapsed * 100,
-            "fps_encoded": (stats1["media"]["frames_encoded"]["h264"]
-                            - stats0["media"]["frames_encoded"]["h264"]) / elapsed}
+    out: dict[str, Any] = {"cpu_pct": (cpu() - cpu0) / elapsed * 100}
+    if bench and stats0:
+        stats1 = await bench.agent_stats()
+        out["agent_cpu_pct"] = out["cpu_pct"]
+        out["fps_encoded"] = (stats1["media"]["frames_encoded"]["h264"]
+                              - stats0["media"]["frames_encoded"]["h264"]) / elapsed
+    return out
 
 
-async def main_async(args: argparse.Namespace) -> dict[str, Any]:
-    bench = Bench(args.seconds)
+SCENARIOS = ("typing", "scrolling", "motion")
+
+
+async def main_async(samples: int, static_s: float, width: int = WIDTH, height: int = HEIGHT,
+                     baseline: bool = True) -> dict[str, Any]:
+    bench = Bench(static_s, width, height)
     links: list[Path] = []
     results: dict[str, Any] = {"ours": {}, "baseline": {}}
+    driver: Driver | None = None
     try:
         await bench.start()
         agent_pid = find_agent_pid(bench.sid)
         display_name, links = link_display(bench.runtime_dir / bench.sid / "x11" / "X0")
-        driver = Driver(display_name)
+        driver = Driver(display_name, width, height)
         # typing goes to the xterm: put the pointer over it (no window manager)
         await asyncio.to_thread(driver.move_pointer, 300, 200)
 
@@ -636,12 +723,12 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         await asyncio.wait_for(receiver.first_frame.wait(), 10)
         results["first_frame_ms"] = (time.monotonic() - t_offer) * 1000
 
-        results["ours"]["static"] = await static_cpu(bench, agent_pid, args.seconds)
-        results["ours"]["typing"] = await run_scenario("typing", driver, receiver,
-                                                       args.seconds, bench, agent_pid)
+        results["ours"]["static"] = await static_cpu(static_s, bench, agent_pid)
+        results["ours"]["typing"] = await run_scenario("typing", driver, receiver, samples,
+                                                       bench, agent_pid)
         await asyncio.to_thread(driver.open_window)
         for kind in ("scrolling", "motion"):
-            results["ours"][kind] = await run_scenario(kind, driver, receiver, args.seconds,
+            results["ours"][kind] = await run_scenario(kind, driver, receiver, samples,
                                                        bench, agent_pid)
         await asyncio.to_thread(driver.close_window)
         # a viewer joining late: offer -> first decoded frame
@@ -657,27 +744,32 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
                 pass
         await receiver.close()
 
-        if not args.no_baseline:
+        if baseline:
             loop = asyncio.get_running_loop()
-            sender = TickSender(display_name, loop)
+            sender = TickSender(display_name, loop, width, height)
             receiver = Receiver()
             pc = await sender.connect(receiver)
-            await asyncio.wait_for(receiver.first_frame.wait(), 10)
-            t_cpu = time.monotonic()
-            results["baseline"]["typing"] = await run_scenario("typing", driver, receiver,
-                                                               args.seconds, None, None)
-            await asyncio.to_thread(driver.open_window)
-            for kind in ("scrolling", "motion"):
-                results["baseline"][kind] = await run_scenario(kind, driver, receiver,
-                                                               args.seconds, None, None)
-            await asyncio.to_thread(driver.close_window)
-            sender.close()
+            try:
+                await asyncio.wait_for(receiver.first_frame.wait(), 10)
+                t_cpu = time.monotonic()
+                results["baseline"]["static"] = await static_cpu(static_s, sender=sender)
+                results["baseline"]["typing"] = await run_scenario(
+                    "typing", driver, receiver, samples, None, None, sender)
+                await asyncio.to_thread(driver.open_window)
+                for kind in ("scrolling", "motion"):
+                    results["baseline"][kind] = await run_scenario(
+                        kind, driver, receiver, samples, None, None, sender)
+                await asyncio.to_thread(driver.close_window)
+            finally:
+                sender.close()
+                await pc.close()
+                await receiver.close()
             results["baseline"]["sender_thread_cpu_pct"] = (
                 sender.cpu / (time.monotonic() - t_cpu) * 100)
-            await pc.close()
-            await receiver.close()
-        driver.close()
     finally:
+        if driver is not None:
+            with contextlib.suppress(Exception):
+                driver.close()
         for path in links:
             with contextlib.suppress(OSError):
                 path.unlink()
@@ -693,18 +785,18 @@ def fmt(value: Any, digits: int = 1) -> str:
     return str(value)
 
 
-def print_table(results: dict[str, Any]) -> None:
+def print_table(results: dict[str, Any], resolution: str) -> None:
     ours, base = results["ours"], results["baseline"]
-    print(f"\nglass-to-glass {WIDTH}x{HEIGHT}, H.264, aiortc receiver completing frames on "
+    print(f"\nglass-to-glass {resolution}, H.264, aiortc receiver completing frames on "
           f"the RTP marker bit, through the gateway (first frame "
           f"{fmt(results.get('first_frame_ms'), 0)} ms, late joiner "
           f"{fmt(results.get('late_joiner_first_frame_ms'), 0)} ms)\n")
     head = (f"{'scenario':<10} {'p50 ms':>7} {'p95 ms':>7} {'base p50':>8} {'ratio':>6} "
-            f"{'proto':>6} {'target':>6} {'n':>5} {'fps':>5} {'kB/s':>7} {'grab':>5} "
-            f"{'conv':>5} {'enc':>5} {'CPU %':>6}")
+            f"{'proto':>6} {'target':>6} {'n':>5} {'fps':>5} {'kB/s':>7} {'PSNR':>5} "
+            f"{'base':>5} {'grab':>5} {'conv':>5} {'enc':>5} {'CPU %':>6} {'base':>6}")
     print(head)
     print("-" * len(head))
-    for kind in ("typing", "scrolling", "motion"):
+    for kind in SCENARIOS:
         r = ours.get(kind, {})
         b = base.get(kind, {})
         ratio = (r["latency_p50_ms"] / b["latency_p50_ms"]
@@ -713,35 +805,110 @@ def print_table(results: dict[str, Any]) -> None:
               f"{fmt(b.get('latency_p50_ms')):>8} {fmt(ratio, 2):>6} "
               f"{PROTOTYPE_P50_MS[kind]:>6.0f} {TARGET_P50_MS[kind]:>6.0f} "
               f"{r.get('matched', 0):>5} {fmt(r.get('fps_encoded')):>5} "
-              f"{fmt((r.get('bytes_per_s') or 0) / 1000, 0):>7} {fmt(r.get('grab_ms'), 2):>5} "
+              f"{fmt((r.get('bytes_per_s') or 0) / 1000, 0):>7} {fmt(r.get('psnr_db')):>5} "
+              f"{fmt(b.get('psnr_db')):>5} {fmt(r.get('grab_ms'), 2):>5} "
               f"{fmt(r.get('convert_ms'), 2):>5} {fmt(r.get('encode_ms'), 2):>5} "
-              f"{fmt(r.get('agent_cpu_pct')):>6}")
-    static = ours.get("static", {})
-    print(f"{'static':<10} {'':>7} {'':>7} {'':>8} {'':>6} {'':>6} {'':>6} {'':>5} "
-          f"{fmt(static.get('fps_encoded')):>5} {'':>7} {'':>5} {'':>5} {'':>5} "
-          f"{fmt(static.get('agent_cpu_pct'), 2):>6}")
-    if base.get("sender_thread_cpu_pct") is not None:
-        print(f"\nbaseline (fixed 30 fps tick) sender thread CPU: "
-              f"{base['sender_thread_cpu_pct']:.1f} % of a core")
-    scroll_cpu = ours.get("scrolling", {}).get("agent_cpu_pct")
-    print(f"targets: runtime agent CPU scrolling {fmt(scroll_cpu)} % (<= "
-          f"{TARGET_CPU_PCT['scrolling']:.0f}), static {fmt(static.get('agent_cpu_pct'), 2)} % "
-          f"(<= {TARGET_CPU_PCT['static']:.0f})")
+              f"{fmt(r.get('cpu_pct')):>6} {fmt(b.get('cpu_pct')):>6}")
+    static, bstatic = ours.get("static", {}), base.get("static", {})
+    print(f"{'static':<10} {'CPU %':>7} {fmt(static.get('cpu_pct'), 2):>7} "
+          f"(baseline {fmt(bstatic.get('cpu_pct'), 2)})")
+
+
+WORKLOAD_LABEL = {"typing": "typing", "scrolling": "scroll", "motion": "motion"}
+BASELINE_NAME = "naive 30 fps tick sender (same receiver)"
+
+
+def figures_for(results: dict[str, Any], resolution: str) -> tuple[list[Any], dict[str, Any]]:
+    """Suite figures and latency series for one resolution's results."""
+    from benchmarks.suite import Figure
+
+    ours, base = results["ours"], results["baseline"]
+    figs: list[Figure] = []
+    series: dict[str, list[float]] = {}
+    for kind in SCENARIOS:
+        r, b = ours.get(kind, {}), base.get(kind, {})
+        w = WORKLOAD_LABEL[kind]
+        where = f"{w}, aiortc receiver (WebRTC), {resolution}"
+        n = f"n={r.get('matched', 0)}, baseline n={b.get('matched', 0)}"
+        figs += [
+            Figure(f"glass-to-glass p50, {where}", r.get("latency_p50_ms"), "ms",
+                   b.get("latency_p50_ms"), BASELINE_NAME,
+                   target=f"<= {TARGET_P50_MS[kind]:.0f} ms", note=n),
+            Figure(f"glass-to-glass p95, {where}", r.get("latency_p95_ms"), "ms",
+                   b.get("latency_p95_ms"), BASELINE_NAME),
+            Figure(f"bytes per second, {where}", (r.get("bytes_per_s") or 0) / 1000 or None,
+                   "kB/s", (b.get("bytes_per_s") or 0) / 1000 or None, BASELINE_NAME),
+            Figure(f"runtime agent CPU, {where}", r.get("cpu_pct"), "% of a core",
+                   b.get("cpu_pct"), BASELINE_NAME + " thread",
+                   target=f"<= {TARGET_CPU_PCT['scrolling']:.0f}" if kind == "scrolling" else None),
+        ]
+        if kind != "typing":
+            figs.append(Figure(f"picture quality received (luma PSNR vs source), {where}",
+                               r.get("psnr_db"), "dB", b.get("psnr_db"), BASELINE_NAME,
+                               lower_is_better=False,
+                               note=f"{r.get('psnr_n', 0)} frames, {QUALITY_ROI[2]}x"
+                                    f"{QUALITY_ROI[3]} area"))
+        series[f"{w} {resolution} aiortc: ours"] = r.get("latencies_ms", [])
+        series[f"{w} {resolution} aiortc: tick baseline"] = b.get("latencies_ms", [])
+    figs.append(Figure(f"runtime agent CPU, static screen, {resolution}",
+                       ours.get("static", {}).get("cpu_pct"), "% of a core",
+                       base.get("static", {}).get("cpu_pct"), BASELINE_NAME + " thread",
+                       target=f"<= {TARGET_CPU_PCT['static']:.0f}"))
+    figs.append(Figure(f"late joiner: WHEP offer -> first decoded frame, {resolution}",
+                       results.get("late_joiner_first_frame_ms"), "ms"))
+    return figs, series
+
+
+def run(opts: Any) -> Any:
+    """The suite's entry point (``benchmarks/suite.py``): every resolution, with baseline."""
+    from benchmarks.suite import Result
+
+    result = Result("glass_to_glass", "Glass-to-glass latency, aiortc receiver (WebRTC)")
+    latency: dict[str, list[float]] = {}
+    raw: dict[str, Any] = {}
+    for resolution in opts.resolutions:
+        width, height = (int(v) for v in resolution.split("x"))
+        load0 = os.getloadavg()
+        results = asyncio.run(main_async(opts.samples, 3.0 if opts.quick else 8.0, width, height))
+        print_table(results, resolution)
+        figs, series = figures_for(results, resolution)
+        result.figures += figs
+        latency.update(series)
+        raw[resolution] = results
+        result.notes.append(f"{resolution}: load average {load0[0]:.2f} -> {os.getloadavg()[0]:.2f}")
+    result.series["latency_ms"] = latency
+    result.notes += [
+        "Latency = X requests sent (session side) -> decoded frame out of the aiortc decoder, "
+        "one monotonic clock; the aiortc receiver completes frames on the RTP marker bit.",
+        f"Warm-up steps not counted: {WARMUP_STEPS}. Scroll/motion markers encode the step "
+        f"(mod {LEVELS}); PSNR: luma of every {QUALITY_EVERY}th step's received frame vs the "
+        "source pixels read back from the X server right after drawing.",
+        "Baseline: the prototype's pipeline in this process (grab + convert + encode every "
+        "1/30 s, x264 ultrafast) to the same receiver, same display, same run.",
+    ]
+    out = opts.out_dir / "glass_to_glass.json"
+    out.write_text(json.dumps(raw, indent=1, default=float) + "\n")
+    return result
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--seconds", type=float, default=8.0, help="per scenario")
+    parser.add_argument("--samples", type=int, default=60, help="per scenario, after warm-up")
+    parser.add_argument("--static-seconds", type=float, default=8.0)
+    parser.add_argument("--resolution", default=f"{WIDTH}x{HEIGHT}")
     parser.add_argument("--no-baseline", action="store_true")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results"
                         / "glass_to_glass.json")
     args = parser.parse_args()
-    results = asyncio.run(main_async(args))
-    results["config"] = {"resolution": f"{WIDTH}x{HEIGHT}", "seconds": args.seconds,
+    width, height = (int(v) for v in args.resolution.split("x"))
+    results = asyncio.run(main_async(args.samples, args.static_seconds, width, height,
+                                     not args.no_baseline))
+    results["config"] = {"resolution": args.resolution, "samples": args.samples,
                          "prototype_p50_ms": PROTOTYPE_P50_MS, "target_p50_ms": TARGET_P50_MS,
                          "target_cpu_pct": TARGET_CPU_PCT, "cpus": os.cpu_count(),
+                         "load_average": os.getloadavg(),
                          "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-    print_table(results)
+    print_table(results, args.resolution)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     print(f"\nwrote {args.out}")
