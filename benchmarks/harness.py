@@ -1,0 +1,345 @@
+"""Plumbing shared by the cost benchmarks (idle, session_start, fanout, density).
+
+* :class:`ServedGateway` — ``python -m gateway serve`` in a child process on
+  127.0.0.1, port 0, with its own temporary state dir, so the benchmark's own
+  work (viewers, stimulus) is never counted as gateway CPU;
+* pod process discovery by the pod cgroups (``/visual-runtime/<sid>.app`` and
+  ``<sid>.agent``, the same rule as ``tests/gateway_fixtures.pod_processes``);
+* CPU (``utime + stime`` from ``/proc/<pid>/stat``) and memory (RSS and PSS from
+  ``/proc/<pid>/smaps_rollup``) of sets of processes;
+* a process census to check that a benchmark left nothing running;
+* printing and writing a :class:`~benchmarks.suite.Result` for standalone runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from benchmarks.suite import Result, machine  # noqa: E402
+
+__all__ = ["ServedGateway", "TOKEN", "census", "cpu_map", "cpu_pct", "descendants",
+           "link_display", "load_note", "memory_mib", "pod_pids", "print_result", "proc_name",
+           "wait_for", "write_result"]
+
+TOKEN = "cost-benchmark-token-0123456789"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+_POD_CGROUP = re.compile(r"/visual-runtime/([A-Za-z0-9_-]+)\.(app|agent)")
+
+
+# -- processes -------------------------------------------------------------------
+
+
+def _stat_fields(pid: int) -> list[str] | None:
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return raw[raw.rindex(")") + 2:].split()
+
+
+def proc_name(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return "?"
+
+
+def _all_pids() -> list[int]:
+    return [int(e.name) for e in Path("/proc").iterdir() if e.name.isdigit()]
+
+
+def descendants(root: int) -> set[int]:
+    """Every live descendant of *root* (not *root* itself)."""
+    children: dict[int, list[int]] = {}
+    for pid in _all_pids():
+        fields = _stat_fields(pid)
+        if fields is not None and fields[0] not in ("Z", "X"):
+            children.setdefault(int(fields[1]), []).append(pid)
+    out: set[int] = set()
+    frontier = list(children.get(root, []))
+    while frontier:
+        pid = frontier.pop()
+        if pid not in out:
+            out.add(pid)
+            frontier.extend(children.get(pid, []))
+    return out
+
+
+def pod_pids(session_ids: Iterable[str]) -> dict[str, dict[str, list[int]]]:
+    """``{sid: {"app": [...], "agent": [...]}}`` for the pods of *session_ids* (local backend)."""
+    wanted = set(session_ids)
+    out: dict[str, dict[str, list[int]]] = {sid: {"app": [], "agent": []} for sid in wanted}
+    if not wanted:
+        return out
+    for pid in _all_pids():
+        try:
+            cgroups = Path(f"/proc/{pid}/cgroup").read_text()
+        except OSError:
+            continue
+        match = _POD_CGROUP.search(cgroups)
+        if match and match.group(1) in wanted:
+            out[match.group(1)][match.group(2)].append(pid)
+    return out
+
+
+def cpu_map(pids: Iterable[int]) -> dict[int, float]:
+    """CPU seconds (user + system) so far of each live pid."""
+    out: dict[int, float] = {}
+    for pid in pids:
+        fields = _stat_fields(pid)
+        if fields is not None:
+            out[pid] = (int(fields[11]) + int(fields[12])) / CLK_TCK
+    return out
+
+
+def cpu_pct(before: dict[int, float], after: dict[int, float], seconds: float) -> float:
+    """% of one core used between two :func:`cpu_map` samples.
+
+    A pid that appeared in between counts with all its CPU; one that ended in
+    between is lost (its time went to its parent's ``cutime``, which we skip).
+    """
+    used = sum(t - before.get(pid, 0.0) for pid, t in after.items())
+    return 100.0 * used / seconds if seconds > 0 else 0.0
+
+
+def memory_mib(pids: Iterable[int]) -> dict[str, float]:
+    """Summed ``Rss`` and ``Pss`` (MiB) of *pids* from ``/proc/<pid>/smaps_rollup``."""
+    rss = pss = 0
+    for pid in pids:
+        try:
+            text = Path(f"/proc/{pid}/smaps_rollup").read_text()
+        except OSError:
+            continue
+        for line in text.splitlines():
+            if line.startswith("Rss:"):
+                rss += int(line.split()[1])
+            elif line.startswith("Pss:"):
+                pss += int(line.split()[1])
+    return {"rss_mib": rss / 1024, "pss_mib": pss / 1024}
+
+
+def census(session_ids: Iterable[str] = ()) -> dict[str, int]:
+    """Processes now: all on the machine (others' tests make it noisy), and ours:
+    descendants of this process plus pod processes of *session_ids*."""
+    ids = list(session_ids)
+    pods = sum(len(p["app"]) + len(p["agent"]) for p in pod_pids(ids).values())
+    return {"machine": len(_all_pids()), "ours": len(descendants(os.getpid())) + pods}
+
+
+def load_note(when: str) -> str:
+    one, five, fifteen = os.getloadavg()
+    return f"load average {when}: {one:.2f} {five:.2f} {fifteen:.2f} ({os.cpu_count()} cores)"
+
+
+# -- X display link ---------------------------------------------------------------
+
+
+def link_display(x_socket: Path) -> tuple[str, list[Path]]:
+    """A ``:<n>`` DISPLAY whose socket is *x_socket* (symlink + lock file), for
+    X clients of this process (python-xlib, x11vnc) on a pod's display."""
+    for n in range(850, 950):
+        sock = Path(f"/tmp/.X11-unix/X{n}")
+        lock = Path(f"/tmp/.X{n}-lock")
+        if sock.exists() or sock.is_symlink() or lock.exists():
+            continue
+        try:
+            fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            continue
+        os.write(fd, f"{os.getpid():>10}\n".encode())
+        os.close(fd)
+        sock.parent.mkdir(exist_ok=True)
+        sock.symlink_to(x_socket)
+        return f":{n}", [sock, lock]
+    raise RuntimeError("no free display number for a pod display link")
+
+
+# -- the gateway ------------------------------------------------------------------
+
+
+class ServedGateway:
+    """``visual-runtime serve`` as a child process with a temporary state dir."""
+
+    def __init__(self, *, backend: str = "local", apps: tuple[str, ...] = ("xterm",),
+                 max_sessions: int = 8, name: str = "cost") -> None:
+        self.backend = backend
+        self.apps = apps
+        self.max_sessions = max_sessions
+        self.tmp = Path(tempfile.mkdtemp(prefix=f"vr-bench-{name}-"))
+        self.state_dir = self.tmp / "state"
+        self.runtime_dir = Path("/run/visual-runtime")
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.base = ""
+        self.http: aiohttp.ClientSession | None = None
+        self.session_ids: list[str] = []
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    async def start(self, timeout: float = 60.0) -> None:
+        log = self.tmp / "gateway.log"
+        with log.open("wb") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "gateway", "serve", "--port", "0",
+                 "--state-dir", str(self.state_dir), "--token", TOKEN,
+                 "--backend", self.backend, "--apps", ",".join(self.apps),
+                 "--max-sessions", str(self.max_sessions),
+                 "--runtime-dir", str(self.runtime_dir), "--log-level", "WARNING"],
+                cwd=ROOT, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            match = re.search(r"listening on (http://\S+)", log.read_text(errors="replace"))
+            if match:
+                self.base = match.group(1)
+                break
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"gateway exited: {log.read_text(errors='replace')[-2000:]}")
+            await asyncio.sleep(0.05)
+        else:
+            raise RuntimeError("gateway did not start listening")
+        self.http = aiohttp.ClientSession(headers={"Authorization": f"Bearer {TOKEN}"})
+
+    def url(self, path: str) -> str:
+        return self.base + path
+
+    async def create(self, **body: Any) -> dict[str, Any]:
+        assert self.http is not None
+        async with self.http.post(self.url("/api/visual-sessions"), json=body) as resp:
+            created: dict[str, Any] = await resp.json()
+            if resp.status != 201:
+                raise RuntimeError(f"create failed ({resp.status}): {created}")
+        self.session_ids.append(created["session_id"])
+        return created
+
+    async def wait_running(self, sid: str) -> dict[str, Any]:
+        assert self.http is not None
+        async with self.http.get(self.url(f"/api/visual-sessions/{sid}?wait=running")) as resp:
+            session: dict[str, Any] = await resp.json()
+        if session.get("status") != "running":
+            raise RuntimeError(f"session {sid} did not start: {session}")
+        return session
+
+    async def create_running(self, **body: Any) -> dict[str, Any]:
+        created = await self.create(**body)
+        await self.wait_running(created["session_id"])
+        return created
+
+    async def whep(self, sid: str, pc: Any) -> str:
+        """Offer from aiortc *pc*; apply the answer; return the peer's location."""
+        from aiortc import RTCSessionDescription
+
+        assert self.http is not None
+        await pc.setLocalDescription(await pc.createOffer())
+        async with self.http.post(self.url(f"/api/visual-sessions/{sid}/whep"),
+                                  data=pc.localDescription.sdp,
+                                  headers={"Content-Type": "application/sdp"}) as resp:
+            answer = await resp.text()
+            if resp.status != 201:
+                raise RuntimeError(f"WHEP failed ({resp.status}): {answer}")
+            location = resp.headers["Location"]
+        await pc.setRemoteDescription(RTCSessionDescription(answer, "answer"))
+        return location
+
+    async def delete_path(self, path: str) -> None:
+        assert self.http is not None
+        with contextlib.suppress(aiohttp.ClientError):
+            async with self.http.delete(self.url(path)) as resp:
+                await resp.read()
+
+    async def stop(self, sid: str) -> None:
+        assert self.http is not None
+        async with self.http.post(self.url(f"/api/visual-sessions/{sid}/stop")) as resp:
+            await resp.read()
+
+    async def delete(self, sid: str) -> None:
+        await self.delete_path(f"/api/visual-sessions/{sid}")
+
+    def x_socket(self, sid: str) -> Path:
+        return self.runtime_dir / sid / "x11" / "X0"
+
+    def agent_pids(self, sid: str) -> list[int]:
+        return pod_pids([sid])[sid]["agent"]
+
+    async def aclose(self) -> None:
+        """Stop the gateway (it stops its sessions on SIGTERM) and remove its state."""
+        if self.http is not None:
+            await self.http.close()
+            self.http = None
+        proc, self.proc = self.proc, None
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.to_thread(proc.wait, 60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                await asyncio.to_thread(proc.wait)
+        # pods end with the gateway; wait for the last pod process to be reaped
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            if not any(p["app"] or p["agent"] for p in pod_pids(self.session_ids).values()):
+                break
+            await asyncio.sleep(0.1)
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+async def wait_for(predicate: Callable[[], bool], timeout: float, what: str,
+                   interval: float = 0.02) -> None:
+    """Poll *predicate* until true; RuntimeError after *timeout* seconds."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"timed out waiting for {what}")
+        await asyncio.sleep(interval)
+
+
+# -- output -------------------------------------------------------------------------
+
+
+def _fmt(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.3g}" if abs(value) < 10 else f"{value:.1f}"
+
+
+def print_result(result: Result) -> None:
+    print(f"\n{result.title}\n")
+    rows = [(f.name, _fmt(f.value), f.unit, _fmt(f.baseline), f.baseline_name or "-",
+             f"{f.ratio:.2f}x" if f.ratio is not None else "-") for f in result.figures]
+    head = ("figure", "value", "unit", "baseline", "baseline is", "ratio")
+    widths = [max(len(str(r[i])) for r in [head, *rows]) for i in range(len(head))]
+    for row in [head, tuple("-" * w for w in widths), *rows]:
+        print("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+    for note in result.notes:
+        print(f"- {note}")
+
+
+def write_result(result: Result, out_dir: Path) -> Path:
+    out = out_dir if out_dir.is_absolute() else ROOT / out_dir
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"{result.benchmark}.json"
+    data = {**result.to_json(), "machine": machine(),
+            "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    path.write_text(json.dumps(data, indent=2) + "\n")
+    return path
