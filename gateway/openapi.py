@@ -15,7 +15,9 @@ def _op(summary: str, responses: dict[str, Any], *, body: Any = None,
         op["requestBody"] = body
     if params:
         op["parameters"] = params
-    if security:
+    if security == "bearer_or_query":
+        op["security"] = [{"bearer": []}, {"token_query": []}]
+    elif security:
         op["security"] = [{security: []}]
     return op
 
@@ -24,7 +26,13 @@ def _json(ref: str) -> dict[str, Any]:
     return {"content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{ref}"}}}}
 
 
-_errors = {code: _PROBLEM for code in ("400", "401", "403", "404", "409", "415", "422")}
+_errors = {code: _PROBLEM for code in ("400", "401", "403", "404", "409", "413", "415", "422",
+                                       "429")}
+"""Every operation may answer these (429: a client address throttled after failed tokens)."""
+_agent = {code: _PROBLEM for code in ("502", "503")}
+"""Operations relayed to the session's runtime agent: 502 when it does not answer."""
+_TOKEN_Q = {"name": "token", "in": "query", "schema": {"type": "string"},
+            "description": "the session token, for browsers (the page link carries it)"}
 
 OPENAPI: dict[str, Any] = {
     "openapi": "3.1.0",
@@ -69,35 +77,47 @@ OPENAPI: dict[str, Any] = {
                                                      **_json("Control")}, **_errors},
                        params=[_SID]),
             "post": _op("Take or release control (control or API token)", {
-                "200": {"description": "Control", **_json("Control")}, **_errors},
+                "200": {"description": "Control", **_json("Control")}, **_errors, **_agent},
                 params=[_SID], body={"required": True, **_json("ControlRequest")}),
         },
         "/api/visual-sessions/{session_id}/actions": {
             "post": _op("Run a computer-use action (API token)", {
-                "200": {"description": "Result", **_json("ActionResult")}, **_errors},
+                "200": {"description": "Result", **_json("ActionResult")}, **_errors, **_agent},
                 params=[_SID], body={"required": True, **_json("Action")}),
         },
         "/api/visual-sessions/{session_id}/screenshot": {
             "get": _op("PNG of the screen at the session's resolution", {
-                "200": {"description": "PNG", "content": {"image/png": {}}}, **_errors},
+                "200": {"description": "PNG", "content": {"image/png": {}}}, **_errors, **_agent},
                 params=[_SID]),
         },
         "/api/visual-sessions/{session_id}/whep": {
             "post": _op("WHEP: offer recvonly video, get the answer", {
                 "201": {"description": "Answer", "content": {"application/sdp": {}},
                         "headers": {"Location": {"schema": {"type": "string"}}}},
-                **_errors}, params=[_SID],
+                **_errors, **_agent}, params=[_SID],
                 body={"required": True, "content": {"application/sdp": {}}}),
         },
         "/api/visual-sessions/{session_id}/whep/{peer_id}": {
-            "delete": _op("End a WHEP peer", {"204": {"description": "Ended"}, **_errors},
+            "delete": _op("End a WHEP peer", {"204": {"description": "Ended"}, **_errors,
+                                              **_agent},
                           params=[_SID, {"name": "peer_id", "in": "path", "required": True,
                                          "schema": {"type": "string"}}]),
+            "patch": _op("Trickle ICE: not supported (answers carry every candidate)", {
+                "405": _PROBLEM, **_errors},
+                params=[_SID, {"name": "peer_id", "in": "path", "required": True,
+                               "schema": {"type": "string"}}],
+                body={"required": False,
+                      "content": {"application/trickle-ice-sdpfrag": {}}}),
         },
         "/api/visual-sessions/{session_id}/events": {
             "get": _op("Server-Sent Events (resumable with Last-Event-ID)", {
                 "200": {"description": "Event stream", "content": {"text/event-stream": {}}},
-                **_errors}, params=[_SID]),
+                **_errors}, params=[_SID, _TOKEN_Q,
+                                    {"name": "Last-Event-ID", "in": "header",
+                                     "schema": {"type": "string", "pattern": "^[0-9]+$"}},
+                                    {"name": "last_event_id", "in": "query",
+                                     "schema": {"type": "string", "pattern": "^[0-9]+$"}}],
+                security="bearer_or_query"),
         },
         "/api/visual-sessions/{session_id}/logs": {
             "get": _op("Events and process logs as NDJSON", {
@@ -139,12 +159,49 @@ OPENAPI: dict[str, Any] = {
                                "schema": {"type": "string"}}],
                 body={"required": True, "content": {"application/octet-stream": {}}}),
         },
+        "/sessions/{session_id}": {
+            "get": _op("Redirect to the viewer page (trailing slash)", {
+                "301": {"description": "Moved"}}, params=[_SID, _TOKEN_Q], security=""),
+        },
+        "/sessions/{session_id}/": {
+            "get": _op("The viewer page (session, control or API token; ?token= allowed)", {
+                "200": {"description": "HTML", "content": {"text/html": {}}}, **_errors},
+                params=[_SID, _TOKEN_Q], security="bearer_or_query"),
+        },
+        "/sessions/{session_id}/info": {
+            "get": _op("What the viewer page needs to know about its token", {
+                "200": {"description": "Info", **_json("ViewerInfo")}, **_errors},
+                params=[_SID, _TOKEN_Q], security="bearer_or_query"),
+        },
+        "/sessions/{session_id}/stream": {
+            "get": _op("WebSocket: H.264 for WebCodecs plus input (Upgrade: websocket)", {
+                "101": {"description": "Switching protocols"}, "426": _PROBLEM, **_errors,
+                **_agent}, params=[_SID, _TOKEN_Q], security="bearer_or_query"),
+        },
+        "/sessions/{session_id}/vnc": {
+            "get": _op("Redirect to the noVNC page (trailing slash)", {
+                "301": {"description": "Moved"}}, params=[_SID, _TOKEN_Q], security=""),
+        },
+        "/sessions/{session_id}/vnc/": {
+            "get": _op("The noVNC page", {
+                "200": {"description": "HTML", "content": {"text/html": {}}}, "503": _PROBLEM,
+                **_errors}, params=[_SID, _TOKEN_Q], security="bearer_or_query"),
+        },
+        "/sessions/{session_id}/vnc/websockify": {
+            "get": _op("WebSocket: RFB for noVNC (Upgrade: websocket, subprotocol binary)", {
+                "101": {"description": "Switching protocols"}, "426": _PROBLEM, **_errors,
+                **_agent}, params=[_SID, _TOKEN_Q], security="bearer_or_query"),
+        },
+        "/api/openapi.json": {"get": _op("This document", {
+            "200": {"description": "OpenAPI 3.1", "content": {"application/json": {}}}},
+            security="")},
         "/healthz": {"get": _op("Liveness", {"200": {"description": "ok"}}, security="")},
         "/metrics": {"get": _op("Prometheus metrics", {"200": {"description": "metrics"}},
                                 security="")},
     },
     "components": {
-        "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"},
+                            "token_query": {"type": "apiKey", "in": "query", "name": "token"}},
         "responses": {"Problem": {"description": "RFC 9457 problem details", "content": {
             "application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}}},
         "schemas": {
@@ -213,6 +270,13 @@ OPENAPI: dict[str, Any] = {
                 "scroll_amount": {"type": "integer", "minimum": 1, "maximum": 100},
                 "text": {"type": "string"},
                 "duration": {"type": "number", "minimum": 0, "maximum": 100}}},
+            "ViewerInfo": {"type": "object", "properties": {
+                "session_id": {"type": "string"}, "status": {"type": "string"},
+                "token_kind": {"enum": ["api", "view", "control"]},
+                "may_control": {"type": "boolean"}, "controller": {"enum": ["agent", "human"]},
+                "holds_control": {"type": "boolean"}, "width": {"type": "integer"},
+                "height": {"type": "integer"}, "enable_recording": {"type": "boolean"},
+                "enable_file_transfer": {"type": "boolean"}}},
             "ActionResult": {"type": "object", "properties": {
                 "ok": {"type": "boolean"},
                 "cursor": {"type": "array", "items": {"type": "integer"}},

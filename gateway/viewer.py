@@ -107,6 +107,10 @@ async def _proxy(request: web.Request, agent_path: str, protocols: tuple[str, ..
     manager = request.app[MANAGER]
     session = manager.get(request.match_info["session_id"])
     who = request.app[AUTH].session(request, session, allow_query=True)
+    if not web.WebSocketResponse(protocols=protocols).can_prepare(request).ok:
+        raise ProblemError(426, "upgrade-required", "Upgrade required",
+                           "this endpoint is a WebSocket: connect with 'Upgrade: websocket'",
+                           headers={"Upgrade": "websocket"})
     agent = manager.agent(session)
     sid = session.session_id
     http = aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=str(agent.socket_path)),
