@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import signal
@@ -11,15 +12,15 @@ import ssl
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 from aiohttp import web
 
 from .app import create_app
+from .cli_client import URL_FILE, add_client_commands
 from .config import GatewayConfig, env_default
 from .demo_agent import drive
-from .errors import StateFileError
+from .errors import BackendError, StateFileError
 from .tokens import load_or_create_api_token
 
 logger = logging.getLogger("gateway")
@@ -133,6 +134,11 @@ async def run_gateway(config: GatewayConfig,
         port = server.sockets[0].getsockname()[1]
     base = f"{scheme}://{config.host}:{port}"
     print(f"Visual Runtime gateway listening on {base} (backend {config.backend})", flush=True)
+    url_file = config.state_dir / URL_FILE
+    try:
+        url_file.write_text(base + "\n")
+    except OSError as e:
+        logger.warning("cannot write %s: %s", url_file, e)
     if created:
         print(f"API token (stored in {config.token_file}, mode 0600): {api_token}", flush=True)
     stop = asyncio.Event()
@@ -148,6 +154,9 @@ async def run_gateway(config: GatewayConfig,
         if before_stop is not None:
             await before_stop()
         await runner.cleanup()
+        with contextlib.suppress(OSError):
+            if url_file.read_text().strip() == base:
+                url_file.unlink()
 
 
 def _state_error(e: StateFileError) -> int:
@@ -160,6 +169,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         asyncio.run(run_gateway(_config(args)))
     except StateFileError as e:
         return _state_error(e)
+    except (BackendError, OSError) as e:
+        return _environment_error(e)
     return 0
 
 
@@ -204,109 +215,42 @@ def cmd_demo(args: argparse.Namespace) -> int:
         asyncio.run(run_gateway(config, create_demo, stop_agents))
     except StateFileError as e:
         return _state_error(e)
+    except (BackendError, OSError) as e:
+        return _environment_error(e)
     return 0
 
 
-def _client_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--url", default=env_default("url", "http://127.0.0.1:3000"))
-    p.add_argument("--token", default=env_default("token", None))
-    p.add_argument("--state-dir", type=Path,
-                   default=Path(env_default("state_dir", "state") or "state"))
-    p.add_argument("--json", action="store_true", help="machine-readable output")
+def cmd_doctor(args: argparse.Namespace) -> int:
+    """Check this machine for the settings ``serve`` would use; exit 0 iff all required pass."""
+    from . import doctor
 
+    config = _config(args)
+    options = doctor.DoctorOptions(
+        backend=config.backend, state_dir=config.state_dir, runtime_dir=config.runtime_dir,
+        host=config.host, port=config.port, apps=config.apps,
+        docker_image=config.docker_image, recording_min_free_mb=config.recording_min_free_mb,
+        recording_quota_mb=config.recording_quota_mb, uid_base=config.uid_base)
+    if not args.json:
+        print(f"Visual Runtime doctor: backend {config.backend}, state dir {config.state_dir}, "
+              f"{config.host}:{config.port}", flush=True)
 
-async def _call(args: argparse.Namespace, method: str, path: str,
-                body: dict[str, Any] | None = None) -> tuple[int, Any]:
-    token = _api_token(args)
-    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {token}"}) as http:
-        async with http.request(method, args.url.rstrip("/") + path, json=body) as resp:
-            text = await resp.text()
-            try:
-                return resp.status, json.loads(text) if text else None
-            except ValueError:
-                return resp.status, text
+    def show(check: doctor.Check) -> None:
+        if not args.json:
+            print(doctor.format_check(check), flush=True)
 
-
-def cmd_sessions(args: argparse.Namespace) -> int:
-    op = args.op
-    if op == "list":
-        status, data = asyncio.run(_call(args, "GET", "/api/visual-sessions"))
-    elif op == "create":
-        body: dict[str, Any] = {}
-        if args.resolution:
-            body["resolution"] = args.resolution
-        status, data = asyncio.run(_call(args, "POST", "/api/visual-sessions", body))
-        if args.wait and status == 201 and isinstance(data, dict):
-            tokens = data.get("tokens")
-            status, data = asyncio.run(_call(
-                args, "GET", f"/api/visual-sessions/{data['session_id']}?wait=running"))
-            if isinstance(data, dict):
-                data["tokens"] = tokens
-    elif op == "get":
-        status, data = asyncio.run(_call(args, "GET", f"/api/visual-sessions/{args.id}"))
-    elif op == "stop":
-        status, data = asyncio.run(_call(args, "POST", f"/api/visual-sessions/{args.id}/stop"))
+    checks = doctor.run_checks(options, show)
+    if args.json:
+        print(json.dumps(doctor.to_json(checks, options), indent=2))
     else:
-        status, data = asyncio.run(_call(args, "DELETE", f"/api/visual-sessions/{args.id}"))
-    if args.json or not isinstance(data, dict):
-        print(json.dumps(data, indent=2) if data is not None else status)
-    elif "sessions" in data:
-        for s in data["sessions"]:
-            print(f"{s['session_id']}  {s['status']:<9} {s['resolution']:<10} {s['created_at']}")
-    elif "session_id" in data:
-        print(f"{data['session_id']}  {data['status']}")
-        if "tokens" in data:
-            print(f"  view token:    {data['tokens']['view']}")
-            print(f"  control token: {data['tokens']['control']}")
-    else:
-        print(json.dumps(data, indent=2))
-    return 0 if status < 400 else 1
+        print(doctor.format_report(checks))
+    return 1 if any(c.failed for c in checks) else 0
 
 
-def cmd_logs(args: argparse.Namespace) -> int:
-    status, data = asyncio.run(_call(args, "GET", f"/api/visual-sessions/{args.id}/logs"))
-    print(data if isinstance(data, str) else json.dumps(data))
-    return 0 if status < 400 else 1
-
-
-def _api_token(args: argparse.Namespace) -> str:
-    if args.token:
-        return str(args.token)
-    try:
-        return (Path(args.state_dir) / "api-token").read_text().strip()
-    except OSError:
-        return ""
-
-
-async def _download(args: argparse.Namespace, path: str, out: Path) -> tuple[int, Any]:
-    """Stream *path* of the gateway into *out* (written atomically)."""
-    headers = {"Authorization": f"Bearer {_api_token(args)}"}
-    async with aiohttp.ClientSession(headers=headers) as http:
-        async with http.get(args.url.rstrip("/") + path) as resp:
-            if resp.status != 200:
-                text = await resp.text()
-                try:
-                    return resp.status, json.loads(text)
-                except ValueError:
-                    return resp.status, text
-            tmp = out.with_name(out.name + ".part")
-            size = 0
-            with tmp.open("wb") as f:
-                async for chunk in resp.content.iter_chunked(1 << 16):
-                    f.write(chunk)
-                    size += len(chunk)
-            tmp.replace(out)
-            return 200, {"path": str(out), "bytes": size}
-
-
-def cmd_recording(args: argparse.Namespace) -> int:
-    out = Path(args.output or f"{args.id}.mp4")
-    status, data = asyncio.run(_download(args, f"/api/visual-sessions/{args.id}/recording", out))
-    if args.json or status != 200:
-        print(json.dumps(data) if not isinstance(data, str) else data)
-    else:
-        print(f"saved {data['bytes']} bytes to {data['path']}")
-    return 0 if status == 200 else 1
+def _environment_error(e: Exception) -> int:
+    print(f"visual-runtime: cannot start: {e}\n"
+          "Run `visual-runtime doctor` (with the same flags) to check this machine.",
+          file=sys.stderr, flush=True)
+    return 1
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -321,26 +265,13 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--no-agent", action="store_true",
                       help="only create the session; do not run the scripted demo agent")
     demo.set_defaults(func=cmd_demo)
-    sessions = sub.add_parser("sessions", help="manage sessions of a running gateway")
-    sessions.add_argument("op", choices=("list", "create", "get", "stop", "delete"))
-    sessions.add_argument("id", nargs="?")
-    sessions.add_argument("--resolution")
-    sessions.add_argument("--wait", action="store_true",
-                          help="create: wait until the session is running (up to 30 s)")
-    _client_args(sessions)
-    sessions.set_defaults(func=cmd_sessions)
-    logs = sub.add_parser("logs", help="print a session's log (NDJSON)")
-    logs.add_argument("id")
-    _client_args(logs)
-    logs.set_defaults(func=cmd_logs)
-    recording = sub.add_parser("recording", help="download a session's recording (MP4)")
-    recording.add_argument("id")
-    recording.add_argument("-o", "--output", help="file to write (default: <id>.mp4)")
-    _client_args(recording)
-    recording.set_defaults(func=cmd_recording)
+    doctor = sub.add_parser("doctor", help="check that this machine can run sessions "
+                                           "(takes the flags of serve)")
+    _add_server_flags(doctor)
+    doctor.add_argument("--json", action="store_true", help="machine-readable report")
+    doctor.set_defaults(func=cmd_doctor)
+    add_client_commands(sub)
     args = parser.parse_args(argv)
-    if args.command in ("sessions",) and args.op not in ("list", "create") and not args.id:
-        parser.error(f"sessions {args.op} needs a session id")
     logging.basicConfig(level=getattr(args, "log_level", "INFO").upper(),
                         format="%(asctime)s %(levelname)s %(name)s %(message)s",
                         stream=sys.stderr)

@@ -1,0 +1,609 @@
+"""``visual-runtime doctor``: is this machine ready to run sessions?
+
+Each check really exercises the thing it names (runs the program, starts a
+sandbox, creates a cgroup, binds the port) and reports OK, or what is wrong
+and the exact command that fixes it. Checks marked *required* decide the
+exit status; the others are warnings (a degraded but working product).
+
+Everything here blocks (subprocesses, the docker SDK); the CLI calls
+:func:`run_checks` directly, outside any event loop.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from .config import DEFAULT_APPS
+
+__all__ = ["Check", "DoctorOptions", "format_check", "format_report", "run_checks", "to_json"]
+
+_PROJECT_ROOT = Path(__file__).resolve().parent.parent
+_FIX_SETUP = "scripts/setup.sh (installs every package the local backend needs)"
+
+
+@dataclass(frozen=True)
+class Check:
+    """The outcome of one check."""
+
+    name: str
+    """Short name (``ffmpeg``, ``cgroups``, ``port``...)."""
+    required: bool
+    """A failed required check makes ``doctor`` exit non-zero."""
+    ok: bool
+    detail: str
+    """What was found (version, path, numbers) or what is wrong."""
+    fix: str = ""
+    """The command or change that fixes a failure (empty when ok)."""
+    skipped: bool = False
+    """Not run because something it needs failed earlier (see that check)."""
+
+    @property
+    def failed(self) -> bool:
+        return self.required and not self.ok and not self.skipped
+
+
+@dataclass(frozen=True)
+class DoctorOptions:
+    """What to check: the settings ``serve`` would run with."""
+
+    backend: str = "local"
+    state_dir: Path = Path("state")
+    runtime_dir: Path = Path("/run/visual-runtime")
+    host: str = "127.0.0.1"
+    port: int = 3000
+    apps: tuple[str, ...] = DEFAULT_APPS
+    docker_image: str = "visual-runtime-session:latest"
+    recording_min_free_mb: int = 256
+    recording_quota_mb: int = 10240
+    uid_base: int = 200_000
+    xshm_timeout_s: float = 8.0
+    """Budget of the sandboxed XShm probe."""
+
+
+@dataclass(frozen=True)
+class _Program:
+    name: str
+    version_argv: tuple[str, ...]
+    package: str
+    purpose: str
+    backends: frozenset[str] = frozenset({"local"})
+    required: bool = True
+    pattern: str = r"\d+\.\d+"
+    app: str | None = None
+    """Only needed when this desktop app is in ``--apps``."""
+
+
+_PROGRAMS: tuple[_Program, ...] = (
+    _Program("Xvfb", ("-help",), "xvfb", "the X server of each session", pattern=r"use: X"),
+    _Program("fluxbox", ("-version",), "fluxbox", "window manager", app="fluxbox"),
+    _Program("xterm", ("-version",), "xterm", "terminal in each session", pattern=r"XTerm",
+             app="xterm"),
+    _Program("chromium", ("--version",), "chromium", "the browser in each session",
+             pattern=r"Chromium \d", app="chromium"),
+    _Program("x11vnc", ("-version",), "x11vnc", "the noVNC fallback viewer", required=False),
+    _Program("ffmpeg", ("-version",), "ffmpeg", "finalising recordings",
+             backends=frozenset({"local", "docker"})),
+    _Program("ffprobe", ("-version",), "ffmpeg", "checking recordings",
+             backends=frozenset({"local", "docker"})),
+    _Program("bwrap", ("--version",), "bubblewrap", "the session sandboxes"),
+    _Program("setpriv", ("--version",), "util-linux", "dropping to the session users"),
+    _Program("nsenter", ("--version",), "util-linux", "joining the runtime agent to its pod"),
+    _Program("ip", ("-V",), "iproute2", "per-session network namespaces"),
+    _Program("iptables", ("--version",), "iptables", "egress rules of sessions"),
+)
+
+
+# ---------------------------------------------------------------- helpers
+def _run(argv: list[str], timeout: float = 10.0, **kwargs: object) -> tuple[int, str]:
+    """(exit status, stdout+stderr); 127 when it cannot run, 124 on timeout."""
+    try:
+        proc = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True,
+                              timeout=timeout, check=False, **kwargs)  # type: ignore[call-overload]
+    except FileNotFoundError as e:
+        return 127, str(e)
+    except PermissionError as e:
+        return 126, str(e)
+    except subprocess.TimeoutExpired:
+        return 124, f"{argv[0]} did not finish within {timeout:.0f} s"
+    out = (proc.stdout or b"") + (proc.stderr or b"")
+    return proc.returncode, out.decode(errors="replace")
+
+
+def _first_line(text: str, pattern: str) -> str | None:
+    for line in text.splitlines():
+        if re.search(pattern, line):
+            return line.strip()[:90]
+    return None
+
+
+def _existing_parent(path: Path) -> Path:
+    p = path.resolve()
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    return p
+
+
+def _apt(package: str) -> str:
+    return f"apt-get install {package}  (or run {_FIX_SETUP})"
+
+
+# ----------------------------------------------------------------- checks
+def check_program(program: _Program) -> Check:
+    path = shutil.which(program.name)
+    if path is None:
+        return Check(program.name, program.required, False,
+                     f"{program.name} ({program.purpose}) is not on PATH",
+                     f"apt-get install {program.package}")
+    code, out = _run([path, *program.version_argv])
+    line = _first_line(out, program.pattern)
+    if line is None:
+        return Check(program.name, program.required, False,
+                     f"{path} does not run (exit {code}): {out.strip()[:160] or 'no output'}",
+                     f"apt-get install --reinstall {program.package}")
+    if program.name == "Xvfb":
+        _, version = _run(["dpkg-query", "-W", "-f", "${Version}", "xvfb"], timeout=5)
+        line = f"Xvfb {version.strip()}" if re.match(r"^\S+$", version.strip()) else "Xvfb"
+    return Check(program.name, program.required, True, f"{line} ({path})")
+
+
+def check_root() -> Check:
+    if os.geteuid() == 0:
+        return Check("root", True, True, "running as root (cgroups, namespaces, session users)")
+    return Check("root", True, False,
+                 f"running as uid {os.geteuid()}: the local backend needs root to create "
+                 "cgroups, network namespaces and the per-session users",
+                 "run `visual-runtime serve` as root (sudo), or use --backend docker")
+
+
+def check_agent_code() -> Check:
+    from .backends.local import agent_python_dirs
+
+    bad = []
+    for d in sorted(agent_python_dirs()):
+        mode = d.stat().st_mode
+        if mode & 0o005 != 0o005:
+            bad.append((d, mode & 0o777))
+    if not bad:
+        return Check("code readable", True, True,
+                     "the runtime agent's user can read Python, the venv and the code")
+    dirs = " ".join(str(d) for d, _ in bad)
+    return Check("code readable", True, False,
+                 "the runtime agent (an unprivileged user) cannot read "
+                 + ", ".join(f"{d} (mode {m:o})" for d, m in bad),
+                 f"chmod o+rx {dirs}")
+
+
+def _base_fs() -> list[str]:
+    from .backends.local import _BASE_FS
+
+    return list(_BASE_FS)
+
+
+_SANDBOX_PATH = ["--setenv", "PATH", "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin"]
+
+
+def _drop(uid: int) -> list[str]:
+    from .backends.local import _drop_privileges
+
+    return _drop_privileges(uid)
+
+
+def check_sandbox(options: DoctorOptions) -> Check:
+    """bubblewrap with the app sandbox's namespaces, dropping to a session uid."""
+    uid = options.uid_base - 2
+    argv = ["bwrap", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-net",
+            "--unshare-cgroup-try", "--die-with-parent", *_base_fs(), *_SANDBOX_PATH, "--",
+            *_drop(uid), "/bin/sh", "-c", "id -u"]
+    code, out = _run(argv, timeout=15)
+    if code == 0 and out.strip().splitlines()[-1:] == [str(uid)]:
+        return Check("sandbox", True, True,
+                     "bubblewrap starts a sandbox with its own pid/ipc/uts/net namespaces "
+                     f"as uid {uid}")
+    return Check("sandbox", True, False,
+                 f"bubblewrap could not start the app sandbox (exit {code}): "
+                 f"{out.strip()[:240]}",
+                 "run as root on a kernel with namespaces; in a container start it with "
+                 "--privileged (or --cap-add SYS_ADMIN --security-opt seccomp=unconfined "
+                 "--security-opt apparmor=unconfined)")
+
+
+def check_user_namespaces() -> Check:
+    try:
+        limit = int(Path("/proc/sys/user/max_user_namespaces").read_text())
+    except (OSError, ValueError):
+        limit = -1
+    code, out = _run(["bwrap", "--unshare-user", "--ro-bind", "/", "/", "true"], timeout=10)
+    if code == 0:
+        return Check("user namespaces", False, True,
+                     f"available (user.max_user_namespaces={limit})")
+    return Check("user namespaces", False, False,
+                 f"bwrap --unshare-user failed (exit {code}): {out.strip()[:160]}; the "
+                 "local backend runs as root and does not need them, rootless tools do",
+                 "sysctl -w user.max_user_namespaces=15000 kernel.unprivileged_userns_clone=1")
+
+
+def check_netns() -> Check:
+    name = f"vrdoctor-{os.getpid()}"
+    code, out = _run(["ip", "netns", "add", name], timeout=10)
+    if code != 0:
+        return Check("network namespaces", True, False,
+                     f"`ip netns add` failed (exit {code}): {out.strip()[:200]} "
+                     "(egress sessions get a namespace each)",
+                     "run as root with CAP_NET_ADMIN; in a container: --privileged, or create "
+                     "sessions with network \"none\"")
+    _run(["ip", "netns", "delete", name], timeout=10)
+    code, out = _run(["iptables", "-w", "-S", "INPUT"], timeout=10)
+    if code != 0:
+        return Check("network namespaces", True, False,
+                     f"namespaces work but iptables does not (exit {code}): {out.strip()[:200]}",
+                     "apt-get install iptables; modprobe ip_tables (or nf_tables)")
+    return Check("network namespaces", True, True,
+                 "ip netns add/delete and iptables work (egress sessions)")
+
+
+def check_cgroups() -> Check:
+    from .backends.cgroup import CGROUP_ROOT, Cgroup, cgroup_version
+
+    version = cgroup_version()
+    wanted = ("memory", "cpu", "pids")
+    if version == 2:
+        try:
+            available = set((CGROUP_ROOT / "cgroup.controllers").read_text().split())
+        except OSError:
+            available = set()
+    else:
+        available = {c for c in wanted if (CGROUP_ROOT / c / "cgroup.procs").exists()}
+    missing = [c for c in wanted if c not in available]
+    fix = ("boot with the memory, cpu and pids cgroup controllers (e.g. "
+           "systemd.unified_cgroup_hierarchy=1 cgroup_enable=memory); in a container run it "
+           "with --privileged --cgroupns=host")
+    if missing:
+        return Check("cgroups", True, False,
+                     f"cgroup v{version}: controllers {', '.join(missing)} not available "
+                     f"(found: {', '.join(sorted(available)) or 'none'})", fix)
+    probe = Cgroup(f"doctor-{os.getpid()}.probe")
+    try:
+        probe.create(64 * 1024 * 1024, 0.5, 16)
+    except OSError as e:
+        return Check("cgroups", True, False,
+                     f"cgroup v{version}: cannot create a limited cgroup under "
+                     f"{CGROUP_ROOT}: {e}", fix)
+    finally:
+        probe.remove()
+    return Check("cgroups", True, True,
+                 f"cgroup v{version}: memory, cpu and pids limits usable")
+
+
+_XSHM_PROBE = """
+import sys
+from agent_side.capture import ScreenCapture
+cap = ScreenCapture(":0", 320, 240, use_damage=False)
+cap.open()
+print("backend=" + cap.backend)
+cap.close()
+"""
+
+
+def check_xshm(options: DoctorOptions) -> Check:
+    """Xvfb in an app-like sandbox, the capture code in an agent-like one joined to its
+    IPC namespace, each as its own uid: does the capture use MIT-SHM?"""
+    from .backends.local import _parent_dirs, agent_python_dirs
+
+    if shutil.which("Xvfb") is None or shutil.which("bwrap") is None:
+        return Check("XShm in a pod", False, False, "needs Xvfb and bwrap (see above)",
+                     skipped=True)
+    uid_app, uid_agent = options.uid_base - 2, options.uid_base - 1
+    tmp = Path(tempfile.mkdtemp(prefix="vr-doctor-"))
+    x11 = tmp / "x11"
+    x11.mkdir()
+    tmp.chmod(0o755)
+    x11.chmod(0o1777)
+    read_fd, write_fd = os.pipe()
+    app_argv = ["bwrap", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-net",
+                "--die-with-parent", *_base_fs(),
+                "--perms", "1777", "--tmpfs", "/dev/shm",
+                "--bind", str(x11), "/tmp/.X11-unix", *_SANDBOX_PATH,
+                "--info-fd", str(write_fd), "--",
+                *_drop(uid_app), "Xvfb", ":0", "-screen", "0", "320x240x24", "-nolisten",
+                "tcp", "+extension", "MIT-SHM"]
+    deadline = time.monotonic() + options.xshm_timeout_s
+    app = subprocess.Popen(app_argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, pass_fds=(write_fd,),
+                           start_new_session=True)
+    os.close(write_fd)
+    try:
+        with os.fdopen(read_fd, "rb") as reader:
+            raw = reader.read()
+        try:
+            ns_pid = int(json.loads(raw)["child-pid"])
+        except (ValueError, KeyError):
+            return Check("XShm in a pod", False, False,
+                         "the app sandbox did not start: " + _drain(app), "see `sandbox`")
+        while not (x11 / "X0").exists():
+            if app.poll() is not None:
+                return Check("XShm in a pod", False, False,
+                             "Xvfb exited in the sandbox: " + _drain(app),
+                             "apt-get install --reinstall xvfb")
+            if time.monotonic() > deadline:
+                return Check("XShm in a pod", False, False,
+                             "Xvfb did not create its socket in the sandbox in time", "")
+            time.sleep(0.02)
+        dirs = sorted(agent_python_dirs())
+        probe = ["nsenter", f"--ipc=/proc/{ns_pid}/ns/ipc", "--",
+                 "bwrap", "--unshare-pid", "--unshare-uts", "--die-with-parent",
+                 *_base_fs(), *_parent_dirs(*(str(d / "x") for d in dirs))]
+        for d in dirs:
+            probe += ["--ro-bind", str(d), str(d)]
+        probe += ["--bind", str(x11), "/tmp/.X11-unix",
+                  "--setenv", "PYTHONPATH", str(_PROJECT_ROOT), "--setenv", "DISPLAY", ":0",
+                  "--setenv", "HOME", "/tmp", *_SANDBOX_PATH, "--chdir", "/tmp", "--",
+                  *_drop(uid_agent), sys.executable, "-c", _XSHM_PROBE]
+        code, out = _run(probe, timeout=max(1.0, deadline - time.monotonic()))
+    finally:
+        _stop_sandbox(app)
+        shutil.rmtree(tmp, ignore_errors=True)
+    if "backend=xshm" in out:
+        return Check("XShm in a pod", False, True,
+                     "the runtime agent grabs the session's screen over MIT-SHM")
+    if "backend=" in out:
+        return Check("XShm in a pod", False, False,
+                     "MIT-SHM does not work between the sandboxes; capture falls back to "
+                     "XGetImage (works, but costs more CPU per frame)",
+                     "check that /dev/shm is writable and IPC namespaces can be joined "
+                     "(nsenter --ipc)")
+    return Check("XShm in a pod", False, False,
+                 f"the capture probe failed in the agent sandbox (exit {code}): "
+                 f"{out.strip()[-300:]}", "see `code readable` and `sandbox`")
+
+
+def _drain(proc: subprocess.Popen[bytes]) -> str:
+    if proc.poll() is None:
+        return "(still running)"
+    data = proc.stdout.read() if proc.stdout is not None else b""
+    return data.decode(errors="replace").strip()[-240:] or "(no output)"
+
+
+def _stop_sandbox(proc: subprocess.Popen[bytes]) -> None:
+    try:
+        os.killpg(proc.pid, 9)
+    except (ProcessLookupError, PermissionError):
+        pass
+    try:
+        proc.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    if proc.stdout is not None:
+        proc.stdout.close()
+
+
+def check_state_dir(options: DoctorOptions) -> Check:
+    state = options.state_dir.resolve()
+    base = _existing_parent(state)
+    if not os.access(base, os.W_OK | os.X_OK):
+        return Check("state dir", True, False,
+                     f"{base} is not writable (state dir {state})",
+                     f"chown $(id -u) {base}, or pass --state-dir to a writable folder")
+    where = "exists" if state.exists() else f"will be created under {base}"
+    return Check("state dir", True, True, f"{state} ({where}, writable)")
+
+
+def check_runtime_dir(options: DoctorOptions) -> Check:
+    runtime = options.runtime_dir.resolve()
+    # <runtime>/<22-char session id>/run/agent.sock must fit sun_path (107 bytes).
+    longest = len(str(runtime)) + 1 + 22 + len("/run/agent.sock")
+    if longest > 107:
+        return Check("runtime dir", True, False,
+                     f"{runtime} is too long for unix socket paths ({longest} > 107 bytes)",
+                     "pass a shorter --runtime-dir, e.g. /run/visual-runtime")
+    base = _existing_parent(runtime)
+    if not os.access(base, os.W_OK | os.X_OK):
+        return Check("runtime dir", True, False, f"{base} is not writable",
+                     f"pass --runtime-dir to a writable folder, or chown $(id -u) {base}")
+    return Check("runtime dir", True, True, f"{runtime} (socket paths fit, writable)")
+
+
+def check_disk(options: DoctorOptions) -> Check:
+    base = _existing_parent(options.state_dir)
+    usage = shutil.disk_usage(base)
+    free_mb = usage.free // (1024 * 1024)
+    need = options.recording_min_free_mb
+    if free_mb < need:
+        return Check("free disk", True, False,
+                     f"{free_mb} MiB free on {base}; sessions stop recording below "
+                     f"--recording-min-free-mb {need}",
+                     "free space (visual-runtime sessions delete ... / lower "
+                     "--recording-quota-mb), or move --state-dir to a bigger disk")
+    detail = f"{free_mb / 1024:.1f} GiB free on {base} (recording stops below {need} MiB)"
+    quota = options.recording_quota_mb
+    if quota and free_mb < quota:
+        return Check("free disk", False, False,
+                     detail + f"; less than --recording-quota-mb {quota}: recordings will "
+                     "stop for low disk before retention deletes old ones",
+                     f"lower --recording-quota-mb below {free_mb}, or free space")
+    return Check("free disk", True, True, detail)
+
+
+def _probe_gateway(host: str, port: int) -> str | None:
+    """The title of the OpenAPI document when a Visual Runtime gateway answers there."""
+    target = "127.0.0.1" if host in ("0.0.0.0", "", "::") else host
+    if ":" in target and not target.startswith("["):
+        target = f"[{target}]"
+    for scheme in ("http", "https"):
+        try:
+            with urllib.request.urlopen(f"{scheme}://{target}:{port}/healthz",  # noqa: S310
+                                        timeout=3) as resp:
+                if json.loads(resp.read()).get("status") != "ok":
+                    continue
+            with urllib.request.urlopen(f"{scheme}://{target}:{port}/api/openapi.json",  # noqa: S310
+                                        timeout=3) as resp:
+                return str(json.loads(resp.read()).get("info", {}).get("title", ""))
+        except (urllib.error.URLError, OSError, ValueError):
+            continue
+    return None
+
+
+def check_port(options: DoctorOptions) -> Check:
+    host, port = options.host, options.port
+    if port == 0:
+        return Check("port", True, True, "port 0: a free port is picked at start")
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+            return Check("port", True, True, f"{host}:{port} is free")
+        except OSError as e:
+            error = e
+    if error.errno == errno.EADDRINUSE:
+        title = _probe_gateway(host, port)
+        if title == "Visual Runtime":
+            return Check("port", True, True,
+                         f"{host}:{port} is in use by a running Visual Runtime gateway "
+                         "(the session commands can use it; a second `serve` needs another "
+                         "--port)")
+        return Check("port", True, False,
+                     f"{host}:{port} is in use by another program",
+                     f"find it with `ss -ltnp 'sport = :{port}'`; stop it or pass --port")
+    return Check("port", True, False, f"cannot bind {host}:{port}: {error.strerror}",
+                 "pass a --host this machine has (127.0.0.1, 0.0.0.0) and a --port >= 1024 "
+                 "unless running as root")
+
+
+def check_docker(options: DoctorOptions) -> list[Check]:
+    try:
+        import docker
+        import docker.errors
+    except ImportError:
+        return [Check("docker engine", True, False, "the docker Python SDK is not installed",
+                      "pip install docker (in the gateway's venv)")]
+    try:
+        client = docker.from_env(timeout=15)
+        client.ping()
+        version = client.version().get("Version", "?")
+    except docker.errors.DockerException as e:
+        return [Check("docker engine", True, False, f"the docker engine does not answer: {e}",
+                      "start it: systemctl start docker (or scripts/docker-setup.sh)")]
+    checks = [Check("docker engine", True, True, f"dockerd {version} answers")]
+    try:
+        image = client.images.get(options.docker_image)
+    except docker.errors.ImageNotFound:
+        checks.append(Check("session image", True, False,
+                            f"{options.docker_image} is not built",
+                            "scripts/docker-setup.sh (or container/build.sh session)"))
+        client.close()
+        return checks
+    except docker.errors.DockerException as e:
+        checks.append(Check("session image", True, False, f"cannot inspect the image: {e}",
+                            "scripts/docker-setup.sh"))
+        client.close()
+        return checks
+    client.close()
+    size = (image.attrs.get("Size") or 0) / 1e6
+    labels = image.labels or {}
+    have = labels.get("org.visual-runtime.content-hash", "")
+    checks.append(Check("session image", True, True,
+                        f"{options.docker_image} ({image.short_id}, {size:.0f} MB)"))
+    build = _PROJECT_ROOT / "container" / "build.sh"
+    if have and build.exists():
+        code, out = _run(["bash", str(build), "hash"], timeout=30)
+        want = out.strip().splitlines()[-1:] or [""]
+        if code == 0 and want[0] != have:
+            checks.append(Check("session image age", False, False,
+                                f"{options.docker_image} was built from other sources "
+                                f"(hash {have}, the checkout is {want[0]})",
+                                "container/build.sh session"))
+        elif code == 0:
+            checks.append(Check("session image age", False, True,
+                                "built from this checkout's sources"))
+    return checks
+
+
+# ------------------------------------------------------------------ runner
+def run_checks(options: DoctorOptions,
+               on_check: Callable[[Check], None] | None = None) -> list[Check]:
+    """Every check for *options*, in a stable order (programs are checked in parallel)."""
+    programs = [p for p in _PROGRAMS
+                if options.backend in p.backends and (p.app is None or p.app in options.apps)]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        found = list(pool.map(check_program, programs))
+    checks: list[Check] = []
+
+    def add(items: Iterable[Check]) -> None:
+        for item in items:
+            checks.append(item)
+            if on_check is not None:
+                on_check(item)
+
+    add(found)
+    have = {c.name for c in found if c.ok}
+    if options.backend == "local":
+        add([check_root(), check_agent_code()])
+        if "bwrap" in have and "setpriv" in have:
+            add([check_sandbox(options), check_user_namespaces()])
+        else:
+            add([Check("sandbox", True, False, "needs bwrap and setpriv (see above)",
+                       skipped=True)])
+        if "ip" in have and "iptables" in have:
+            add([check_netns()])
+        add([check_cgroups()])
+        if {"Xvfb", "bwrap", "setpriv", "nsenter"} <= have:
+            add([check_xshm(options)])
+        else:
+            add([Check("XShm in a pod", False, False,
+                       "needs Xvfb, bwrap, setpriv and nsenter (see above)", skipped=True)])
+        add([check_runtime_dir(options)])
+    else:
+        add(check_docker(options))
+    add([check_state_dir(options), check_disk(options), check_port(options)])
+    return checks
+
+
+def format_check(check: Check) -> str:
+    if check.skipped:
+        mark = "SKIP"
+    elif check.ok:
+        mark = "OK"
+    else:
+        mark = "FAIL" if check.required else "WARN"
+    lines = [f"  {mark:<5} {check.name:<19} {check.detail}"]
+    if check.fix and not check.ok:
+        lines.append(f"  {'':<5} {'':<19} fix: {check.fix}")
+    return "\n".join(lines)
+
+
+def format_report(checks: list[Check]) -> str:
+    failed = [c for c in checks if c.failed]
+    warned = [c for c in checks if not c.required and not c.ok and not c.skipped]
+    required = [c for c in checks if c.required]
+    if failed:
+        return (f"{len(failed)} of {len(required)} required checks failed: "
+                f"{', '.join(c.name for c in failed)}. Fix them, then run "
+                "`visual-runtime doctor` again.")
+    tail = f" ({len(warned)} warning{'s' if len(warned) != 1 else ''})" if warned else ""
+    return f"All {len(required)} required checks passed{tail}."
+
+
+def to_json(checks: list[Check], options: DoctorOptions) -> dict[str, object]:
+    return {
+        "ok": not any(c.failed for c in checks),
+        "backend": options.backend,
+        "state_dir": str(options.state_dir.resolve()),
+        "checks": [{**asdict(c), "failed": c.failed} for c in checks],
+    }
+
