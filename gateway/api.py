@@ -195,7 +195,10 @@ async def whep_offer(request: web.Request) -> web.Response:
     if request.content_type != "application/sdp":
         raise unsupported_media_type("application/sdp", request.content_type)
     agent = request.app[MANAGER].agent(session)
-    offer = await request.text()
+    try:
+        offer = (await request.read()).decode("utf-8")
+    except UnicodeDecodeError:
+        raise bad_request("the SDP offer is not UTF-8 text") from None
     if not offer.strip():
         raise bad_request("the body must be an SDP offer")
     try:
@@ -207,7 +210,17 @@ async def whep_offer(request: web.Request) -> web.Response:
     except AgentUnavailable as e:
         raise _unavailable(session, e) from e
     if reply.status != 201:
-        detail = str(reply.json().get("detail", "the offer was refused"))
+        detail = "the offer was refused"
+        try:
+            data = reply.json()
+            if isinstance(data, dict) and reply.status < 500:
+                detail = str(data.get("detail", detail))
+        except AgentUnavailable:
+            pass
+        if reply.status >= 500:
+            logger.warning("session %s: runtime agent failed on a WHEP offer (status %d)",
+                           session.session_id, reply.status)
+            detail = "the offer could not be negotiated"
         raise bad_request(detail)
     peer_id = reply.headers.get("X-VR-Peer-Id", "")
     location = f"/api/visual-sessions/{session.session_id}/whep/{peer_id}"
