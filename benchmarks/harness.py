@@ -180,8 +180,10 @@ class ServedGateway:
     """``visual-runtime serve`` as a child process with a temporary state dir."""
 
     def __init__(self, *, backend: str = "local", apps: tuple[str, ...] = ("xterm",),
-                 max_sessions: int = 8, name: str = "cost") -> None:
+                 max_sessions: int = 8, name: str = "cost",
+                 extra_args: tuple[str, ...] = ()) -> None:
         self.backend = backend
+        self.extra_args = extra_args
         self.apps = apps
         self.max_sessions = max_sessions
         self.tmp = Path(tempfile.mkdtemp(prefix=f"vr-bench-{name}-"))
@@ -205,7 +207,8 @@ class ServedGateway:
                  "--state-dir", str(self.state_dir), "--token", TOKEN,
                  "--backend", self.backend, "--apps", ",".join(self.apps),
                  "--max-sessions", str(self.max_sessions),
-                 "--runtime-dir", str(self.runtime_dir), "--log-level", "WARNING"],
+                 "--runtime-dir", str(self.runtime_dir), "--log-level", "WARNING",
+                 *self.extra_args],
                 cwd=ROOT, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                 env={**os.environ, "PYTHONUNBUFFERED": "1"})
         deadline = time.monotonic() + timeout
