@@ -314,12 +314,14 @@ class Driver:
                 continue
             step += 1
             t0 = time.monotonic()
+            self.disp.grab_server()  # the step is atomic for the agent's capture
             if kind == "scrolling":
                 self.scroll_step(step)
             elif kind == "motion":
                 self.motion_step(step)
             elif kind == "typing":
                 self.type_key("abcdefghijklmnopqrstuvwxyz"[step % 26])
+            self.disp.ungrab_server()
             self.disp.flush()
             self.t0[step] = t0
             if kind != "typing" and step % QUALITY_EVERY == 0:

@@ -53,9 +53,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import json
 import os
 import random
+import shutil
 import statistics
 import sys
 import tempfile
@@ -78,10 +80,26 @@ from gateway.config import GatewayConfig  # noqa: E402
 
 TOKEN = "bench-api-token-0123456789"
 W, H = 1600, 900
-TRANSPORTS = ("webrtc", "ws", "vnc")
-VARIANTS = {"webrtc-stock": "webrtc"}
-"""Extra rows for A/B runs: ``webrtc-stock`` is WebRTC with the playout-delay
-RTP extension removed from the page's offer (so the agent cannot negotiate it)."""
+TRANSPORTS = ("webrtc", "ws", "vnc", "novnc-tuned", "novnc-default")
+QUICK_TRANSPORTS = ("webrtc", "ws", "novnc-tuned", "novnc-default")
+BASELINES = {"novnc-tuned": "x11vnc + noVNC (tuned)", "novnc-default": "x11vnc + noVNC (default)"}
+"""Rows whose page talks to an x11vnc this program starts on the same display (through
+a one-hop WebSocket bridge, as websockify would), instead of the session's own."""
+VARIANTS = {"webrtc-stock": "webrtc", "novnc-tuned": "vnc", "novnc-default": "vnc"}
+"""Page transport of each extra row. ``webrtc-stock`` (A/B runs) is WebRTC with the
+playout-delay RTP extension removed from the page's offer (so the agent cannot
+negotiate it)."""
+X11VNC_COMMON = ("-shared", "-forever", "-ncache", "0", "-nopw", "-norc", "-noipv6",
+                 "-nolookup", "-noremote", "-nocmds", "-quiet", "-noshm", "-rfbport", "0")
+"""x11vnc as the session's own fallback runs it, minus the tuning (``-noshm``: the
+sandboxed Xvfb refuses a foreign uid's shared memory, see ``agent_side/vnc.py``)."""
+X11VNC_TUNING = ("-defer", "5", "-wait", "5", "-nowait_bog")
+GRAB_AREA = {"typing": (40, 40, 640, 360), "scroll": (400, 300, 640, 360),
+             "motion": (400, 250, 640, 360)}
+"""x, y, w, h of the picture compared with the source (PSNR) per workload."""
+GRAB_CODES = {"typing": frozenset(range(2, 64, 4)), "scroll": frozenset(range(4, 64, 8)),
+              "motion": frozenset(range(4, 64, 8))}
+"""Marker codes whose received picture is copied back (every 4th keystroke, 8th step)."""
 SCENARIOS = ("typing", "scroll", "motion")
 CHROMIUM_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic",
                  "--no-first-run", "--disable-background-networking",
@@ -89,7 +107,8 @@ CHROMIUM_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-q
 
 DETECTOR_JS = r"""
 () => {
-  const state = { seen: [], last: -1, bytes: 0 };
+  // grab: marker codes whose picture (area = [x, y, w, h]) is copied for the PSNR
+  const state = { seen: [], last: -1, bytes: 0, grab: new Set(), grabs: [], area: [0, 0, 1, 1] };
   window.__lat = state;
   const bits = (px, o) => ((px[o] > 128) << 2) | ((px[o + 1] > 128) << 1) | (px[o + 2] > 128);
   // low 3 bits: block at (0,0); high 3 bits: block at (32,0); px holds both centres
@@ -98,23 +117,34 @@ DETECTOR_JS = r"""
   // meta.frame: the rendering update that shows the change. rVFC callbacks run in
   // it (their entry time); a canvas drawn by ws/noVNC is shown by the next one, so
   // it is stamped in the next requestAnimationFrame callback.
-  const note = (px, meta, o2 = 128) => {
+  const note = (px, meta, o2 = 128, grab = null) => {
     const c = code(px, o2);
     if (c !== state.last) {
       state.last = c;
       const entry = [c, clock(), meta || { frame: null }];
       state.seen.push(entry);
+      if (grab && state.grab.has(c) && state.grabs.length < 24) {
+        state.grabs.push([c, entry[1], grab(...state.area)]);
+      }
       if (entry[2].frame === null) requestAnimationFrame(() => { entry[2].frame = clock(); });
     }
   };
   const t = vrViewer.transport;
   if (t.name === 'ws') {
     const ctx = t.ctx, orig = t.draw.bind(t);
-    t.draw = (frame) => { orig(frame); note(ctx.getImageData(16, 16, 33, 1).data); };
+    t.draw = (frame) => { orig(frame); note(ctx.getImageData(16, 16, 33, 1).data, null, 128,
+      (x, y, w, h) => ctx.getImageData(x, y, w, h).data); };
   } else if (t.name === 'webrtc') {
     const c = document.createElement('canvas'); c.width = 2; c.height = 1;
     const cx = c.getContext('2d', { willReadFrequently: true });
     const v = t.element;
+    const g = document.createElement('canvas');
+    const gx = g.getContext('2d', { willReadFrequently: true });
+    const grab = (x, y, w, h) => {
+      g.width = w; g.height = h;
+      gx.drawImage(v, x, y, w, h, 0, 0, w, h);
+      return gx.getImageData(0, 0, w, h).data;
+    };
     // rVFC metadata (epoch ms): when the frame arrived and was handed to the compositor.
     const epoch = (t) => (t === undefined ? null : performance.timeOrigin + t);
     const cb = (now, m) => {
@@ -122,7 +152,7 @@ DETECTOR_JS = r"""
       cx.drawImage(v, 8, 8, 16, 16, 0, 0, 1, 1);
       cx.drawImage(v, 40, 8, 16, 16, 1, 0, 1, 1);
       note(cx.getImageData(0, 0, 2, 1).data, { frame: entered,
-           received: epoch(m.receiveTime), presented: epoch(m.presentationTime) }, 4);
+           received: epoch(m.receiveTime), presented: epoch(m.presentationTime) }, 4, grab);
       v.requestVideoFrameCallback(cb);
     };
     v.requestVideoFrameCallback(cb);
@@ -130,7 +160,8 @@ DETECTOR_JS = r"""
     const d = t.rfb._display, canvas = t.canvas;
     const ctx = canvas.getContext('2d');
     const orig = d.flip.bind(d);
-    d.flip = (fromQueue) => { orig(fromQueue); note(ctx.getImageData(16, 16, 33, 1).data); };
+    d.flip = (fromQueue) => { orig(fromQueue); note(ctx.getImageData(16, 16, 33, 1).data, null, 128,
+      (x, y, w, h) => ctx.getImageData(x, y, w, h).data); };
   }
   return true;
 }
@@ -153,6 +184,8 @@ WS_COUNTER_JS = r"""
   const Orig = window.WebSocket;
   window.__wsBytes = 0;
   window.WebSocket = function (...args) {
+    // the x11vnc + noVNC baselines: the same page and noVNC, another RFB server
+    if (window.__vncUrl && String(args[0]).includes('/vnc/websockify')) args[0] = window.__vncUrl;
     const ws = new Orig(...args);
     ws.addEventListener('message', (e) => {
       const d = e.data;
@@ -292,7 +325,9 @@ class Stimulus:
               (255, 0, 0), (255, 0, 255), (255, 255, 0), (255, 255, 255)]
     CODES = 64
 
-    def __init__(self, socket_path: Path) -> None:
+    def __init__(self, socket_path: Path, width: int = 1600, height: int = 900) -> None:
+        self.w, self.h = width, height
+        W, H = width, height
         self.link_dir = Path("/tmp/.X11-unix")
         number = 90
         while (self.link_dir / f"X{number}").exists():
@@ -352,14 +387,14 @@ class Stimulus:
         self.win.fill_rectangle(self.gc, x, y, w, h)
 
     def text_line(self, y: int) -> None:
-        self.win.copy_area(self.gc, self.text, 0, (self.line % TEXT_LINES) * LINE_H, W, LINE_H, 0, y)
+        self.win.copy_area(self.gc, self.text, 0, (self.line % TEXT_LINES) * LINE_H, self.w, LINE_H, 0, y)
         self.line += 1
 
     def paint_text_background(self) -> None:
         """A page of text (markers excepted); also resets the typing cursor."""
-        self.fill((255, 255, 255), 0, 32, W, H - 32)
-        self.fill((255, 255, 255), 64, 0, W - 64, 32)
-        for y in range(40, H - LINE_H + 1, LINE_H):
+        self.fill((255, 255, 255), 0, 32, self.w, self.h - 32)
+        self.fill((255, 255, 255), 64, 0, self.w - 64, 32)
+        for y in range(40, self.h - LINE_H + 1, LINE_H):
             self.text_line(y)
         self.cursor = (60, 60)
         self.d.sync()
@@ -372,6 +407,9 @@ class Stimulus:
         return code
 
     def draw(self, scenario: str) -> tuple[int, float]:
+        # One step is atomic for the other X clients: without the grab, the runtime agent's
+        # (or x11vnc's) capture can land between the scroll and the marker (a torn step).
+        self.d.grab_server()
         if scenario == "typing":
             x, y = self.cursor
             self.fill((20, 20, 20), x, y, 9, 16)
@@ -382,8 +420,8 @@ class Stimulus:
                     self.fill((255, 255, 255), 40, 40, 900, 500)
             self.cursor = (x, y)
         elif scenario == "scroll":
-            self.win.copy_area(self.gc, self.win, 0, 40 + LINE_H, W, H - 40 - LINE_H, 0, 40)
-            self.text_line(H - LINE_H)
+            self.win.copy_area(self.gc, self.win, 0, 40 + LINE_H, self.w, self.h - 40 - LINE_H, 0, 40)
+            self.text_line(self.h - LINE_H)
         else:
             for i, limit in ((0, TEX_W - VIEW_W), (1, TEX_H - VIEW_H)):
                 nxt = self.pan[i] + self.pan_dir[i]
@@ -394,8 +432,20 @@ class Stimulus:
             self.win.copy_area(self.gc, self.photo, self.pan[0], self.pan[1], VIEW_W, VIEW_H,
                                VIEW_X, VIEW_Y)
         code = self.marker()
+        self.d.ungrab_server()
         self.d.sync()
         return code, time.time() * 1000
+
+    def snapshot(self, area: tuple[int, int, int, int]) -> np.ndarray:
+        """The window's *area* as RGB (h, w, 3) uint8, read back from the X server."""
+        x, y, w, h = area
+        image = self.win.get_image(x, y, w, h, X.ZPixmap, 0xFFFFFFFF)
+        bgrx = np.frombuffer(image.data, dtype=np.uint8).reshape(h, w, 4)
+        return bgrx[..., 2::-1].copy()
+
+    @property
+    def display_name(self) -> str:
+        return ":" + self.link.name[1:]
 
     def close(self) -> None:
         try:
@@ -409,9 +459,15 @@ class Stimulus:
 
 def chromium_cpu_seconds(profile_marker: str) -> float:
     """CPU seconds of every Chromium process of our profile (browser + children)."""
+    return tree_cpu_seconds(profile_marker=profile_marker)
+
+
+def tree_cpu_seconds(pids: tuple[int, ...] = (), profile_marker: str | None = None) -> float:
+    """CPU seconds of *pids* (or the processes whose command line holds *profile_marker*,
+    children excepted) and all their descendants."""
     tick = os.sysconf("SC_CLK_TCK")
     stats: dict[int, tuple[int, float]] = {}
-    roots: set[int] = set()
+    roots: set[int] = set(pids)
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -422,7 +478,7 @@ def chromium_cpu_seconds(profile_marker: str) -> float:
             continue
         fields = raw[raw.rindex(")") + 2:].split()
         stats[int(entry.name)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / tick)
-        if profile_marker.encode() in cmdline and b"--type=" not in cmdline:
+        if profile_marker and profile_marker.encode() in cmdline and b"--type=" not in cmdline:
             roots.add(int(entry.name))
     total, frontier = 0.0, set(roots)
     seen: set[int] = set()
@@ -485,8 +541,78 @@ def p50(values: list[float]) -> float | None:
     return statistics.median(values) if values else None
 
 
+class Probe:
+    """What a scenario samples besides latency: Chromium and server CPU, page bytes."""
+
+    def __init__(self, page: Page, profile: str, server_pids: tuple[int, ...]) -> None:
+        self.page, self.profile, self.server_pids = page, profile, server_pids
+
+    async def start(self) -> None:
+        self.cpu0 = chromium_cpu_seconds(self.profile)
+        self.server0 = tree_cpu_seconds(self.server_pids) if self.server_pids else 0.0
+        self.bytes0 = await page_bytes(self.page)
+        self.rtc0 = await self.page.evaluate(RTC_STATS_JS)
+        self.t0 = time.monotonic()
+
+    async def stop(self) -> dict[str, Any]:
+        elapsed = time.monotonic() - self.t0
+        server = tree_cpu_seconds(self.server_pids) if self.server_pids else None
+        return {
+            "chromium_cpu_pct": (chromium_cpu_seconds(self.profile) - self.cpu0) / elapsed * 100,
+            "server_cpu_pct": (server - self.server0) / elapsed * 100 if server is not None else None,
+            "bytes_per_s": (await page_bytes(self.page) - self.bytes0) / elapsed,
+            "receive_path": rtc_breakdown(self.rtc0, await self.page.evaluate(RTC_STATS_JS)),
+        }
+
+
+GRABS_JS = """() => {
+    const out = window.__lat.grabs.map(([c, t, px]) => {
+        let s = '';
+        for (let i = 0; i < px.length; i += 0x8000) {
+            s += String.fromCharCode.apply(null, px.subarray(i, i + 0x8000));
+        }
+        return [c, t, btoa(s)];
+    });
+    window.__lat.grabs = [];
+    return out;
+}"""
+
+
+def psnr(received: np.ndarray, source: np.ndarray) -> float:
+    mse = float(np.mean((received.astype(np.float32) - source.astype(np.float32)) ** 2))
+    return 99.0 if mse == 0 else float(10 * np.log10(255 ** 2 / mse))
+
+
+async def picture_quality(page: Page, drawn: list[tuple[int, float]],
+                          sources: dict[int, np.ndarray],
+                          area: tuple[int, int, int, int]) -> list[float]:
+    """PSNR (RGB) of every picture the page copied back against the source of its step."""
+    out = []
+    _, _, w, h = area
+    for code, t_det, b64 in await page.evaluate(GRABS_JS):
+        idx = next((i for i in range(len(drawn) - 1, -1, -1)
+                    if drawn[i][0] == code and drawn[i][1] <= t_det), None)
+        if idx is None or idx not in sources:
+            continue
+        rgba = np.frombuffer(base64.b64decode(b64), np.uint8)
+        if rgba.size != w * h * 4:
+            continue
+        out.append(psnr(rgba.reshape(h, w, 4)[..., :3], sources[idx]))
+        if os.environ.get("VR_BENCH_DUMP"):  # debugging aid: received | source, as PPM
+            both = np.concatenate([rgba.reshape(h, w, 4)[..., :3], sources[idx]], axis=1)
+            path = Path(os.environ["VR_BENCH_DUMP"]) / f"grab-{time.time():.3f}-{out[-1]:.1f}.ppm"
+            path.write_bytes(f"P6 {2 * w} {h} 255\n".encode() + both.tobytes())
+    return out
+
+
+async def arm_grabs(page: Page, scenario: str) -> None:
+    await page.evaluate("([codes, area]) => { window.__lat.grab = new Set(codes); "
+                        "window.__lat.area = area; window.__lat.grabs = []; }",
+                        [sorted(GRAB_CODES[scenario]), list(GRAB_AREA[scenario])])
+
+
 async def run_scenario(page: Page, stim: Stimulus, scenario: str, samples: int,
-                       profile: str) -> dict[str, Any]:
+                       probe: Probe, settle_s: float = 1.5) -> dict[str, Any]:
     latencies: list[float] = []
     to_frame: list[float] = []
     to_receive: list[float] = []
@@ -494,17 +620,23 @@ async def run_scenario(page: Page, stim: Stimulus, scenario: str, samples: int,
     stages: list[list[float | None]] = []
     missed = 0
     stim.paint_text_background()  # same start screen for every transport
-    await asyncio.sleep(1.5)  # let the full-screen repaint reach the page first
+    await asyncio.sleep(settle_s)  # let the full-screen repaint reach the page first
+    await arm_grabs(page, scenario)
     if scenario != "typing":
-        return await run_continuous(page, stim, scenario, samples, profile)
+        return await run_continuous(page, stim, scenario, samples, probe)
     for _ in range(3):  # warm-up
         stim.draw(scenario)
         await asyncio.sleep(0.15)
-    cpu0, bytes0, t0 = chromium_cpu_seconds(profile), await page_bytes(page), time.monotonic()
-    rtc0 = await page.evaluate(RTC_STATS_JS)
+    await page.evaluate("window.__lat.grabs = []")
+    drawn: list[tuple[int, float]] = []
+    sources: dict[int, np.ndarray] = {}
+    await probe.start()
     for _ in range(samples):
         await page.evaluate("window.__lat.seen = []")
         code, t_draw = stim.draw(scenario)
+        drawn.append((code, t_draw))
+        if code in GRAB_CODES[scenario]:
+            sources[len(drawn) - 1] = stim.snapshot(GRAB_AREA[scenario])
         deadline = time.monotonic() + 3
         hit = None
         while time.monotonic() < deadline:
@@ -527,27 +659,23 @@ async def run_scenario(page: Page, stim: Stimulus, scenario: str, samples: int,
         else:
             latencies.append(hit - t_draw)
         await asyncio.sleep(random.uniform(0.08, 0.16))
-    elapsed = time.monotonic() - t0
-    cpu = (chromium_cpu_seconds(profile) - cpu0) / elapsed * 100
-    rate = (await page_bytes(page) - bytes0) / elapsed
-    rtc = rtc_breakdown(rtc0, await page.evaluate(RTC_STATS_JS))
+    sampled = await probe.stop()
+    quality = await picture_quality(page, drawn, sources, GRAB_AREA[scenario])
     latencies.sort()
     return {
         "samples": len(latencies), "missed": missed,
         "p50_ms": statistics.median(latencies) if latencies else None,
-        "p95_ms": latencies[min(len(latencies) - 1, int(len(latencies) * 0.95))] if latencies else None,
+        "p95_ms": pct(latencies, 0.95),
         "mean_ms": statistics.fmean(latencies) if latencies else None,
-        "chromium_cpu_pct": cpu, "bytes_per_s": rate, "latencies_ms": latencies,
+        **sampled, "latencies_ms": latencies,
+        "psnr_db": p50(quality), "psnr_all_db": quality,
         # WebRTC only: rVFC metadata p50s (draw -> frame received / handed to the
         # compositor) and getStats per-frame means of the receive path.
         "received_p50_ms": p50(to_receive), "presented_p50_ms": p50(to_present),
         # Every transport: draw -> the rendering update that shows the change
         # (rVFC entry for WebRTC; the next requestAnimationFrame after the canvas
         # draw for ws/noVNC), i.e. the same point in the page for all of them.
-        "frame_p50_ms": p50(to_frame),
-        "frame_p95_ms": sorted(to_frame)[min(len(to_frame) - 1, int(len(to_frame) * 0.95))]
-        if to_frame else None,
-        "receive_path": rtc,
+        "frame_p50_ms": p50(to_frame), "frame_p95_ms": pct(to_frame, 0.95),
         "stages_ms": stages,
         "stages_columns": ["detected", "frame", "received", "presented"],
     }
@@ -566,7 +694,7 @@ def pct(values: list[float], q: float) -> float | None:
 
 
 async def run_continuous(page: Page, stim: Stimulus, scenario: str, samples: int,
-                         profile: str) -> dict[str, Any]:
+                         probe: Probe) -> dict[str, Any]:
     """Draws ``max(60, 4 * samples)`` steps at STEP_HZ while the page is polled; matches
     every step shown (its marker code) to the latest step drawn with that code."""
     period = 1 / STEP_HZ
@@ -574,9 +702,10 @@ async def run_continuous(page: Page, stim: Stimulus, scenario: str, samples: int
         stim.draw(scenario)
         await asyncio.sleep(period)
     await asyncio.sleep(0.5)
-    await page.evaluate("window.__lat.seen = []")
+    await page.evaluate("window.__lat.seen = []; window.__lat.grabs = []")
     steps = max(60, samples * 4)
     drawn: list[tuple[int, float]] = []
+    sources: dict[int, np.ndarray] = {}
     seen: list[list[Any]] = []
 
     async def drawer() -> None:
@@ -586,24 +715,28 @@ async def run_continuous(page: Page, stim: Stimulus, scenario: str, samples: int
             if delay > 0:
                 await asyncio.sleep(delay)
             drawn.append(stim.draw(scenario))
+            if drawn[-1][0] in GRAB_CODES[scenario]:
+                sources[len(drawn) - 1] = stim.snapshot(GRAB_AREA[scenario])
 
-    cpu0, bytes0, t0 = chromium_cpu_seconds(profile), await page_bytes(page), time.monotonic()
-    rtc0 = await page.evaluate(RTC_STATS_JS)
+    await probe.start()
     task = asyncio.create_task(drawer())
-    while not task.done():
-        await asyncio.sleep(0.1)
-        seen += await page.evaluate(TAKE_SEEN_JS)
+    try:
+        while not task.done():
+            await asyncio.sleep(0.1)
+            seen += await page.evaluate(TAKE_SEEN_JS)
+    finally:
+        if not task.done():
+            task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
     await task
-    elapsed = time.monotonic() - t0
-    cpu = (chromium_cpu_seconds(profile) - cpu0) / elapsed * 100
-    rate = (await page_bytes(page) - bytes0) / elapsed
-    rtc = rtc_breakdown(rtc0, await page.evaluate(RTC_STATS_JS))
+    sampled = await probe.stop()
     last_code = drawn[-1][0]
     deadline = time.monotonic() + 3
     while time.monotonic() < deadline and not any(e[0] == last_code and e[1] >= drawn[-1][1]
                                                   for e in seen):
         await asyncio.sleep(0.05)
         seen += await page.evaluate(TAKE_SEEN_JS)
+    quality = await picture_quality(page, drawn, sources, GRAB_AREA[scenario])
 
     shown: dict[int, tuple[float, dict[str, Any]]] = {}  # step index -> (detected, meta)
     for code, t_det, meta in sorted(seen, key=lambda e: e[1]):
@@ -644,16 +777,139 @@ async def run_continuous(page: Page, stim: Stimulus, scenario: str, samples: int
         "p50_ms": p50(latencies), "p95_ms": pct(latencies, 0.95),
         "mean_ms": statistics.fmean(latencies) if latencies else None,
         "any_change_p50_ms": p50(any_change), "any_change_p95_ms": pct(any_change, 0.95),
-        "chromium_cpu_pct": cpu, "bytes_per_s": rate, "latencies_ms": latencies,
+        **sampled, "latencies_ms": latencies,
+        "psnr_db": p50(quality), "psnr_all_db": quality,
         "received_p50_ms": p50(to_receive), "presented_p50_ms": p50(to_present),
         "frame_p50_ms": p50(to_frame), "frame_p95_ms": pct(to_frame, 0.95),
-        "receive_path": rtc,
         "stages_ms": stages,
         "stages_columns": ["detected", "frame", "received", "presented"],
     }
 
 
-async def main(samples: int, out: Path, transports: tuple[str, ...] = TRANSPORTS) -> None:
+# -- the x11vnc + noVNC baselines --------------------------------------------------
+
+
+class VncBaseline:
+    """An x11vnc on the session's display (tuned or default settings) and a one-hop
+    WebSocket bridge to it on 127.0.0.1, as websockify would serve noVNC."""
+
+    def __init__(self, display: str, workdir: Path) -> None:
+        self.display, self.workdir = display, workdir
+        self.procs: dict[str, asyncio.subprocess.Process] = {}
+        self.runner: web.AppRunner | None = None
+        self.port = 0
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_get("/rfb/{mode}", self._bridge)
+        self.runner = web.AppRunner(app)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        await site.start()
+        self.port = self.runner.addresses[0][1]
+
+    def url(self, mode: str) -> str:
+        return f"ws://127.0.0.1:{self.port}/rfb/{mode}"
+
+    async def x11vnc(self, mode: str) -> int:
+        """Starts (once) the x11vnc of *mode* (``tuned`` or ``default``); returns its pid."""
+        if mode in self.procs:
+            return self.procs[mode].pid
+        sock = self.workdir / f"x11vnc-{mode}.sock"
+        args = [*X11VNC_COMMON, *(X11VNC_TUNING if mode == "tuned" else ())]
+        proc = await asyncio.create_subprocess_exec(
+            "x11vnc", "-display", self.display, "-unixsock", str(sock), *args,
+            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL)
+        self.procs[mode] = proc
+        deadline = time.monotonic() + 15
+        while not sock.exists():
+            if proc.returncode is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"x11vnc ({mode}) did not start on {self.display}")
+            await asyncio.sleep(0.05)
+        return proc.pid
+
+    async def _bridge(self, request: web.Request) -> web.WebSocketResponse:
+        mode = request.match_info["mode"]
+        ws = web.WebSocketResponse(protocols=("binary",), max_msg_size=0)
+        await ws.prepare(request)
+        reader, writer = await asyncio.open_unix_connection(
+            str(self.workdir / f"x11vnc-{mode}.sock"))
+
+        async def upstream() -> None:
+            async for msg in ws:
+                if msg.type == aiohttp.WSMsgType.BINARY:
+                    writer.write(msg.data)
+                    await writer.drain()
+
+        async def downstream() -> None:
+            while data := await reader.read(1 << 16):
+                await ws.send_bytes(data)
+
+        tasks = [asyncio.create_task(upstream()), asyncio.create_task(downstream())]
+        try:
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            writer.close()
+            await ws.close()
+        return ws
+
+    async def aclose(self) -> None:
+        if self.runner is not None:
+            await self.runner.cleanup()
+            self.runner = None
+        for proc in self.procs.values():
+            if proc.returncode is None:
+                proc.terminate()
+                try:
+                    await asyncio.wait_for(proc.wait(), 5)
+                except TimeoutError:
+                    proc.kill()
+                    await proc.wait()
+        self.procs.clear()
+
+
+# -- one resolution ------------------------------------------------------------------
+
+
+def find_agent_pid(sid: str) -> int:
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"agent_side" in argv and f"--session-id={sid}".encode() in argv and b"-m" in argv:
+            return int(entry.name)
+    raise RuntimeError(f"runtime agent of session {sid} not found")
+
+
+def describe(r: dict[str, Any]) -> str:
+    extra = ""
+    if r["receive_path"]:
+        rp = r["receive_path"]
+        extra = (f"  received {r['received_p50_ms'] or 0:.1f}"
+                 f" presented {r['presented_p50_ms'] or 0:.1f} ms;"
+                 f" per frame: jitter buffer {rp['jitter_buffer_ms']:.1f}"
+                 f" processing {rp['processing_ms']:.1f} decode {rp['decode_ms']:.1f} ms")
+    if "steps_drawn" in r:
+        extra = (f"  shown {r['steps_shown']}/{r['steps_drawn']} steps,"
+                 f" any-change p50 {r['any_change_p50_ms'] or 0:.1f}"
+                 f" p95 {r['any_change_p95_ms'] or 0:.1f} ms" + extra)
+    return (f"p50 {r['p50_ms'] or 0:7.1f} ms  p95 {r['p95_ms'] or 0:7.1f} ms"
+            f"  frame p50 {r['frame_p50_ms'] or 0:.1f} ms  PSNR {r['psnr_db'] or 0:.1f} dB"
+            f"  missed {r['missed']}{extra}")
+
+
+async def measure(width: int, height: int, samples: int,
+                  transports: tuple[str, ...] = TRANSPORTS, settle_s: float = 1.5
+                  ) -> dict[str, dict[str, Any]]:
+    """One session at *width* x *height*; every transport, every scenario.
+    Returns ``{scenario: {transport: result}}``."""
     state = Path(tempfile.mkdtemp(prefix="vr-bench-"))
     config = GatewayConfig(state_dir=state, token=TOKEN, port=0, apps=("xterm",),
                            poll_interval_s=0.5)
@@ -667,21 +923,34 @@ async def main(samples: int, out: Path, transports: tuple[str, ...] = TRANSPORTS
     auth = {"Authorization": f"Bearer {TOKEN}"}
     results: dict[str, dict[str, Any]] = {}
     stim: Stimulus | None = None
+    vnc: VncBaseline | None = None
     try:
         async with aiohttp.ClientSession() as http:
             async with http.post(f"{base}/api/visual-sessions", headers=auth,
-                                 json={"resolution": f"{W}x{H}", "enable_recording": False}) as r:
+                                 json={"resolution": f"{width}x{height}",
+                                       "enable_recording": False}) as r:
                 created = await r.json()
             sid, token = created["session_id"], created["tokens"]["control"]
             async with http.get(f"{base}/api/visual-sessions/{sid}?wait=running", headers=auth) as r:
                 assert (await r.json())["status"] == "running"
-            stim = Stimulus(config.runtime_dir / sid / "x11" / "X0")
+            agent_pid = find_agent_pid(sid)
+            stim = Stimulus(config.runtime_dir / sid / "x11" / "X0", width, height)
+            vnc = VncBaseline(stim.display_name, state)
+            await vnc.start()
             async with async_playwright() as p:
                 for transport in transports:
+                    mode = transport.removeprefix("novnc-") if transport in BASELINES else None
+                    server_pids = (await vnc.x11vnc(mode),) if mode else (agent_pid,)
                     browser = await p.chromium.launch(executable_path="/usr/bin/chromium",
                                                       args=CHROMIUM_ARGS)
                     try:
-                        page = await browser.new_page(viewport={"width": 1600, "height": 980})
+                        # bypass_csp: the page's CSP forbids eval, which Playwright's
+                        # wait_for_function uses; the page itself runs unchanged
+                        page = await browser.new_page(
+                            viewport={"width": width, "height": height + 80}, bypass_csp=True)
+                        if mode:
+                            await page.add_init_script(
+                                f"window.__vncUrl = {json.dumps(vnc.url(mode))};")
                         await page.add_init_script(WS_COUNTER_JS)
                         if transport == "webrtc-stock":
                             await page.add_init_script(NO_PLAYOUT_DELAY_JS)
@@ -692,83 +961,190 @@ async def main(samples: int, out: Path, transports: tuple[str, ...] = TRANSPORTS
                             "window.vrViewer && vrViewer.state === 'connected' && "
                             "vrViewer.transport.framesShown > 0", timeout=30000)
                         await page.evaluate(DETECTOR_JS)
-                        profile = "playwright_chromiumdev_profile"
+                        probe = Probe(page, "playwright_chromiumdev_profile", server_pids)
                         for scenario in SCENARIOS:
-                            r = await run_scenario(page, stim, scenario, samples, profile)
+                            r = await run_scenario(page, stim, scenario, samples, probe,
+                                                   settle_s)
+                            r["server"] = f"x11vnc ({mode})" if mode else "runtime agent" + (
+                                " + its x11vnc" if transport == "vnc" else "")
                             results.setdefault(scenario, {})[transport] = r
-                            extra = ""
-                            if r["receive_path"]:
-                                rp = r["receive_path"]
-                                extra = (f"  received {r['received_p50_ms'] or 0:.1f}"
-                                         f" presented {r['presented_p50_ms'] or 0:.1f} ms;"
-                                         f" per frame: jitter buffer {rp['jitter_buffer_ms']:.1f}"
-                                         f" processing {rp['processing_ms']:.1f}"
-                                         f" decode {rp['decode_ms']:.1f} ms")
-                            if "steps_drawn" in r:
-                                extra = (f"  shown {r['steps_shown']}/{r['steps_drawn']} steps,"
-                                         f" any-change p50 {r['any_change_p50_ms'] or 0:.1f}"
-                                         f" p95 {r['any_change_p95_ms'] or 0:.1f} ms" + extra)
-                            print(f"  {transport:7s} {scenario:7s} p50 {r['p50_ms'] or 0:7.1f} ms"
-                                  f"  p95 {r['p95_ms'] or 0:7.1f} ms"
-                                  f"  frame p50 {r['frame_p50_ms'] or 0:.1f} ms"
-                                  f"  missed {r['missed']}{extra}",
-                                  file=sys.stderr)
+                            print(f"  {width}x{height} {transport:13s} {scenario:7s} {describe(r)}",
+                                  file=sys.stderr, flush=True)
                     finally:
                         await browser.close()
-            stim.close()
-            stim = None
             await http.post(f"{base}/api/visual-sessions/{sid}/stop", headers=auth)
     finally:
+        if vnc is not None:
+            await vnc.aclose()
         if stim is not None:
             stim.close()
         await runner.cleanup()
+        shutil.rmtree(state, ignore_errors=True)
+    return results
 
+
+def print_table(results: dict[str, dict[str, Any]], resolution: str,
+                transports: tuple[str, ...]) -> None:
     print()
-    print(f"workloads ({W}x{H}; n = keystrokes (typing) or steps (scroll, motion) whose "
+    print(f"workloads ({resolution}; n = keystrokes (typing) or steps (scroll, motion) whose "
           "marker was seen; steps coalesced away: JSON steps_dropped):")
     for name, note in WORKLOADS.items():
         print(f"  {name:7s} {note}")
     print(f"  markers: {MARKER_NOTE}")
     print()
-    header = f"{'scenario':8s} {'transport':12s} {'p50 ms':>8s} {'p95 ms':>8s} {'x noVNC':>8s} " \
-             f"{'frame p50':>9s} {'frame p95':>9s} {'x noVNC':>8s} " \
-             f"{'Chromium CPU':>12s} {'Mbit/s':>8s} {'n':>4s}"
+    header = f"{'scenario':8s} {'transport':13s} {'p50 ms':>8s} {'p95 ms':>8s} {'x base':>7s} " \
+             f"{'frame p50':>9s} {'frame p95':>9s} {'PSNR dB':>7s} " \
+             f"{'Chromium':>8s} {'server':>7s} {'Mbit/s':>7s} {'n':>4s}"
     print(header)
     print("-" * len(header))
     for scenario in SCENARIOS:
-        base_p50 = results[scenario].get("vnc", {}).get("p50_ms")
-        base_frame = results[scenario].get("vnc", {}).get("frame_p50_ms")
+        base_p50 = results[scenario].get("novnc-tuned", {}).get("p50_ms")
         for transport in transports:
             r = results[scenario][transport]
             ratio = r["p50_ms"] / base_p50 if r["p50_ms"] and base_p50 else None
-            r["ratio_to_novnc_p50"] = ratio
-            fratio = r["frame_p50_ms"] / base_frame if r["frame_p50_ms"] and base_frame else None
-            r["ratio_to_novnc_frame_p50"] = fratio
-            print(f"{scenario:8s} {transport:12s} {r['p50_ms'] or 0:8.1f} {r['p95_ms'] or 0:8.1f} "
-                  f"{(f'{ratio:.2f}x') if ratio else '-':>8s} "
+            r["ratio_to_novnc_tuned_p50"] = ratio
+            print(f"{scenario:8s} {transport:13s} {r['p50_ms'] or 0:8.1f} {r['p95_ms'] or 0:8.1f} "
+                  f"{(f'{ratio:.2f}x') if ratio else '-':>7s} "
                   f"{r['frame_p50_ms'] or 0:9.1f} {r['frame_p95_ms'] or 0:9.1f} "
-                  f"{(f'{fratio:.2f}x') if fratio else '-':>8s} {r['chromium_cpu_pct']:11.0f}% "
-                  f"{r['bytes_per_s'] * 8 / 1e6:8.2f} {r['samples']:4d}")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"resolution": f"{W}x{H}", "samples_per_cell": samples,
-                               "workloads": WORKLOADS, "markers": MARKER_NOTE,
-                               "baseline": "x11vnc (-shared -forever -ncache 0 -defer 5 -wait 5 "
-                                           "-nowait_bog -noshm) + noVNC 1.4",
-                               "results": results}, indent=2))
-    print(f"\nwrote {out}")
+                  f"{r['psnr_db'] or 0:7.1f} {r['chromium_cpu_pct']:7.0f}% "
+                  f"{r['server_cpu_pct'] or 0:6.0f}% "
+                  f"{r['bytes_per_s'] * 8 / 1e6:7.2f} {r['samples']:4d}")
 
 
-if __name__ == "__main__":
+TRANSPORT_LABEL = {"webrtc": "WebRTC", "ws": "WebSocket + WebCodecs", "vnc": "noVNC (ours)",
+                   "webrtc-stock": "WebRTC without playout-delay",
+                   **BASELINES}
+
+
+def figures_for(results: dict[str, dict[str, Any]], resolution: str,
+                transports: tuple[str, ...]) -> tuple[list[Any], dict[str, list[float]]]:
+    """Suite figures (baseline: x11vnc + noVNC tuned; the default one in the note)."""
+    from benchmarks.suite import Figure
+
+    figs: list[Figure] = []
+    series: dict[str, list[float]] = {}
+    base_name = BASELINES["novnc-tuned"]
+    for scenario in SCENARIOS:
+        rows = results.get(scenario, {})
+        tuned, default = rows.get("novnc-tuned", {}), rows.get("novnc-default", {})
+        for transport in transports:
+            r = rows.get(transport)
+            if r is None:
+                continue
+            series[f"{scenario} {resolution} Chromium: {TRANSPORT_LABEL[transport]}"] = \
+                r["latencies_ms"]
+            if transport in BASELINES:
+                continue
+            where = f"{scenario}, {TRANSPORT_LABEL[transport]} in Chromium, {resolution}"
+
+            def vs_default(key: str, value: float | None,
+                           default: dict[str, Any] = default) -> str:
+                other = default.get(key)
+                return f"{value / other:.2f}x default x11vnc" if value and other else ""
+
+            n = f"n={r['samples']}"
+            if "steps_drawn" in r:
+                n += f" of {r['steps_drawn']} steps"
+            figs += [
+                Figure(f"glass-to-glass p50, {where}", r["p50_ms"], "ms", tuned.get("p50_ms"),
+                       base_name, target="<= 0.7x baseline",
+                       note=f"{n}; {vs_default('p50_ms', r['p50_ms'])}"),
+                Figure(f"glass-to-glass p95, {where}", r["p95_ms"], "ms", tuned.get("p95_ms"),
+                       base_name, note=vs_default("p95_ms", r["p95_ms"])),
+                Figure(f"bytes per second received, {where}", r["bytes_per_s"] / 1000, "kB/s",
+                       (tuned.get("bytes_per_s") or 0) / 1000 or None, base_name,
+                       note=vs_default("bytes_per_s", r["bytes_per_s"])),
+                Figure(f"picture quality received (PSNR vs source), {where}", r["psnr_db"],
+                       "dB", tuned.get("psnr_db"), base_name, lower_is_better=False,
+                       note=f"{len(r['psnr_all_db'])} pictures; "
+                            f"{vs_default('psnr_db', r['psnr_db'])}"),
+                Figure(f"viewer (Chromium) CPU, {where}", r["chromium_cpu_pct"], "% of a core",
+                       tuned.get("chromium_cpu_pct"), base_name,
+                       note=vs_default("chromium_cpu_pct", r["chromium_cpu_pct"])),
+                Figure(f"server CPU ({r['server']}), {where}", r["server_cpu_pct"],
+                       "% of a core", tuned.get("server_cpu_pct"), "x11vnc (tuned)",
+                       note=vs_default("server_cpu_pct", r["server_cpu_pct"])),
+            ]
+        for key, label in (("novnc-tuned", "tuned"), ("novnc-default", "default")):
+            b = rows.get(key)
+            if b is None:
+                continue
+            where = f"{scenario}, {BASELINES[key]}, {resolution}"
+            figs += [
+                Figure(f"baseline glass-to-glass p50 / p95, {where}", b["p50_ms"], "ms",
+                       note=f"p95 {b['p95_ms'] or 0:.1f} ms, n={b['samples']}"),
+                Figure(f"baseline x11vnc ({label}) + Chromium CPU, {where}",
+                       (b["server_cpu_pct"] or 0) + b["chromium_cpu_pct"], "% of a core",
+                       note=f"x11vnc {b['server_cpu_pct'] or 0:.0f} %, Chromium "
+                            f"{b['chromium_cpu_pct']:.0f} %, {b['bytes_per_s'] / 1000:.0f} kB/s, "
+                            f"PSNR {b['psnr_db'] or 0:.1f} dB"),
+            ]
+    return figs, series
+
+
+def run(opts: Any) -> Any:
+    """The suite's entry point (``benchmarks/suite.py``)."""
+    from benchmarks.suite import Result
+
+    transports = QUICK_TRANSPORTS if opts.quick else TRANSPORTS
+    result = Result("viewer_latency", "Viewer latency, quality and cost in Chromium "
+                    "(WebRTC, WebSocket + WebCodecs, noVNC) vs x11vnc + noVNC")
+    latency: dict[str, list[float]] = {}
+    raw: dict[str, Any] = {}
+    for resolution in opts.resolutions:
+        width, height = (int(v) for v in resolution.split("x"))
+        load0 = os.getloadavg()
+        results = asyncio.run(measure(width, height, opts.samples, transports,
+                                      settle_s=0.8 if opts.quick else 1.5))
+        print_table(results, resolution, transports)
+        figs, series = figures_for(results, resolution, transports)
+        result.figures += figs
+        latency.update(series)
+        raw[resolution] = results
+        result.notes.append(f"{resolution}: load average {load0[0]:.2f} -> "
+                            f"{os.getloadavg()[0]:.2f}")
+    result.series["latency_ms"] = latency
+    result.notes += [
+        "Stimulus drawn with Xlib on the session's display; latency = X server done drawing "
+        "(after XSync) -> marker seen in the page, both on the epoch clock.",
+        *(f"{k}: {v}" for k, v in WORKLOADS.items()),
+        f"markers: {MARKER_NOTE}",
+        "PSNR: RGB of the picture the page received (video/canvas copied back for a marker "
+        "step) against the source pixels read back from X right after that step was drawn.",
+        "Baselines: x11vnc " + " ".join(X11VNC_COMMON) + " (+ " + " ".join(X11VNC_TUNING)
+        + " when tuned) on the same display, through a one-hop WebSocket bridge, in the same "
+        "page's noVNC. Ratio = ours / tuned; the note gives ours / default.",
+    ]
+    out = opts.out_dir / "viewer_latency.json"
+    out.write_text(json.dumps({"workloads": WORKLOADS, "markers": MARKER_NOTE,
+                               "samples_per_cell": opts.samples, "results": raw}, indent=1))
+    return result
+
+
+def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--samples", type=int, default=40)
+    parser.add_argument("--samples", type=int, default=60)
+    parser.add_argument("--resolution", default="1600x900")
     parser.add_argument("--transports", default=",".join(TRANSPORTS),
                         help="comma-separated rows, in order (default %(default)s; "
                              "webrtc-stock = WebRTC without the playout-delay extension)")
-    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "viewer_latency.json")
+    parser.add_argument("--out", type=Path,
+                        default=ROOT / "benchmarks" / "results" / "viewer_latency.json")
     args = parser.parse_args()
     chosen = tuple(args.transports.split(","))
     unknown = set(chosen) - set(TRANSPORTS) - set(VARIANTS)
     if unknown:
         parser.error(f"unknown transports {sorted(unknown)}; choose from "
-                     f"{', '.join(TRANSPORTS + tuple(VARIANTS))}")
-    asyncio.run(main(args.samples, args.out, chosen))
+                     f"{', '.join(dict.fromkeys(TRANSPORTS + tuple(VARIANTS)))}")
+    width, height = (int(v) for v in args.resolution.split("x"))
+    results = asyncio.run(measure(width, height, args.samples, chosen))
+    print_table(results, args.resolution, chosen)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"resolution": args.resolution, "samples_per_cell": args.samples,
+                                    "workloads": WORKLOADS, "markers": MARKER_NOTE,
+                                    "load_average": os.getloadavg(), "results": results}, indent=2))
+    print(f"\nwrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
