@@ -62,6 +62,10 @@ class SessionManager:
         self._slots = SlotTable(config.runtime_dir / "slots")
         self.counters: dict[str, int] = {"actions": 0, "errors": 0, "sessions_created": 0}
         self.agent_stats: dict[str, dict[str, object]] = {}
+        self._limit_counts: dict[str, dict[str, int]] = {}
+        """Per session: limit hits already reported (``resource_limit`` events)."""
+        self.limit_hits: dict[str, int] = {"pids": 0, "memory": 0}
+        """Limit hits reported over all sessions, by kind (for /metrics)."""
         self.stop_hooks: list[OnStop] = []
         """Awaited after a session's pod stopped, before its terminal state (e.g. finalise
         the recording); a failing hook is logged and does not block the stop."""
@@ -85,6 +89,9 @@ class SessionManager:
                         session.transition(SessionStatus.RUNNING)
                     self._save(session)
                     await self._push_control(session)
+                    # Hits while the gateway was down are not reported again.
+                    self._limit_counts[session.session_id] = dict(
+                        await self._backend.resource_events(session.pod))
                     logger.info("session %s: re-adopted", session.session_id)
                     continue
             logger.warning("session %s: pod lost while the gateway was down",
@@ -361,6 +368,7 @@ class SessionManager:
         if client is not None:
             await client.aclose()
         self.agent_stats.pop(sid, None)
+        self._limit_counts.pop(sid, None)
         for hook in list(self.stop_hooks):
             try:
                 await hook(session)
@@ -391,8 +399,17 @@ class SessionManager:
         if now >= session.expires_at:
             self._hold(asyncio.create_task(self._stop_quietly(sid, StopReason.TIMEOUT)))
             return
+        limits = await self._report_limits(session)
         if not await self._backend.is_alive(session.pod):
-            session.error = "the session's processes exited: " + self._log_tail(sid)
+            # Counted before the pod is gone: an OOM kill may be why it died.
+            limits = await self._report_limits(session) or limits
+            reason = await self._backend.exit_reason(session.pod)
+            if limits:
+                reason += " after hitting its " + " and ".join(
+                    f"{kind} limit ({LIMIT_WORDS.get(kind, '{n} times').format(n=n)})"
+                    for kind, n in sorted(limits.items()))
+            session.error = f"{reason}: {self._log_tail(sid)}"
+            logger.warning("session %s: %s", sid, reason)
             self._hold(asyncio.create_task(self._stop_quietly(sid, StopReason.ERROR)))
             return
         try:
@@ -415,6 +432,26 @@ class SessionManager:
         deadline = session.idle_deadline()
         if deadline is not None and now >= deadline:
             self._hold(asyncio.create_task(self._stop_quietly(sid, StopReason.IDLE_TIMEOUT)))
+
+    async def _report_limits(self, session: Session) -> dict[str, int]:
+        """Emit ``resource_limit`` for every limit the app sandbox hit since the last
+        check; returns this session's totals of the kinds hit so far."""
+        sid = session.session_id
+        counts = await self._backend.resource_events(session.pod)
+        seen = self._limit_counts.setdefault(sid, {})
+        for kind, count in sorted(counts.items()):
+            before = seen.get(kind, 0)
+            if count <= before:
+                continue
+            seen[kind] = count
+            self.limit_hits[kind] = self.limit_hits.get(kind, 0) + count - before
+            limit = (f"{self._config.session_memory_mb} MiB" if kind == "memory"
+                     else f"{self._config.session_pids} processes")
+            self.events.emit(sid, "resource_limit", kind=kind, count=count, new=count - before,
+                             limit=limit)
+            logger.warning("session %s: %s limit (%s) hit: %s", sid, kind, limit,
+                           LIMIT_WORDS.get(kind, "{n} times").format(n=count))
+        return {kind: n for kind, n in seen.items() if n}
 
     async def _stop_quietly(self, sid: str, reason: StopReason) -> None:
         try:
@@ -467,3 +504,6 @@ class SessionManager:
 
 
 OnStop = Callable[[Session], Awaitable[None]]
+
+LIMIT_WORDS = {"pids": "{n} forks refused", "memory": "{n} processes OOM-killed"}
+"""How a count of ``resource_events`` reads in an error message."""

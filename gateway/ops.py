@@ -42,6 +42,22 @@ async def metrics(request: web.Request) -> web.Response:
             [("", manager.counters["actions"])])
     _metric(lines, "visual_runtime_errors_total", "counter", "Session start/stop errors.",
             [("", manager.counters["errors"])])
+    _metric(lines, "visual_runtime_resource_limit_hits_total", "counter",
+            "App sandbox limit hits: forks refused (pids), processes OOM-killed (memory).",
+            [(f'{{kind="{kind}"}}', n) for kind, n in sorted(manager.limit_hits.items())])
+    dropped: list[tuple[str, float]] = []
+    for sid, stats in manager.agent_stats.items():
+        by_reason = stats.get("input_dropped")
+        if isinstance(by_reason, dict):
+            dropped += [(f'{{session="{sid}",reason="{reason}"}}', float(n))
+                        for reason, n in sorted(by_reason.items()) if isinstance(n, int | float)]
+        for key, reason in (("vnc_input_refused", "vnc_not_in_control"),
+                            ("vnc_protocol_errors", "vnc_protocol_error")):
+            value = stats.get(key)
+            if isinstance(value, int | float):
+                dropped.append((f'{{session="{sid}",reason="{reason}"}}', float(value)))
+    _metric(lines, "visual_runtime_input_dropped_total", "counter",
+            "Viewer input messages dropped by a session's runtime agent, by reason.", dropped)
     frames: list[tuple[str, float]] = []
     encode_ms: list[tuple[str, float]] = []
     sent: list[tuple[str, float]] = []

@@ -73,6 +73,15 @@ class SessionBackend(abc.ABC):
     def files_dir(self, handle: PodHandle) -> Path:
         """Host path of the session's shared folder (Chromium's downloads)."""
 
+    async def resource_events(self, handle: PodHandle) -> dict[str, int]:
+        """Times the app sandbox hit a limit so far, by kind: ``pids`` (forks refused)
+        and ``memory`` (processes OOM-killed). Empty when the backend cannot tell."""
+        return {}
+
+    async def exit_reason(self, handle: PodHandle) -> str:
+        """Which part of a dead pod exited and how, for the session's ``error``."""
+        return "the session's processes exited"
+
     async def aclose(self) -> None:
         """Release backend-wide resources (clients, rules)."""
 

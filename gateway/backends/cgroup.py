@@ -68,6 +68,20 @@ class Cgroup:
                 continue
         return found
 
+    def limit_events(self) -> dict[str, int]:
+        """How often each limit was hit since the cgroup was made: ``pids`` (forks
+        refused at ``pids.max``) and ``memory`` (processes OOM-killed at the limit)."""
+        counts: dict[str, int] = {}
+        if self.version == 2:
+            d = self.dirs[0]
+            counts["pids"] = _field(d / "pids.events", "max")
+            counts["memory"] = _field(d / "memory.events", "oom_kill")
+        else:
+            mem, _, pid = self.dirs
+            counts["pids"] = _field(pid / "pids.events", "max")
+            counts["memory"] = _field(mem / "memory.oom_control", "oom_kill")
+        return counts
+
     def exists(self) -> bool:
         return any(d.exists() for d in self.dirs)
 
@@ -120,6 +134,19 @@ def list_cgroups() -> list[str]:
     if not parent.is_dir():
         return []
     return sorted(p.name for p in parent.iterdir() if p.is_dir())
+
+
+def _field(path: Path, key: str) -> int:
+    """The number after *key* in a flat-keyed cgroup file (0 if absent)."""
+    try:
+        text = path.read_text()
+    except OSError:
+        return 0
+    for line in text.splitlines():
+        name, _, value = line.partition(" ")
+        if name == key and value.strip().isdigit():
+            return int(value)
+    return 0
 
 
 def _enable_controllers(d: Path) -> None:

@@ -179,6 +179,8 @@ class LocalBackend(SessionBackend):
         self._config = config
         self._egress = EgressManager()
         self._children: dict[int, subprocess.Popen[bytes]] = {}
+        self._exit_codes: dict[int, int] = {}
+        """Exit status of reaped children by pid (Popen's: negative = killed by that signal)."""
         for tool in ("bwrap", "setpriv", "nsenter", "Xvfb"):
             if shutil.which(tool) is None:
                 raise BackendError(f"the local backend needs {tool!r} (run scripts/setup.sh)")
@@ -379,8 +381,26 @@ class LocalBackend(SessionBackend):
 
     def _reap(self) -> None:
         for pid, proc in list(self._children.items()):
-            if proc.poll() is not None:
+            code = proc.poll()
+            if code is not None:
                 del self._children[pid]
+                self._exit_codes[pid] = code
+        while len(self._exit_codes) > 256:
+            del self._exit_codes[next(iter(self._exit_codes))]
+
+    async def resource_events(self, handle: PodHandle) -> dict[str, int]:
+        return await asyncio.to_thread(Cgroup(f"{handle['session_id']}.app").limit_events)
+
+    async def exit_reason(self, handle: PodHandle) -> str:
+        self._reap()
+        parts = []
+        for role, key in (("the app sandbox", "app"), ("the runtime agent", "agent")):
+            pid = handle.get(f"{key}_pid")
+            if _alive(pid, handle.get(f"{key}_start")):
+                continue
+            code = self._exit_codes.get(pid) if isinstance(pid, int) else None
+            parts.append(f"{role} exited{_describe_status(code)}")
+        return "; ".join(parts) or "the session's processes exited"
 
     # ------------------------------------------------------------------ stop
     async def stop_pod(self, handle: PodHandle) -> None:
@@ -467,6 +487,22 @@ class LocalBackend(SessionBackend):
 
     async def aclose(self) -> None:
         await self._egress.aclose()
+
+
+def _describe_status(code: int | None) -> str:
+    """`` (killed by SIGKILL)`` etc. for a Popen return code of the pod's outer process.
+
+    That process is bubblewrap, which exits with 128 + n when its child was killed
+    by signal n (and is itself -n when it was killed)."""
+    if code is None:
+        return ""
+    sig = -code if code < 0 else code - 128 if 128 < code < 128 + 65 else 0
+    if sig:
+        try:
+            return f" (killed by {signal.Signals(sig).name})"
+        except ValueError:
+            return f" (killed by signal {sig})"
+    return f" (status {code})"
 
 
 def _signal_group(pid: int, sig: signal.Signals) -> None:
