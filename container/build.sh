@@ -40,6 +40,9 @@ done
 
 T0=$(date +%s)
 step() { printf '\n==> [%4ss] %s\n' "$(( $(date +%s) - T0 ))" "$*"; }
+# Indent a tool's progress lines and stamp each with the build's elapsed seconds,
+# so a long silent step (apt in docker build) shows how long it has been running.
+stamp() { while IFS= read -r line; do printf '   [%4ss] %s\n' "$(( $(date +%s) - T0 ))" "$line"; done; }
 
 content_hash() {
   # Stable over checkouts: paths and contents of the sources an image holds.
@@ -70,7 +73,7 @@ build_base() {
   step "base: no registry; debootstrap --variant=minbase bookworm from $MIRROR (a few minutes)"
   "${NICE[@]}" debootstrap --variant=minbase bookworm "$dir" "$MIRROR" 2>&1 \
     | grep --line-buffered -E '^I: (Retrieving|Validating|Extracting|Installing|Configuring|Base system)' \
-    | awk '{ n++; if (n % 25 == 1 || /Base system/) { print "   " $0; fflush() } }'
+    | awk '{ n++; if (n % 25 == 1 || /Base system/) { print $0; fflush() } }' | stamp
   # What the official slim image drops: caches, docs, man pages, apt lists.
   rm -rf "$dir"/var/cache/apt/archives/*.deb "$dir"/var/lib/apt/lists/* \
          "$dir"/usr/share/doc/* "$dir"/usr/share/man/* "$dir"/usr/share/info/*
@@ -139,7 +142,7 @@ build_image() {
   "${NICE[@]}" docker build -f "$ctx/$dockerfile" -t "$name:$hash" -t "$name:latest" \
     --label "org.visual-runtime.content-hash=$hash" "$ctx" 2>&1 \
     | grep --line-buffered -E '^(Step [0-9]+/[0-9]+|Successfully|Setting up (chromium|xvfb|python3\.11|x11vnc|fluxbox|xterm) |E: |error|ERROR)' \
-    | sed -u 's/^/   /'
+    | stamp
   image_exists "$name:$hash" || { echo "docker build of $name failed" >&2; exit 1; }
   step "$name:$hash built, $(docker image inspect -f '{{.Size}}' "$name:$hash" | awk '{printf "%.0f MB", $1/1e6}')"
   # Old tags of this image only take disk space.

@@ -20,10 +20,11 @@ command -v docker-compose >/dev/null || need+=(docker-compose)
 command -v debootstrap >/dev/null || need+=(debootstrap)
 command -v iptables >/dev/null || need+=(iptables)
 if [ ${#need[@]} -gt 0 ]; then
-  say "apt-get install ${need[*]}"
+  say "apt-get install ${need[*]} (quiet; a minute or two)"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -q >/dev/null
   apt-get install -y -q --no-install-recommends "${need[@]}" >/dev/null
+  say "installed ${need[*]}"
 fi
 
 if ! docker info >/dev/null 2>&1; then
