@@ -315,7 +315,8 @@ def fmt(v: Any) -> str:
     return str(v)
 
 
-async def main(seconds: float) -> None:
+async def measure(seconds: float) -> dict[str, Any]:
+    """Every workload, ours and naive, on a fresh Xvfb."""
     xvfb, display = start_xvfb()
     results: dict[str, Any] = {"width": W, "height": H, "seconds": seconds,
                                "ours_options": OURS_OPTIONS,
@@ -333,7 +334,10 @@ async def main(seconds: float) -> None:
     finally:
         xvfb.terminate()
         xvfb.wait(timeout=5)
+    return results
 
+
+def print_table(results: dict[str, Any]) -> None:
     cols = ["fps", "cpu_pct", "bytes_per_s", "grab_ms", "convert_ms", "encode_ms", "psnr_db"]
     print(f"{'workload':9} {'path':6} " + " ".join(f"{c:>14}" for c in cols))
     for workload, r in results["workloads"].items():
@@ -345,6 +349,37 @@ async def main(seconds: float) -> None:
               f"bytes ours/naive {fmt(r['ratio']['bytes'])}, "
               f"ours psnr after refresh {fmt(r['ours']['psnr_after_refresh_db'])} dB")
     print("(bytes_per_s column in Mbit/s; ms columns p50/p95; cpu_pct of one core, whole process)")
+
+
+def run(opts: Any) -> Any:
+    """The suite's entry point (``benchmarks/suite.py``): encoder side at 1600x900."""
+    from benchmarks.suite import Figure, Result
+
+    results = asyncio.run(measure(2.0 if opts.quick else 5.0))
+    print_table(results)
+    (opts.out_dir / "agent_pipeline.json").write_text(json.dumps(results, indent=2))
+    result = Result("agent_pipeline", f"Capture -> convert -> encode at the runtime agent, "
+                    f"{W}x{H} (no network, no viewer)")
+    base = "naive fixed-tick pipeline (aiortc's H.264 settings)"
+    for workload, r in results["workloads"].items():
+        ours, naive = r["ours"], r["naive"]
+        result.figures += [
+            Figure(f"pipeline CPU, {workload}", ours["cpu_pct"], "% of a core", naive["cpu_pct"],
+                   base),
+            Figure(f"encoded bytes per second, {workload}", ours["bytes_per_s"] / 1000, "kB/s",
+                   naive["bytes_per_s"] / 1000, base),
+            Figure(f"encoder PSNR (last frame vs screen), {workload}", ours["psnr_db"], "dB",
+                   naive["psnr_db"], base, lower_is_better=False,
+                   note=f"after the refresh frame: {fmt(ours['psnr_after_refresh_db'])} dB"),
+        ]
+    result.notes.append(f"{results['seconds']} s per workload and path; CPU of the whole "
+                        "process (getrusage), the drawing runs in a child process.")
+    return result
+
+
+async def main(seconds: float) -> None:
+    results = await measure(seconds)
+    print_table(results)
     out_dir = ROOT / "benchmarks" / "results"
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "agent_pipeline.json").write_text(json.dumps(results, indent=2))

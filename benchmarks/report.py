@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -121,10 +122,11 @@ def _latency_plot(results: list[Result], path: Path) -> bool:
         len(g) for g in groups.values()) * len(groups)), squeeze=False)
     for ax, (workload, series) in zip(axes[:, 0], groups.items(), strict=True):
         labels = list(series)
-        ax.boxplot([series[k] for k in labels], vert=False, whis=(5, 95), showfliers=False,
-                   labels=labels)
+        ax.boxplot([series[k] for k in labels], orientation="horizontal", whis=(5, 95),
+                   showfliers=False, tick_labels=labels)
         ax.set_title(f"{workload}: glass-to-glass latency (whiskers p5-p95)", fontsize=10)
-        ax.set_xlabel("ms")
+        ax.set_xscale("log")
+        ax.set_xlabel("ms (log scale)")
         ax.grid(axis="x", alpha=0.3)
         ax.tick_params(axis="y", labelsize=8)
     fig.tight_layout()
@@ -163,13 +165,18 @@ def write(out: Path, results: list[Result], mach: dict[str, Any], opts: Options,
           missing: list[str], seconds: float) -> list[Path]:
     """Writes the report into *out*; returns the files written."""
     out.mkdir(parents=True, exist_ok=True)
-    plots = []
+    plots, problems = [], []
     for name, make in (("latency.png", _latency_plot), ("cpu_vs_viewers.png", _cpu_plot)):
         path = out / name
-        if make(results, path):
-            plots.append(path)
+        try:
+            if make(results, path):
+                plots.append(path)
+        except Exception as e:  # noqa: BLE001 - a broken plot must not lose the tables
+            problems.append(f"plot {name} failed: {type(e).__name__}: {e}")
+            print(problems[-1], file=sys.stderr)
     md = out / "latest.md"
-    md.write_text(markdown(results, mach, opts, missing, seconds, plots))
+    text = markdown(results, mach, opts, missing, seconds, plots)
+    md.write_text(text + "".join(f"\n- {p}" for p in problems))
     js = out / "latest.json"
     js.write_text(json.dumps({
         "generated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
