@@ -216,8 +216,8 @@ def check_disk(options: DoctorOptions) -> Check:
         return Check("free disk", True, False,
                      f"{free_mb} MiB free on {base}; sessions stop recording below "
                      f"--recording-min-free-mb {need}",
-                     "free space (visual-runtime sessions delete ... / lower "
-                     "--recording-quota-mb), or move --state-dir to a bigger disk")
+                     "free space (`visual-runtime sessions delete ID` of old sessions, a "
+                     "lower --recording-quota-mb), or move --state-dir to a bigger disk")
     detail = f"{free_mb / 1024:.1f} GiB free on {base} (recording stops below {need} MiB)"
     quota = options.recording_quota_mb
     if quota and free_mb < quota:
