@@ -179,8 +179,9 @@ def _run(args: argparse.Namespace,
                 if isinstance(err, dict):
                     print(f"  {err.get('field')}: {err.get('message')}", file=sys.stderr)
         return 1
-    except (TransportError, aiohttp.ClientError, OSError) as e:
-        detail = (f"cannot reach the gateway at {base}: {e}. Is `visual-runtime serve` "
+    except (TransportError, aiohttp.ClientError, TimeoutError) as e:
+        reason = str(e) or type(e).__name__
+        detail = (f"cannot reach the gateway at {base}: {reason}. Is `visual-runtime serve` "
                   f"running? Check with `curl {base}/healthz` and `visual-runtime doctor`.")
         if args.json:
             _print_json({"type": "about:blank", "title": "Gateway unreachable",
@@ -188,7 +189,7 @@ def _run(args: argparse.Namespace,
         else:
             print(f"error: {detail}", file=sys.stderr)
         return 1
-    except ClientError as e:
+    except (ClientError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
 

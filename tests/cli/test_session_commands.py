@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -192,5 +193,21 @@ def test_create_shows_progress_and_links(served: tuple[str, Path]) -> None:
     assert any(line.startswith("  viewer (control):     " + f"{url}/sessions/{sid}/?token=")
                for line in lines)
     assert any(line.startswith("  viewer (watch only):  ") for line in lines)
+    # Ctrl+C ends logs --follow quietly with 130.
+    follow = subprocess.Popen(
+        [sys.executable, "-m", "gateway", "logs", sid, "--follow", "--url", url,
+         "--token", API_TOKEN], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env=clean_env())
+    try:
+        assert follow.stdout is not None
+        assert follow.stdout.readline().startswith("event | ")
+        follow.send_signal(signal.SIGINT)
+        _, err = follow.communicate(timeout=30)
+    finally:
+        if follow.poll() is None:
+            follow.kill()
+            follow.wait()
+    assert follow.returncode == 130 and "Traceback" not in err, err
+
     stop = _cli(url, "sessions", "stop", sid)
     assert stop.stdout.strip() == f"{sid}  stopped (requested)"
