@@ -380,10 +380,11 @@ class LocalBackend(SessionBackend):
         )
 
     def _reap(self) -> None:
+        # runs on the loop and in stop threads at once: tolerate a child reaped meanwhile
         for pid, proc in list(self._children.items()):
             code = proc.poll()
             if code is not None:
-                del self._children[pid]
+                self._children.pop(pid, None)
                 self._exit_codes[pid] = code
         while len(self._exit_codes) > 256:
             del self._exit_codes[next(iter(self._exit_codes))]
@@ -442,9 +443,10 @@ class LocalBackend(SessionBackend):
             Cgroup(name).remove()
         for key in ("agent_pid", "app_pid"):
             pid = handle.get(key)
-            if isinstance(pid, int) and pid in self._children:
+            child = self._children.pop(pid, None) if isinstance(pid, int) else None
+            if child is not None:
                 try:
-                    self._children.pop(pid).wait(timeout=5)
+                    child.wait(timeout=5)
                 except subprocess.TimeoutExpired:
                     logger.warning("session %s: pid %d did not exit", sid, pid)
 
