@@ -115,7 +115,7 @@ async def _measure_step(gw: ServedGateway, active: str, idle: list[str], driver:
 
 async def measure(opts: Options, steps: tuple[int, ...] | None = None) -> Result:
     steps = steps or (QUICK_STEPS if opts.quick else FULL_STEPS)
-    samples = 60 if opts.quick else max(opts.samples, 120)
+    samples = 30 if opts.quick else max(opts.samples, 120)
     notes = [load_note("at start")]
     before = census()
     gw = ServedGateway(apps=APPS, max_sessions=max(steps) + 2, name="density",

@@ -147,7 +147,13 @@ def census(session_ids: Iterable[str] = ()) -> dict[str, int]:
 
 def load_note(when: str) -> str:
     one, five, fifteen = os.getloadavg()
-    return f"load average {when}: {one:.2f} {five:.2f} {fifteen:.2f} ({os.cpu_count()} cores)"
+    cores = os.cpu_count() or 1
+    note = f"load average {when}: {one:.2f} {five:.2f} {fifteen:.2f} ({cores} cores)"
+    if one > 1.5 * cores:
+        note += (" - OVERLOADED: every runnable process gets only a share of a core, so CPU "
+                 "figures are capped by scheduling and frame rates and latencies suffer; "
+                 "do not compare these figures with a quiet run")
+    return note
 
 
 # -- X display link ---------------------------------------------------------------

@@ -90,7 +90,7 @@ async def _settle(sid: str, timeout: float) -> float:
 
 
 async def measure(opts: Options) -> Result:
-    window = 4.0 if opts.quick else 15.0
+    window = 3.0 if opts.quick else 15.0
     notes = [load_note("at start")]
     before = census()
     gw = ServedGateway(apps=APPS, name="idle")
