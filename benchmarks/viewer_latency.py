@@ -1,9 +1,13 @@
-"""Glass-to-glass latency of the viewer's transports in real Chromium.
+"""Glass-to-glass latency, picture quality and cost of the viewer's transports in Chromium.
 
-For each transport of the viewer page (WebRTC, WebSocket + WebCodecs, and
-x11vnc + noVNC on the same display as the baseline), in one run, on one
-1600x900 session, three stimuli are drawn straight onto the session's X
-display with Xlib:
+For each transport of the viewer page (WebRTC, WebSocket + WebCodecs, the
+session's own noVNC fallback) and the baselines — x11vnc + noVNC on the same
+display, tuned (``-defer 5 -wait 5 -nowait_bog``) and with default settings,
+started by this program and reached through a one-hop WebSocket bridge (as
+websockify would), shown by the same page's noVNC — in one run, on one
+session per resolution, three stimuli are drawn straight onto the session's X
+display with Xlib (each step inside a server grab, so no capture sees half a
+step):
 
 * typing  — one glyph-sized block appears (a tiny change), one keystroke at
   a time with a pause after each (80-160 ms);
@@ -43,10 +47,19 @@ extension stripped from the page's offer: an A/B of ``agent_side.rtpext``.
 Chromium's CPU (all its processes) and the bytes/s the page received are
 sampled per scenario.
 
-Prints a table with p50/p95 and ratios to noVNC; writes JSON to
-``benchmarks/results/viewer_latency.json``.
+Picture quality: for some marker codes (every 4th keystroke, every 8th
+step) the page copies an area of what it shows (the video or the canvas)
+back; its RGB PSNR against the source pixels of that step (read back from X
+right after drawing) is reported. Server CPU: the runtime agent (plus its
+x11vnc for the ``vnc`` row) or the baseline's x11vnc. ``VR_BENCH_DUMP=DIR``
+writes each compared pair as a PPM.
 
-Run as root (the local backend): ``.venv/bin/python benchmarks/viewer_latency.py``.
+Prints a table with p50/p95 and ratios to the tuned baseline; writes JSON to
+``benchmarks/results/viewer_latency.json``. In the suite
+(``python -m benchmarks``), :func:`run` covers every resolution.
+
+Run as root (the local backend): ``.venv/bin/python benchmarks/viewer_latency.py
+[--samples 60] [--resolution 1600x900] [--transports webrtc,ws,...]``.
 """
 
 from __future__ import annotations
