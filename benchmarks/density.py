@@ -129,7 +129,8 @@ async def measure(opts: Options, steps: tuple[int, ...] | None = None) -> Result
     try:
         await gw.start()
         active = (await gw.create_running(resolution=f"{WIDTH}x{HEIGHT}",
-                                          enable_recording=False))["session_id"]
+                                          enable_recording=False,
+                                          idle_timeout_minutes=0))["session_id"]
         await _settle(gw, [active], 20 if opts.quick else 60)
         display, links = link_display(gw.x_socket(active))
         driver = await asyncio.to_thread(Driver, display)
