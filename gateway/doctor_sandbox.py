@@ -104,7 +104,12 @@ def check_cgroups() -> Check:
         except OSError:
             available = set()
     else:
-        available = {c for c in wanted if (CGROUP_ROOT / c / "cgroup.procs").exists()}
+        try:
+            available = {d.name for d in CGROUP_ROOT.iterdir()
+                         if (d / "cgroup.procs").exists() and d.name not in ("systemd",
+                                                                              "unified")}
+        except OSError:
+            available = set()
     missing = [c for c in wanted if c not in available]
     fix = ("boot with the memory, cpu and pids cgroup controllers (e.g. "
            "systemd.unified_cgroup_hierarchy=1 cgroup_enable=memory); in a container run it "
@@ -123,7 +128,8 @@ def check_cgroups() -> Check:
     finally:
         probe.remove()
     return Check("cgroups", True, True,
-                 f"cgroup v{version}: memory, cpu and pids limits usable")
+                 f"cgroup v{version}: memory, cpu and pids limits usable (controllers: "
+                 f"{', '.join(sorted(available))})")
 
 
 _XSHM_PROBE = """
