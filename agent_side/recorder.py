@@ -34,6 +34,7 @@ import concurrent.futures
 import contextlib
 import dataclasses
 import datetime
+import errno
 import fractions
 import json
 import logging
@@ -361,8 +362,23 @@ class Recorder:
 
 def _write_atomic(path: Path, data: bytes) -> None:
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        if e.errno != errno.ENOSPC or not path.exists():
+            raise
+        # A full disk is exactly when the gateway must learn that recording stopped.
+        _overwrite_in_place(path, data)
+
+
+def _overwrite_in_place(path: Path, data: bytes) -> None:
+    """Rewrite *path*'s existing blocks without truncating it (padded with JSON
+    whitespace), which needs no free space; readers tolerate a torn read."""
+    size = path.stat().st_size
+    with open(path, "r+b") as f:
+        f.write(data.ljust(size, b" "))
 
 
 def _rfc3339(ts: float) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -28,6 +29,8 @@ class _Stream:
         self.path = path
         self.next_id = next_id
         self.recent: deque[dict[str, Any]] = deque(maxlen=MEMORY_EVENTS)
+        self.unwritten: list[dict[str, Any]] = []
+        """Events the log could not take (disk full); written before the next one."""
         self.waiters: set[asyncio.Queue[dict[str, Any] | None]] = set()
 
 
@@ -53,12 +56,25 @@ class EventHub:
         event = {"id": stream.next_id, "ts": rfc3339(utcnow()), "type": type_, **fields}
         stream.next_id += 1
         stream.recent.append(event)
+        pending = [*stream.unwritten, event][-MEMORY_EVENTS:]
+        size = None
         try:
             stream.path.parent.mkdir(parents=True, exist_ok=True)
             with stream.path.open("a") as f:
-                f.write(json.dumps(event) + "\n")
+                size = f.tell()
+                f.write("".join(json.dumps(e) + "\n" for e in pending))
+            stream.unwritten = []
         except OSError as e:
-            logger.warning("session %s: cannot write event log: %s", session_id, e)
+            # A full disk: keep the log whole lines only, and the events for later
+            # (SSE readers get them now from memory).
+            if size is not None:
+                try:
+                    os.truncate(stream.path, size)
+                except OSError:
+                    pass
+            if not stream.unwritten:
+                logger.warning("session %s: cannot write event log: %s", session_id, e)
+            stream.unwritten = pending
         for queue in stream.waiters:
             queue.put_nowait(event)
         return event

@@ -387,7 +387,10 @@ class LocalBackend(SessionBackend):
                 self._children.pop(pid, None)
                 self._exit_codes[pid] = code
         while len(self._exit_codes) > 256:
-            del self._exit_codes[next(iter(self._exit_codes))]
+            try:
+                del self._exit_codes[next(iter(self._exit_codes))]
+            except (KeyError, StopIteration, RuntimeError):  # trimmed by another thread
+                break
 
     async def resource_events(self, handle: PodHandle) -> dict[str, int]:
         return await asyncio.to_thread(Cgroup(f"{handle['session_id']}.app").limit_events)
