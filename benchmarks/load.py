@@ -87,6 +87,7 @@ from gateway.client import (  # noqa: E402
     ApiError,
     ClientError,
     RemoteSession,
+    SessionNotRunning,
     VisualRuntimeClient,
 )
 
@@ -116,7 +117,10 @@ class LoadOptions:
     seconds: float = 60.0
     """Length of the load window (agents acting, viewers watching)."""
     baseline_seconds: float = 8.0
-    """Length of the one-session baseline before the load (0: no baseline, no warm-up)."""
+    """Length of the one-session baseline before the load (0: none)."""
+    warmup: bool = True
+    """Without a baseline, still start and stop one session before the "before" snapshot
+    (what the gateway creates once, lazily, is then not counted as a leak)."""
     interval_s: tuple[float, float] = (0.2, 0.5)
     """Each agent starts its next action this long (uniform) after the last one started."""
     resolution: str | None = None
@@ -169,6 +173,12 @@ class SessionRun:
     events: dict[str, int] = field(default_factory=dict)
     whep_delete_status: int | None = None
     final_status: str = ""
+    viewer_states: list[tuple[float, str]] = field(default_factory=list)
+    """(seconds since the window opened, ``connectionState``) of the viewer's peer."""
+    rtp_packets: list[tuple[float, int, int]] = field(default_factory=list)
+    """(seconds since the window opened, RTP packets received, lost) every 2 s."""
+    logs: dict[str, list[str]] = field(default_factory=dict)
+    """Tails of the pod's logs, kept when anything went wrong with this session."""
 
 
 @dataclass
@@ -220,6 +230,11 @@ class LoadReport:
     gateway_exit_code: int | None = None
     gateway_log_errors: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    lingered: dict[str, Any] = field(default_factory=dict)
+    """What was still there right after every session reported ``stopped``, and how many
+    seconds it took to go (``items``, ``seconds``)."""
+    phases_s: dict[str, float] = field(default_factory=dict)
+    """Wall time of each phase: gateway start, baseline, create, page, viewers, window, stop..."""
 
     # -------------------------------------------------------- derived
     @property
@@ -486,6 +501,13 @@ class Viewer:
         self.pc = RTCPeerConnection()
         self.location: str | None = None
         self.frame_times: list[float] = []
+        self.offered_at = 0.0
+        self.states: list[tuple[float, str]] = []
+        self.rtp: list[tuple[float, int, int]] = []
+
+        @self.pc.on("connectionstatechange")
+        def on_state() -> None:
+            self.states.append((time.monotonic(), self.pc.connectionState))
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def connect(self) -> None:
@@ -502,6 +524,7 @@ class Viewer:
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
+        self.offered_at = time.monotonic()
         await self.pc.setLocalDescription(await self.pc.createOffer())
         async with self.http.post(
             f"{self.base_url}/api/visual-sessions/{self.sid}/whep",
@@ -523,6 +546,17 @@ class Viewer:
                 return
             if isinstance(frame, av.VideoFrame):
                 self.frame_times.append(time.monotonic())
+
+    async def sample_rtp(self) -> None:
+        """Note the RTP packets received and lost so far (from ``getStats``)."""
+        received = lost = 0
+        with contextlib.suppress(Exception):  # a closing peer may fail its stats
+            report = await self.pc.getStats()
+            for stats in report.values():
+                if getattr(stats, "type", "") == "inbound-rtp":
+                    received += int(getattr(stats, "packetsReceived", 0) or 0)
+                    lost += int(getattr(stats, "packetsLost", 0) or 0)
+        self.rtp.append((time.monotonic(), received, lost))
 
     async def wait_frames(self, count: int, within: float) -> bool:
         deadline = time.monotonic() + within
@@ -618,6 +652,10 @@ async def agent_loop(session: RemoteSession, run: SessionRun, rec: Recorder,
         started = time.monotonic()
         try:
             result = await session.act(name, **action)
+        except SessionNotRunning as e:
+            run.actions_failed += 1
+            rec.add(run.session_id, f"action:{name}", e)
+            return  # the session ended under the agent: nothing more to drive
         except (ClientError, aiohttp.ClientError, TimeoutError) as e:
             run.actions_failed += 1
             rec.add(run.session_id, f"action:{name}", e)
@@ -790,29 +828,28 @@ def _resolution(session: RemoteSession) -> tuple[int, int]:
 async def drive(client: VisualRuntimeClient, http: aiohttp.ClientSession, base_url: str,
                 sessions: list[RemoteSession], runs: list[SessionRun], rec: Recorder,
                 opts: LoadOptions, seconds: float, report: LoadReport | None,
-                gateway_pid: int, sids: set[str]) -> float:
-    """Viewers + event followers + agent loops on *sessions* for *seconds*; returns the
-    window's real length."""
+                gateway_pid: int, sids: set[str], phases: Phases) -> float:
+    """Viewers + event followers + agent loops on *sessions* for *seconds*, then the
+    viewers' WHEP DELETE and the sessions' stop; returns the window's real length."""
     viewers: list[Viewer] = []
     tasks: set[asyncio.Task[None]] = set()
     try:
-        await asyncio.gather(*(open_page(s, rec) for s in sessions))
         for s, run in zip(sessions, runs, strict=True):
             task = asyncio.create_task(follow_events(s, run, rec))
             tasks.add(task)
         for s in sessions:
             assert s.tokens is not None
             viewers.append(Viewer(http, base_url, s.session_id, s.tokens["view"]))
-        connected = await asyncio.gather(
-            *(rec.call(v.sid, "whep", v.connect()) for v in viewers), return_exceptions=False)
-        del connected
-        # every viewer must decode a first picture before the window opens (the page
-        # load keeps the screens changing meanwhile)
-        t_connect = time.monotonic()
+        await asyncio.gather(*(rec.call(v.sid, "whep", v.connect()) for v in viewers))
+        phases.mark("viewers_connect")
+        await asyncio.gather(*(open_page(s, rec) for s in sessions))
+        phases.mark("open_page")
+        # every viewer must have decoded a picture before the window opens (opening
+        # the page changed the screens meanwhile)
         firsts = await asyncio.gather(*(v.wait_frames(1, 45) for v in viewers))
         for v, ok, run in zip(viewers, firsts, runs, strict=True):
             if ok:
-                run.first_frame_s = round(v.frame_times[0] - t_connect, 3)
+                run.first_frame_s = round(v.frame_times[0] - v.offered_at, 3)
             else:
                 rec.errors.append(ErrorRecord(round(time.monotonic() - rec.t0, 3), v.sid,
                                               "viewer:first-frame", None,
@@ -824,6 +861,14 @@ async def drive(client: VisualRuntimeClient, http: aiohttp.ClientSession, base_u
         if report is not None:
             rec.t0 = start
             sampler = asyncio.create_task(sample(report, gateway_pid, sids, stop_sampler, start))
+
+        async def sample_viewers() -> None:
+            while not stop_sampler.is_set():
+                await asyncio.gather(*(v.sample_rtp() for v in viewers))
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop_sampler.wait(), 2.0)
+
+        rtp_sampler = asyncio.create_task(sample_viewers())
         try:
             await asyncio.gather(*(
                 agent_loop(s, run, rec, random.Random(opts.seed + i), *_resolution(s), until,
@@ -831,14 +876,18 @@ async def drive(client: VisualRuntimeClient, http: aiohttp.ClientSession, base_u
                 for i, (s, run) in enumerate(zip(sessions, runs, strict=True))))
         finally:
             stop_sampler.set()
+            await rtp_sampler
             if sampler is not None:
                 await sampler
         end = time.monotonic()
+        phases.mark("window")
         for v, run in zip(viewers, runs, strict=True):
             run.frames_total = len(v.frame_times)
             run.frames_in_window, gap = frame_stats(v.frame_times, start, end)
             run.max_gap_s = round(gap, 3)
             run.fps = round(run.frames_in_window / (end - start), 2)
+            run.viewer_states = [(round(at - start, 2), state) for at, state in v.states]
+            run.rtp_packets = [(round(at - start, 2), n, lost) for at, n, lost in v.rtp]
         for v, run in zip(viewers, runs, strict=True):
             if v.location is not None:
                 try:
@@ -850,12 +899,14 @@ async def drive(client: VisualRuntimeClient, http: aiohttp.ClientSession, base_u
                         rec.errors.append(ErrorRecord(
                             round(time.monotonic() - rec.t0, 3), v.sid, "whep-delete",
                             run.whep_delete_status, "unexpected status"))
+        phases.mark("whep_delete")
         return end - start
     finally:
         await asyncio.gather(*(v.close() for v in viewers), return_exceptions=True)
         # the followers end by themselves after the sessions' final status event;
         # whoever aborted early still has them cancelled here
         await _stop_sessions(client, sessions, runs, rec)
+        phases.mark("stop")
         try:
             await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 30)
         except TimeoutError:
@@ -919,6 +970,20 @@ async def create_sessions(client: VisualRuntimeClient, n: int, opts: LoadOptions
 
 
 # -------------------------------------------------------------------- run
+class Phases:
+    """Wall time of consecutive phases, into a dict (name -> seconds)."""
+
+    def __init__(self, into: dict[str, float], prefix: str = "") -> None:
+        self.into = into
+        self.prefix = prefix
+        self.t = time.monotonic()
+
+    def mark(self, name: str) -> None:
+        now = time.monotonic()
+        self.into[self.prefix + name] = round(now - self.t, 2)
+        self.t = now
+
+
 async def run_load(opts: LoadOptions) -> LoadReport:
     """One complete load run against a fresh served gateway (see the module docstring)."""
     report = LoadReport(options={k: (str(v) if isinstance(v, Path) else v)
@@ -929,7 +994,9 @@ async def run_load(opts: LoadOptions) -> LoadReport:
         state_dir = Path(tmp) / "state"
     else:
         state_dir = opts.state_dir
+    phases = Phases(report.phases_s)
     gw = await asyncio.to_thread(start_gateway, opts, state_dir)
+    phases.mark("gateway_start")
     report.gateway_url = gw.base_url
     pid = gw.process.pid
     sids: set[str] = set()
@@ -947,19 +1014,23 @@ async def run_load(opts: LoadOptions) -> LoadReport:
 
     try:
         # -- baseline (and warm-up): one session alone
-        if opts.baseline_seconds > 0:
+        if opts.baseline_seconds > 0 or opts.warmup:
             async with aiohttp.ClientSession() as http, \
                     VisualRuntimeClient(gw.base_url, TOKEN, http=http) as client:
                 base_sessions, base_runs = await create_sessions(client, 1, opts, rec)
                 sids.update(r.session_id for r in base_runs)
                 learn_slots()
-                if base_sessions and base_sessions[0].status == "running":
+                if (opts.baseline_seconds > 0 and base_sessions
+                        and base_sessions[0].status == "running"):
                     await drive(client, http, gw.base_url, base_sessions, base_runs, rec, opts,
-                                opts.baseline_seconds, None, pid, sids)
+                                opts.baseline_seconds, None, pid, sids,
+                                Phases(report.phases_s, "baseline_"))
+                    report.baseline = base_runs[0]
                 else:
                     await _stop_sessions(client, base_sessions, base_runs, rec)
-                report.baseline = base_runs[0] if base_runs else None
+            phases.mark("baseline" if opts.baseline_seconds > 0 else "warmup")
         report.before = await _settled(snapshot, None, opts.settle_s)
+        phases.mark("snapshot_before")
         baseline_errors = len(rec.errors)
 
         # -- the load
@@ -969,6 +1040,7 @@ async def run_load(opts: LoadOptions) -> LoadReport:
             t0 = time.monotonic()
             sessions, runs = await create_sessions(client, opts.sessions, opts, rec)
             report.start_all_running_s = round(time.monotonic() - t0, 2)
+            phases.mark("create")
             report.sessions = runs
             sids.update(r.session_id for r in runs)
             learn_slots()
@@ -978,20 +1050,27 @@ async def run_load(opts: LoadOptions) -> LoadReport:
             if live:
                 report.window_s = await drive(
                     client, http, gw.base_url, [s for s, _ in live], [r for _, r in live], rec,
-                    opts, opts.seconds, report, pid, sids)
+                    opts, opts.seconds, report, pid, sids, phases)
             else:
                 await _stop_sessions(client, sessions, runs, rec)
         report.notes.append(f"{baseline_errors} error(s) during the baseline")
 
         # -- leaks: every client connection is closed; wait for the pods to go
-        report.after = await _settled(snapshot, report.before, opts.settle_s)
+        report.after = await _settled(snapshot, report.before, opts.settle_s, report.lingered)
         report.leaks = leaks(report.before, report.after)
+        phases.mark("snapshot_after")
     finally:
         report.gateway_exit_code = await asyncio.to_thread(stop_gateway, gw.process)
+        phases.mark("gateway_stop")
         left = await asyncio.to_thread(take_snapshot, "exit", None, state_dir, opts.runtime_dir,
                                        set(sids), dict(slots), opts.uid_base)
         report.after_gateway_exit = {k: v for k, v in left.resources.items()
                                      if v and k not in GLOBAL_CATEGORIES}
+        troubled = {e.session_id for e in rec.errors}
+        for run in [*report.sessions, *([report.baseline] if report.baseline else [])]:
+            if (run.session_id in troubled or run.final_status != "stopped"
+                    or (run.max_gap_s or 0) > opts.starve_s):
+                run.logs = _log_tails(state_dir / "sessions" / run.session_id / "logs")
         log = gw.log_path.read_text(errors="replace")
         report.gateway_log_errors = [line for line in log.splitlines()
                                      if re.search(r"\b(ERROR|CRITICAL|Traceback)\b", line)][:50]
@@ -1001,15 +1080,34 @@ async def run_load(opts: LoadOptions) -> LoadReport:
     return report
 
 
+def _log_tails(log_dir: Path, lines: int = 40) -> dict[str, list[str]]:
+    tails: dict[str, list[str]] = {}
+    for name in ("agent.log", "app.log"):
+        with contextlib.suppress(OSError):
+            text = (log_dir / name).read_text(errors="replace").splitlines()
+            tails[name] = [line for line in text if "aioice" not in line][-lines:]
+    return tails
+
+
 async def _settled(snapshot: Callable[[str], Awaitable[Snapshot]], before: Snapshot | None,
-                   within: float) -> Snapshot:
-    """Poll until nothing of ours is left (and, given *before*, the shared counts match)."""
-    deadline = time.monotonic() + within
+                   within: float, lingered: dict[str, Any] | None = None) -> Snapshot:
+    """Poll until nothing of ours is left (and, given *before*, the shared counts match).
+
+    *lingered* gets what was still there at the first look and how long it took to go.
+    """
+    t0 = time.monotonic()
+    deadline = t0 + within
+    first = True
     while True:
         snap = await snapshot("settle")
         pending = leaks(before, snap) if before is not None else {
             k: v for k, v in snap.resources.items() if v and k not in GLOBAL_CATEGORIES}
+        if first and lingered is not None:
+            lingered["items"] = pending
+        first = False
         if not pending or time.monotonic() > deadline:
+            if lingered is not None:
+                lingered["seconds"] = round(time.monotonic() - t0, 2)
             return snap
         await asyncio.sleep(0.25)
 
@@ -1034,6 +1132,10 @@ def print_summary(report: LoadReport, out: Callable[[str], None] = print) -> Non
     out(f"  before {s['before']}")
     out(f"  after  {s['after']}")
     out(f"  leaks {s['leaks_total']} {report.leaks or ''}")
+    out(f"  phases (s) {report.phases_s}")
+    if report.lingered.get("items"):
+        out(f"  still there right after the stop (gone after {report.lingered['seconds']} s): "
+            f"{ {k: len(v) for k, v in report.lingered['items'].items()} }")
     if report.after_gateway_exit:
         out(f"  left after the gateway exited: {report.after_gateway_exit}")
     for run in report.sessions:
@@ -1091,12 +1193,14 @@ def main() -> int:
     parser.add_argument("--apps", default="fluxbox,xterm,chromium")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "load.json")
     parser.add_argument("--log-level", default="WARNING")
+    parser.add_argument("--state-dir", type=Path, default=None,
+                        help="keep the gateway's state (logs) here instead of a temporary dir")
     args = parser.parse_args()
     logging.basicConfig(level=args.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     opts = LoadOptions(sessions=args.sessions, seconds=args.seconds,
                        baseline_seconds=args.baseline_seconds, resolution=args.resolution,
-                       apps=args.apps)
+                       apps=args.apps, state_dir=args.state_dir)
     report = asyncio.run(run_load(opts))
     print_summary(report)
     write_json(report, args.out)
