@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -102,27 +103,31 @@ async def test_session_commands_round_trip(served: tuple[str, Path], tmp_path: P
     entries = [json.loads(line) for line in ndjson.stdout.splitlines()]
     assert {"status", "token_issued", "log"} <= {e["type"] for e in entries}
 
-    # logs --follow runs until the session ends.
-    follow = subprocess.Popen(
-        [sys.executable, "-m", "gateway", "logs", sid, "--follow", "--json", "--url", url,
-         "--token", API_TOKEN], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        env=clean_env())
+    # logs --follow runs until the session ends (output to a file: no pipe buffering).
+    follow_out = tmp_path / "follow.ndjson"
+    with follow_out.open("w") as sink:
+        follow = subprocess.Popen(
+            [sys.executable, "-m", "gateway", "logs", sid, "--follow", "--json", "--url", url,
+             "--token", API_TOKEN], stdout=sink, stderr=subprocess.PIPE, text=True,
+            env=clean_env())
     try:
-        assert follow.stdout is not None
-        first = follow.stdout.readline()  # it has printed the log so far: it is following
-        assert json.loads(first)["type"] in ("status", "log")
+        # Once it has printed the log so far, it is following.
+        deadline = time.monotonic() + 60
+        while "\n" not in follow_out.read_text():
+            assert follow.poll() is None and time.monotonic() < deadline, follow.stderr
+            time.sleep(0.05)
         live = _cli(url, "recording", sid, "-o", str(tmp_path / "live.mp4"), "--progress")
         assert live.returncode == 0, live.stderr
         assert "100.0%" in live.stderr  # the forced bar drew a complete download
         stopped = _json(_cli(url, "sessions", "stop", sid, "--json"))
         assert stopped["status"] == "stopped"
-        out, err = follow.communicate(timeout=60)
+        _, err = follow.communicate(timeout=60)
     finally:
         if follow.poll() is None:
             follow.kill()
             follow.wait()
     assert follow.returncode == 0, err
-    followed = [json.loads(line) for line in [first, *out.splitlines()] if line.strip()]
+    followed = [json.loads(line) for line in follow_out.read_text().splitlines()]
     statuses = [e.get("status") for e in followed if e["type"] == "status"]
     assert statuses[-1] == "stopped" and "stopping" in statuses
     ids = [e["id"] for e in followed if "id" in e]
