@@ -140,6 +140,19 @@ async def _window(groups: dict[str, list[int]], seconds: float,
     return cpu, (counter() - bytes0) / elapsed
 
 
+async def _stimulus(x_socket: Path) -> Stimulus:
+    """A Stimulus on *x_socket*; retried because its display link (``/tmp/.X11-unix/X90``
+    and up) can race with another benchmark run creating the same link."""
+    for attempt in range(10):
+        try:
+            return await asyncio.to_thread(Stimulus, x_socket)
+        except FileExistsError:
+            if attempt == 9:
+                raise
+            await asyncio.sleep(0.3)
+    raise AssertionError("unreachable")
+
+
 async def _warm_up(client: RfbClient, seconds: float) -> None:
     """At least *seconds*, and until the client got 3 updates within one second (<= 15 s)."""
     t0 = time.monotonic()
@@ -168,7 +181,7 @@ async def measure(opts: Options) -> Result:
         await gw.start()
         created = await gw.create_running(resolution=RESOLUTION, enable_recording=False)
         sid = created["session_id"]
-        stim = await asyncio.to_thread(Stimulus, gw.x_socket(sid))
+        stim = await _stimulus(gw.x_socket(sid))
         workload = Workload(stim)
         workload.start()
         pods = pod_pids([sid])[sid]
