@@ -32,7 +32,7 @@ from aiohttp import hdrs, web
 from .appkeys import AUTH, CONFIG
 from .config import GatewayConfig
 from .csp import viewer_policy
-from .errors import ProblemError, forbidden
+from .errors import ProblemError, forbidden, not_found
 from .origin import origin_allowed
 from .throttle import AuthThrottle, TokenBucket, retry_after_header
 from .viewer import WEB_DIR
@@ -109,6 +109,19 @@ async def _check_body(request: web.Request, canonical: str | None, limit: int) -
             raise payload_too_large(limit)
 
 
+def _check_static(request: web.Request) -> None:
+    """A missing static file is a 404 problem (aiohttp's own answer is an empty body)."""
+    name = request.match_info.get("filename", "")
+    root = WEB_DIR.resolve()
+    try:
+        target = (root / name).resolve()
+        missing = not target.exists()
+    except (ValueError, OSError):  # NUL bytes, overlong names
+        raise not_found("no such viewer file") from None
+    if name and target.is_relative_to(root) and missing:
+        raise not_found(f"no viewer file {name!r}")
+
+
 @web.middleware
 async def hardening_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     state = request.app[HARDENING]
@@ -135,6 +148,8 @@ async def hardening_middleware(request: web.Request, handler: Handler) -> web.St
             if wait is not None:
                 raise too_many_requests("session creation rate limit reached; try again later",
                                         wait)
+        if canonical == "/viewer":
+            _check_static(request)
         return await handler(request)
     except ProblemError as e:
         if e.status == 401 and _presented_token(request):
