@@ -12,7 +12,8 @@ it, reported in the table and killed by PID. A module that fails, times out
 or leaks is marked failed; the others still run and the exit status is 1 at
 the end. The machine and its load average before/after each module are noted.
 
-Writes ``latest.md``, ``latest.json`` and PNG plots to ``--out``
+Writes ``latest.md``, ``latest.json``, PNG plots and each module's output
+(``logs/<name>.log``, not committed) to ``--out``
 (default ``benchmarks/results/``; CI passes a temporary folder so the
 committed results stay as they are). No time is asserted anywhere.
 """
@@ -25,6 +26,7 @@ import ctypes
 import importlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -158,6 +160,9 @@ def run_module(name: str, opts: Options, workdir: Path) -> Result:
             error = f"timed out after {TIMEOUT_S[opts.quick]:.0f} s"
     seconds = time.monotonic() - t0
     leftovers = reap_leftovers()
+    logs = opts.out_dir / "logs"
+    logs.mkdir(exist_ok=True)
+    shutil.copyfile(log_path, logs / f"{name}.log")
     tail = log_path.read_text(errors="replace").strip().splitlines()[-12:]
     if error is None and code != 0:
         error = f"exit status {code}: " + " | ".join(line.strip() for line in tail[-4:])

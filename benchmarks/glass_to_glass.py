@@ -15,7 +15,7 @@ the receiver takes ``t1`` when the decoded frame that shows the change comes
 out of the decoder. Latency = t1 - t0: X server + damage + grab + convert +
 encode + RTP over loopback + depacketize + decode. Scenarios:
 
-* ``typing``: an XTest key press into the xterm, ~3 per second at irregular
+* ``typing``: an XTest key press into the xterm, ~4 per second at irregular
   times (includes the xterm's own reaction to input); detected as a change in
   the xterm's area of the decoded picture;
 * ``scrolling``: an override-redirect window of text lines scrolled by one
@@ -43,7 +43,7 @@ of a core scrolling at 30 fps, <= 1 % static) are printed beside them.
 
 Each scenario runs until ``--samples`` steps (default 60) were seen after a
 warm-up (typing: 2 keys, scroll and motion: 15 steps; these two run at least
-3 s). Picture quality: every 10th scroll/motion step the driver reads the
+2.5 s). Picture quality: every 10th scroll/motion step the driver reads the
 source pixels of a 640x360 area back from the X server right after drawing;
 the receiver's decoded frame showing that step is compared with it (luma
 PSNR, BT.601 limited range, as the encoder converts). The baseline runs the
@@ -327,7 +327,7 @@ class Driver:
             if kind != "typing" and step % QUALITY_EVERY == 0:
                 self.sources[step] = self.snapshot_luma()
             if kind == "typing":
-                next_at = t0 + random.uniform(0.3, 0.45)
+                next_at = t0 + random.uniform(0.2, 0.3)
             else:
                 next_at = max(next_at + 1 / rate, t0)
 
@@ -429,7 +429,7 @@ class Detector:
         if not pending:
             return
         # the newest key sent before this frame; older unmatched ones are misses
-        # (keys come 300-450 ms apart, far more than the latency)
+        # (keys come 200-300 ms apart, far more than the latency)
         step = max(pending)
         self.seen_steps.update(pending)
         if step > self.warmup_steps:
@@ -614,7 +614,7 @@ XTERM_ROI = (40, 40, 860, 520)
 """Where the light session's xterm sits (``-geometry 100x30+40+40``), generously."""
 WARMUP_STEPS = {"typing": 2, "scrolling": 15, "motion": 15}
 """Steps at the start of each scenario that are drawn but not counted."""
-CONTINUOUS_MIN_S = 3.0
+CONTINUOUS_MIN_S = 2.5
 """Scroll and motion run at least this long (CPU and bytes need a window)."""
 
 
@@ -871,7 +871,7 @@ def run(opts: Any) -> Any:
     for resolution in opts.resolutions:
         width, height = (int(v) for v in resolution.split("x"))
         load0 = os.getloadavg()
-        results = asyncio.run(main_async(opts.samples, 3.0 if opts.quick else 8.0, width, height))
+        results = asyncio.run(main_async(opts.samples, 2.0 if opts.quick else 8.0, width, height))
         print_table(results, resolution)
         figs, series = figures_for(results, resolution)
         result.figures += figs

@@ -75,6 +75,7 @@ import statistics
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -554,6 +555,22 @@ def p50(values: list[float]) -> float | None:
     return statistics.median(values) if values else None
 
 
+@dataclass(frozen=True)
+class Pace:
+    """How long the untimed parts of a scenario take (quick mode shortens them)."""
+
+    settle_s: float = 1.5
+    """After the start screen is painted, before anything is timed."""
+    warmup_steps: int = STEP_HZ // 2
+    """Continuous workloads: steps drawn before the timed ones."""
+    warmup_pause_s: float = 0.5
+    min_steps: int = 60
+    """Continuous workloads: at least this many timed steps (more with more samples)."""
+
+
+QUICK_PACE = Pace(settle_s=0.5, warmup_steps=8, warmup_pause_s=0.25, min_steps=45)
+
+
 class Probe:
     """What a scenario samples besides latency: Chromium and server CPU, page bytes."""
 
@@ -625,7 +642,7 @@ async def arm_grabs(page: Page, scenario: str) -> None:
 
 
 async def run_scenario(page: Page, stim: Stimulus, scenario: str, samples: int,
-                       probe: Probe, settle_s: float = 1.5) -> dict[str, Any]:
+                       probe: Probe, pace: Pace = Pace()) -> dict[str, Any]:
     latencies: list[float] = []
     to_frame: list[float] = []
     to_receive: list[float] = []
@@ -633,10 +650,10 @@ async def run_scenario(page: Page, stim: Stimulus, scenario: str, samples: int,
     stages: list[list[float | None]] = []
     missed = 0
     stim.paint_text_background()  # same start screen for every transport
-    await asyncio.sleep(settle_s)  # let the full-screen repaint reach the page first
+    await asyncio.sleep(pace.settle_s)  # let the full-screen repaint reach the page first
     await arm_grabs(page, scenario)
     if scenario != "typing":
-        return await run_continuous(page, stim, scenario, samples, probe)
+        return await run_continuous(page, stim, scenario, samples, probe, pace)
     for _ in range(3):  # warm-up
         stim.draw(scenario)
         await asyncio.sleep(0.15)
@@ -707,16 +724,16 @@ def pct(values: list[float], q: float) -> float | None:
 
 
 async def run_continuous(page: Page, stim: Stimulus, scenario: str, samples: int,
-                         probe: Probe) -> dict[str, Any]:
-    """Draws ``max(60, 4 * samples)`` steps at STEP_HZ while the page is polled; matches
-    every step shown (its marker code) to the latest step drawn with that code."""
+                         probe: Probe, pace: Pace = Pace()) -> dict[str, Any]:
+    """Draws ``max(pace.min_steps, 4 * samples)`` steps at STEP_HZ while the page is polled;
+    matches every step shown (its marker code) to the latest step drawn with that code."""
     period = 1 / STEP_HZ
-    for _ in range(STEP_HZ // 2):  # warm-up: the transports settle on the motion
+    for _ in range(pace.warmup_steps):  # warm-up: the transports settle on the motion
         stim.draw(scenario)
         await asyncio.sleep(period)
-    await asyncio.sleep(0.5)
+    await asyncio.sleep(pace.warmup_pause_s)
     await page.evaluate("window.__lat.seen = []; window.__lat.grabs = []")
-    steps = max(60, samples * 4)
+    steps = max(pace.min_steps, samples * 4)
     drawn: list[tuple[int, float]] = []
     sources: dict[int, np.ndarray] = {}
     seen: list[list[Any]] = []
@@ -919,7 +936,7 @@ def describe(r: dict[str, Any]) -> str:
 
 
 async def measure(width: int, height: int, samples: int,
-                  transports: tuple[str, ...] = TRANSPORTS, settle_s: float = 1.5
+                  transports: tuple[str, ...] = TRANSPORTS, pace: Pace = Pace()
                   ) -> dict[str, dict[str, Any]]:
     """One session at *width* x *height*; every transport, every scenario.
     Returns ``{scenario: {transport: result}}``."""
@@ -952,6 +969,7 @@ async def measure(width: int, height: int, samples: int,
             await vnc.start()
             async with async_playwright() as p:
                 for transport in transports:
+                    t_transport = time.monotonic()
                     mode = transport.removeprefix("novnc-") if transport in BASELINES else None
                     server_pids = (await vnc.x11vnc(mode),) if mode else (agent_pid,)
                     browser = await p.chromium.launch(executable_path="/usr/bin/chromium",
@@ -975,14 +993,18 @@ async def measure(width: int, height: int, samples: int,
                             "vrViewer.transport.framesShown > 0", timeout=30000)
                         await page.evaluate(DETECTOR_JS)
                         probe = Probe(page, "playwright_chromiumdev_profile", server_pids)
+                        t_ready = time.monotonic()
                         for scenario in SCENARIOS:
-                            r = await run_scenario(page, stim, scenario, samples, probe,
-                                                   settle_s)
+                            t_scenario = time.monotonic()
+                            r = await run_scenario(page, stim, scenario, samples, probe, pace)
+                            r["seconds"] = time.monotonic() - t_scenario
                             r["server"] = f"x11vnc ({mode})" if mode else "runtime agent" + (
                                 " + its x11vnc" if transport == "vnc" else "")
                             results.setdefault(scenario, {})[transport] = r
-                            print(f"  {width}x{height} {transport:13s} {scenario:7s} {describe(r)}",
-                                  file=sys.stderr, flush=True)
+                            print(f"  {width}x{height} {transport:13s} {scenario:7s} {describe(r)}"
+                                  f"  ({r['seconds']:.1f} s)", file=sys.stderr, flush=True)
+                        print(f"  {transport}: {t_ready - t_transport:.1f} s to a connected page, "
+                              f"{time.monotonic() - t_transport:.1f} s in all", file=sys.stderr)
                     finally:
                         await browser.close()
             await http.post(f"{base}/api/visual-sessions/{sid}/stop", headers=auth)
@@ -1108,7 +1130,7 @@ def run(opts: Any) -> Any:
         width, height = (int(v) for v in resolution.split("x"))
         load0 = os.getloadavg()
         results = asyncio.run(measure(width, height, opts.samples, transports,
-                                      settle_s=0.8 if opts.quick else 1.5))
+                                      QUICK_PACE if opts.quick else Pace()))
         print_table(results, resolution, transports)
         figs, series = figures_for(results, resolution, transports)
         result.figures += figs
