@@ -20,7 +20,7 @@ from typing import Any
 
 from benchmarks.suite import Figure, Options, Result
 
-__all__ = ["target_met", "write"]
+__all__ = ["figure_table", "target_met", "write"]
 
 _TARGET = re.compile(r"^\s*(<=|>=|<|>)\s*([0-9.]+)\s*(x\b|x baseline)?", re.I)
 
@@ -52,6 +52,22 @@ def _load(load: tuple[float, float, float] | list[float] | None) -> str:
     return " / ".join(f"{x:.2f}" for x in load) if load else "–"
 
 
+def figure_table(figures: list[Figure]) -> list[str]:
+    """Markdown rows: figure, value, unit, baseline, ratio, target, met?"""
+    lines = ["| figure | value | unit | baseline | ratio | target | met? |",
+             "|---|---:|---|---:|---:|---|---|"]
+    for f in figures:
+        met = target_met(f)
+        base = "–" if f.baseline is None else \
+            f"{_num(f.baseline)} ({f.baseline_name})" if f.baseline_name else _num(f.baseline)
+        name = f.name + ("" if f.lower_is_better else " ↑") + (f" — {f.note}" if f.note else "")
+        lines.append(
+            f"| {name} | {_num(f.value)} | {f.unit} | {base} | "
+            f"{_num(f.ratio, 2) + 'x' if f.ratio is not None else '–'} | {f.target or ''} | "
+            f"{'' if met is None else 'yes' if met else '**no**'} |")
+    return lines
+
+
 def markdown(results: list[Result], mach: dict[str, Any], opts: Options, missing: list[str],
              seconds: float, plots: list[Path]) -> str:
     lines = [
@@ -81,22 +97,15 @@ def markdown(results: list[Result], mach: dict[str, Any], opts: Options, missing
                      f"{_num(r.load_after[0] if r.load_after else None, 2)} |")
     for name in missing:
         lines.append(f"| {name} | not available | – | – |")
+    targeted = [f for r in results for f in r.figures if f.target]
+    if targeted:
+        lines += ["", "## Against the targets", ""] + figure_table(targeted)
     for r in results:
         lines += ["", f"## {r.title} (`{r.benchmark}`)", ""]
         if r.error:
             lines += [f"Failed: {r.error}", ""]
         if r.figures:
-            lines += ["| figure | value | unit | baseline | ratio | target | met? |",
-                      "|---|---:|---|---:|---:|---|---|"]
-            for f in r.figures:
-                met = target_met(f)
-                base = "–" if f.baseline is None else \
-                    f"{_num(f.baseline)} ({f.baseline_name})" if f.baseline_name else _num(f.baseline)
-                name = f.name + ("" if f.lower_is_better else " ↑") + (f" — {f.note}" if f.note else "")
-                lines.append(
-                    f"| {name} | {_num(f.value)} | {f.unit} | {base} | "
-                    f"{_num(f.ratio, 2) + 'x' if f.ratio is not None else '–'} | {f.target or ''} | "
-                    f"{'' if met is None else 'yes' if met else '**no**'} |")
+            lines += figure_table(r.figures)
         if r.notes:
             lines += [""] + [f"- {n}" for n in r.notes]
     if plots:
