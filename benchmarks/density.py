@@ -151,11 +151,16 @@ async def measure(opts: Options, steps: tuple[int, ...] | None = None) -> Result
                 stop_reason = (f"memory cap: {target} idle sessions would need "
                                f"{(target - len(idle)) * per:.0f} MiB more")
                 break
-            created = [(await gw.create(resolution=f"{WIDTH}x{HEIGHT}", enable_recording=False,
-                                        idle_timeout_minutes=0))["session_id"]
-                       for _ in range(target - len(idle))]
-            idle += created
-            await asyncio.gather(*(gw.wait_running(s) for s in created))
+            try:
+                created = [(await gw.create(resolution=f"{WIDTH}x{HEIGHT}",
+                                            enable_recording=False,
+                                            idle_timeout_minutes=0))["session_id"]
+                           for _ in range(target - len(idle))]
+                idle += created
+                await asyncio.gather(*(gw.wait_running(s) for s in created))
+            except RuntimeError as e:
+                stop_reason = f"idle sessions for step {target} did not all start: {e}"[:300]
+                break
             waited = await _settle(gw, idle, 30 if opts.quick else 120)
             row = await _measure_step(gw, active, idle, driver, receiver, samples)
             row["settle_s"] = waited

@@ -194,13 +194,19 @@ async def measure(opts: Options) -> Result:
                            f"{count} viewers receiving")
             await asyncio.sleep(settle)
             frames0, steps0 = viewers[0].receiver.frames, workload.steps
+            stats0 = (await gw.agent_stats(sid))["media"]
             t0 = time.monotonic()
             cpu, rate = await _window(
                 {"agent": pods["agent"], "gateway": [gw.pid], "app": pods["app"],
                  "viewers_process": [os.getpid()]}, window,
                 lambda: sum(v.buffer.bytes for v in viewers))
             elapsed = time.monotonic() - t0
+            stats1 = (await gw.agent_stats(sid))["media"]
             ours[count] = {"cpu": cpu, "bytes_per_s": rate,
+                           "encoded_fps": (stats1["frames_encoded"]["total"]
+                                           - stats0["frames_encoded"]["total"]) / elapsed,
+                           "encoded_bytes_per_s": (stats1["bytes_encoded"]["total"]
+                                                   - stats0["bytes_encoded"]["total"]) / elapsed,
                            "packets_per_viewer": [v.buffer.packets for v in viewers],
                            "decoded_fps": (viewers[0].receiver.frames - frames0) / elapsed,
                            "steps_per_s": (workload.steps - steps0) / elapsed}
@@ -315,7 +321,8 @@ def main() -> int:
     print_result(result)
     for n in COUNTS:
         o, b = result.series["ours"][str(n)], result.series["baseline"][str(n)]
-        print(f"  {n:2d} viewers: decoded {o['decoded_fps']:.1f} fps, workload "
+        print(f"  {n:2d} viewers: encoded {o['encoded_fps']:.1f} fps, decoded "
+              f"{o['decoded_fps']:.1f} fps, workload "
               f"{o['steps_per_s']:.1f} steps/s | x11vnc client 1: {b['updates_per_s']:.1f} "
               f"updates/s, workload {b['steps_per_s']:.1f} steps/s")
     print(f"\nwrote {write_result(result, args.out_dir)} ({result.seconds:.0f} s)")

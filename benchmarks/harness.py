@@ -242,13 +242,19 @@ class ServedGateway:
         self.session_ids.append(created["session_id"])
         return created
 
-    async def wait_running(self, sid: str) -> dict[str, Any]:
+    async def wait_running(self, sid: str, timeout: float = 180.0) -> dict[str, Any]:
+        """Until the session is ``running`` (``?wait=running`` blocks up to 30 s a call;
+        a loaded machine may need several); RuntimeError if it ends or *timeout* passes."""
         assert self.http is not None
-        async with self.http.get(self.url(f"/api/visual-sessions/{sid}?wait=running")) as resp:
-            session: dict[str, Any] = await resp.json()
-        if session.get("status") != "running":
-            raise RuntimeError(f"session {sid} did not start: {session}")
-        return session
+        deadline = time.monotonic() + timeout
+        while True:
+            async with self.http.get(self.url(f"/api/visual-sessions/{sid}?wait=running")) as resp:
+                session: dict[str, Any] = await resp.json()
+            status = session.get("status")
+            if status == "running":
+                return session
+            if status != "starting" or time.monotonic() > deadline:
+                raise RuntimeError(f"session {sid} did not start: {session}")
 
     async def create_running(self, **body: Any) -> dict[str, Any]:
         created = await self.create(**body)
@@ -287,6 +293,16 @@ class ServedGateway:
 
     def x_socket(self, sid: str) -> Path:
         return self.runtime_dir / sid / "x11" / "X0"
+
+    async def agent_stats(self, sid: str) -> dict[str, Any]:
+        """``GET /stats`` of the session's runtime agent, over its unix socket (local backend)."""
+        from gateway.agent_client import AgentClient
+
+        client = AgentClient(self.runtime_dir / sid / "run" / "agent.sock", sid)
+        try:
+            return await client.stats()
+        finally:
+            await client.aclose()
 
     def agent_pids(self, sid: str) -> list[int]:
         return pod_pids([sid])[sid]["agent"]
