@@ -25,8 +25,10 @@ async def open_viewer(browser: Browser, gw: Gateway, sid: str, token: str, *,
 
 async def wait_connected(page: Page, transport: str | None = None, timeout_s: float = 30) -> str:
     """Wait until the page shows frames; return the transport in use."""
+    # a function, not a bare expression: Playwright eval()s an expression on every poll,
+    # which the page's CSP (no 'unsafe-eval') refuses
     await page.wait_for_function(
-        "window.vrViewer && vrViewer.state === 'connected' && vrViewer.transport"
+        "() => window.vrViewer && vrViewer.state === 'connected' && vrViewer.transport"
         " && vrViewer.transport.framesShown > 0", timeout=timeout_s * 1000)
     name: str = await page.evaluate("vrViewer.transport.name")
     if transport is not None:

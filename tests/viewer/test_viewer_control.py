@@ -62,17 +62,17 @@ async def test_reload_keeps_control(light_gateway: Gateway, browser: Browser) ->
     page = await open_viewer(browser, gw, sid, token, transport="ws")
     await wait_connected(page, "ws")
     await page.click("#btn-control")
-    await page.wait_for_function("document.body.dataset.control === 'mine'", timeout=15000)
+    await page.wait_for_function("() => document.body.dataset.control === 'mine'", timeout=15000)
     await page.reload()
     await wait_connected(page, "ws")
-    await page.wait_for_function("document.body.dataset.control === 'mine'", timeout=15000)
+    await page.wait_for_function("() => document.body.dataset.control === 'mine'", timeout=15000)
     assert await page.locator("#controller").inner_text() == "you"
     # The reloaded page's input still reaches the desktop.
     await page.mouse.move(500, 400)
     await page.mouse.move(520, 410)
     status, body = await set_control(gw, sid, token, "release")
     assert status == 200, body
-    await page.wait_for_function("document.body.dataset.control === 'agent'", timeout=15000)
+    await page.wait_for_function("() => document.body.dataset.control === 'agent'", timeout=15000)
     await page.close()
 
 

@@ -92,7 +92,7 @@ async def test_transport_end_to_end(light_gateway: Gateway, browser: Browser,
 
     # Take control from the page.
     await page.click("#btn-control")
-    await page.wait_for_function("document.body.dataset.control === 'mine'", timeout=15000)
+    await page.wait_for_function("() => document.body.dataset.control === 'mine'", timeout=15000)
     assert await control(gw, sid) == "human"
     status, body = await action(gw, sid, {"action": "cursor_position"})
     assert status == 409, body
@@ -119,7 +119,7 @@ async def test_transport_end_to_end(light_gateway: Gateway, browser: Browser,
 
     # Release: agent actions work again, and the click landed where intended.
     await page.click("#btn-control")
-    await page.wait_for_function("document.body.dataset.control === 'agent'", timeout=15000)
+    await page.wait_for_function("() => document.body.dataset.control === 'agent'", timeout=15000)
     assert await control(gw, sid) == "agent"
     status, body = await action(gw, sid, {"action": "cursor_position"})
     assert status == 200, body
