@@ -24,6 +24,7 @@ their static files and noVNC also get a Content-Security-Policy
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -176,7 +177,28 @@ async def _security_headers(request: web.Request, response: web.StreamResponse) 
             config.frame_ancestors, WEB_DIR / page if page else None)
 
 
+_TOKEN_IN_URL = re.compile(r"([?&;]token=)[^&\s\"]*")
+
+
+class RedactTokens(logging.Filter):
+    """Replaces ``token=<secret>`` in log lines (the access log prints query strings)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if "token=" in message:
+            record.msg = _TOKEN_IN_URL.sub(r"\1REDACTED", message)
+            record.args = None
+        return True
+
+
+def _redact_access_log() -> None:
+    access = logging.getLogger("aiohttp.access")
+    if not any(isinstance(f, RedactTokens) for f in access.filters):
+        access.addFilter(RedactTokens())
+
+
 def setup_hardening(app: web.Application, config: GatewayConfig) -> None:
     """State and response hook of the protections (the middleware is added by create_app)."""
     app[HARDENING] = Hardening.from_config(config)
     app.on_response_prepare.append(_security_headers)
+    _redact_access_log()

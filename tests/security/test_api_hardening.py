@@ -308,3 +308,22 @@ async def test_errors_carry_no_internal_details(strict_gateway: Gateway) -> None
             assert resp.content_type == "application/problem+json", (path, text)
             for leak in ("Traceback", "/work/", "/run/", state, "site-packages", " object at 0x"):
                 assert leak not in text, (path, leak, text)
+
+
+def test_tokens_in_urls_are_redacted_from_the_access_log() -> None:
+    """aiohttp's access log prints the request line; ?token= must not reach the log."""
+    import logging
+
+    from gateway.app import create_app
+    from gateway.config import GatewayConfig
+
+    create_app(GatewayConfig(), "api-token")
+    access = logging.getLogger("aiohttp.access")
+    record = logging.LogRecord("aiohttp.access", logging.INFO, __file__, 1,
+                               '%s "%s" %s', ("127.0.0.1",
+                                              "GET /sessions/abc/?token=s3cr3t-view&x=1 HTTP/1.1",
+                                              200), None)
+    assert access.filter(record)
+    message = record.getMessage()
+    assert "s3cr3t-view" not in message
+    assert "token=REDACTED&x=1" in message
