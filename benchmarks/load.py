@@ -173,6 +173,11 @@ class SessionRun:
     events: dict[str, int] = field(default_factory=dict)
     whep_delete_status: int | None = None
     final_status: str = ""
+    encoded_in_window: int = 0
+    """Frames the session's encoder produced during the window (``/metrics``)."""
+    stall_s: float | None = None
+    """Longest stretch without a decoded frame while the encoder kept producing (see
+    :func:`stall_seconds`): this, not ``max_gap_s``, says whether a viewer starved."""
     viewer_states: list[tuple[float, str]] = field(default_factory=list)
     """(seconds since the window opened, ``connectionState``) of the viewer's peer."""
     rtp_packets: list[tuple[float, int, int]] = field(default_factory=list)
@@ -267,9 +272,12 @@ class LoadReport:
             "viewer_fps_min": round(min(fps), 2) if fps else None,
             "viewer_fps_median": round(statistics.median(fps), 2) if fps else None,
             "viewer_max_gap_s": round(max(gaps), 2) if gaps else None,
+            "viewer_max_stall_s": max((s.stall_s for s in self.sessions
+                                       if s.stall_s is not None), default=None),
             "viewers_starved": [s.session_id for s in self.sessions
-                                if s.max_gap_s is None
-                                or s.max_gap_s > float(self.options["starve_s"])],
+                                if s.stall_s is None or not s.frames_in_window
+                                or s.stall_s > float(self.options["starve_s"])],
+            "frames_encoded_total": sum(s.encoded_in_window for s in self.sessions),
             "frames_total": sum(s.frames_in_window for s in self.sessions),
             "events": dict(sum((Counter(s.events) for s in self.sessions), Counter())),
             "gateway_rss_mb_max": max((s["gateway_rss_mb"] for s in self.samples), default=None),
@@ -590,6 +598,48 @@ def _problem(body: bytes) -> dict[str, Any]:
     return data if isinstance(data, dict) else {"detail": str(data)[:200]}
 
 
+def _count_at(series: list[tuple[float, int]], at: float) -> int:
+    """The last sampled value at or before *at* (the first one before any sample)."""
+    value = series[0][1] if series else 0
+    for t, n in series:
+        if t > at:
+            break
+        value = n
+    return value
+
+
+def stall_seconds(frames: list[float], encoded: list[tuple[float, int]], start: float,
+                  end: float, lag_s: float = 2.5) -> float:
+    """Longest gap between decoded frames (window edges included) during which the
+    session's encoder produced at least two frames.
+
+    The screen is captured on damage only, so a gap with nothing encoded is a still
+    screen (e.g. Chromium slow to repaint), not a starving viewer. The encoder's
+    count comes from ``/metrics`` (refreshed every poll interval, sampled every
+    second), so it is read *lag_s* after the gap opens and 0.5 s before it closes;
+    two frames, because the last frame before a pause is completed by aiortc's
+    stock receiver only when the next one arrives.
+    """
+    inside = [t for t in frames if start <= t <= end]
+    points = [start, *inside, end]
+    worst = 0.0
+    for a, b in zip(points, points[1:], strict=False):
+        if b - a <= worst:
+            continue
+        if _count_at(encoded, b - 0.5) - _count_at(encoded, a + lag_s) >= 2:
+            worst = b - a
+    return worst
+
+
+def parse_encoded(metrics_text: str) -> dict[str, int]:
+    """``visual_runtime_frames_encoded_total`` by session id."""
+    found = {}
+    for m in re.finditer(r'^visual_runtime_frames_encoded_total\{session="([^"]+)"\} (\S+)$',
+                         metrics_text, re.M):
+        found[m.group(1)] = int(float(m.group(2)))
+    return found
+
+
 def frame_stats(times: list[float], start: float, end: float) -> tuple[int, float]:
     """Frames inside [start, end] and the longest stretch without one (edges included)."""
     inside = [t for t in times if start <= t <= end]
@@ -626,6 +676,8 @@ class Recorder:
     def __init__(self) -> None:
         self.errors: list[ErrorRecord] = []
         self.t0 = time.monotonic()
+        self.screens: dict[str, bytes] = {}
+        """The last screenshot of a session whose page did not open (for the logs)."""
 
     def add(self, sid: str, what: str, e: BaseException) -> None:
         status = e.status if isinstance(e, ApiError) else None
@@ -718,26 +770,30 @@ async def open_page(session: RemoteSession, rec: Recorder, within: float = 120.0
     """
     sid = session.session_id
     width, height = _resolution(session)
+    # Clicks raise and focus Chromium (full screen) below and right of the xterm
+    # (100x30 at +40+40), which may be mapped above it.
+    spot = (width * 4 // 5, height * 17 // 20)
     deadline = time.monotonic() + within
 
     async def shows(check: Callable[[bytes], bool], until: float) -> bool:
         while time.monotonic() < until:
             png = await rec.call(sid, "screenshot", session.view_screenshot())
-            if png is not None and await asyncio.to_thread(check, png):
-                return True
+            if png is not None:
+                rec.screens[sid] = png
+                if await asyncio.to_thread(check, png):
+                    return True
             await asyncio.sleep(0.5)
         return False
 
     if await shows(chromium_shown, deadline):
         while time.monotonic() < deadline:
-            await rec.call(sid, "action:left_click", session.click(width // 2, height // 2))
+            await rec.call(sid, "action:left_click", session.click(*spot))
             await rec.call(sid, "action:key", session.key("ctrl+l"))
             await asyncio.sleep(0.3)
             await rec.call(sid, "action:type", session.type_text(PAGE_URL + "\n"))
             if await shows(page_shown, min(deadline, time.monotonic() + 40)):
                 # focus the page, not the address bar: typed words must not navigate
-                await rec.call(sid, "action:left_click",
-                               session.click(width // 2, height // 2))
+                await rec.call(sid, "action:left_click", session.click(*spot))
                 return True
     rec.errors.append(ErrorRecord(round(time.monotonic() - rec.t0, 3), sid, "open-page",
                                   None, f"the counter page did not show within {within} s"))
@@ -862,6 +918,22 @@ async def drive(client: VisualRuntimeClient, http: aiohttp.ClientSession, base_u
             rec.t0 = start
             sampler = asyncio.create_task(sample(report, gateway_pid, sids, stop_sampler, start))
 
+        encoded: dict[str, list[tuple[float, int]]] = {s.session_id: [] for s in sessions}
+
+        async def sample_metrics() -> None:
+            while True:
+                body = await rec.call("-", "metrics", client.request("GET", "/metrics",
+                                                                     expect="bytes"))
+                now = time.monotonic()
+                if body is not None:
+                    for sid, n in parse_encoded(body.decode(errors="replace")).items():
+                        if sid in encoded:
+                            encoded[sid].append((now, n))
+                if stop_sampler.is_set():
+                    return
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop_sampler.wait(), 1.0)
+
         async def sample_viewers() -> None:
             while not stop_sampler.is_set():
                 await asyncio.gather(*(v.sample_rtp() for v in viewers))
@@ -869,6 +941,7 @@ async def drive(client: VisualRuntimeClient, http: aiohttp.ClientSession, base_u
                     await asyncio.wait_for(stop_sampler.wait(), 2.0)
 
         rtp_sampler = asyncio.create_task(sample_viewers())
+        metrics_sampler = asyncio.create_task(sample_metrics())
         try:
             await asyncio.gather(*(
                 agent_loop(s, run, rec, random.Random(opts.seed + i), *_resolution(s), until,
@@ -877,6 +950,9 @@ async def drive(client: VisualRuntimeClient, http: aiohttp.ClientSession, base_u
         finally:
             stop_sampler.set()
             await rtp_sampler
+            # one more /metrics after the watcher's next poll, for the window's last frames
+            await asyncio.sleep(1.5)
+            await metrics_sampler
             if sampler is not None:
                 await sampler
         end = time.monotonic()
@@ -886,6 +962,9 @@ async def drive(client: VisualRuntimeClient, http: aiohttp.ClientSession, base_u
             run.frames_in_window, gap = frame_stats(v.frame_times, start, end)
             run.max_gap_s = round(gap, 3)
             run.fps = round(run.frames_in_window / (end - start), 2)
+            series = encoded[v.sid]
+            run.encoded_in_window = _count_at(series, end + 1.5) - _count_at(series, start)
+            run.stall_s = round(stall_seconds(v.frame_times, series, start, end), 3)
             run.viewer_states = [(round(at - start, 2), state) for at, state in v.states]
             run.rtp_packets = [(round(at - start, 2), n, lost) for at, n, lost in v.rtp]
         for v, run in zip(viewers, runs, strict=True):
@@ -1067,9 +1146,13 @@ async def run_load(opts: LoadOptions) -> LoadReport:
         report.after_gateway_exit = {k: v for k, v in left.resources.items()
                                      if v and k not in GLOBAL_CATEGORIES}
         troubled = {e.session_id for e in rec.errors}
+        if opts.state_dir is not None:
+            for sid in troubled & set(rec.screens):
+                (state_dir / "sessions" / sid / "logs" / "last-screen.png").write_bytes(
+                    rec.screens[sid])
         for run in [*report.sessions, *([report.baseline] if report.baseline else [])]:
             if (run.session_id in troubled or run.final_status != "stopped"
-                    or (run.max_gap_s or 0) > opts.starve_s):
+                    or (run.stall_s or 0) > opts.starve_s or not run.frames_in_window):
                 run.logs = _log_tails(state_dir / "sessions" / run.session_id / "logs")
         log = gw.log_path.read_text(errors="replace")
         report.gateway_log_errors = [line for line in log.splitlines()
@@ -1123,7 +1206,9 @@ def print_summary(report: LoadReport, out: Callable[[str], None] = print) -> Non
     out(f"  action latency ms  p50 {a['p50']}  p95 {a['p95']}  max {a['max']}  (n={a['n']})")
     out(f"  baseline (1 session) p50 {b['p50']}  p95 {b['p95']}  max {b['max']}  (n={b['n']})")
     out(f"  viewers: fps min {s['viewer_fps_min']} median {s['viewer_fps_median']}, "
-        f"longest gap {s['viewer_max_gap_s']} s, starved {len(s['viewers_starved'])}")
+        f"longest gap {s['viewer_max_gap_s']} s, longest stall (gap while frames were "
+        f"encoded) {s['viewer_max_stall_s']} s, starved {len(s['viewers_starved'])}; "
+        f"frames decoded {s['frames_total']} of {s['frames_encoded_total']} encoded")
     out(f"  errors {s['errors']} {s['errors_by_status']}, 5xx {s['server_errors_5xx']}")
     out(f"  events {s['events']}")
     out(f"  gateway rss max {s['gateway_rss_mb_max']} MB, fds max {s['gateway_fds_max']}, "
@@ -1142,8 +1227,9 @@ def print_summary(report: LoadReport, out: Callable[[str], None] = print) -> Non
         lat = _pcts(run.latencies_ms)
         out(f"    {run.session_id[:10]} slot {run.slot} running {run.running_s:5.2f}s "
             f"actions {run.actions_ok:4d}/{run.actions_failed} p50 {lat['p50']} "
-            f"p95 {lat['p95']} frames {run.frames_in_window:4d} ({run.fps} fps) "
-            f"gap {run.max_gap_s}s events {sum(run.events.values())} -> {run.final_status}")
+            f"p95 {lat['p95']} frames {run.frames_in_window:4d}/{run.encoded_in_window} "
+            f"({run.fps} fps) gap {run.max_gap_s}s stall {run.stall_s}s "
+            f"events {sum(run.events.values())} -> {run.final_status}")
     for e in report.errors[:20]:
         out(f"    error t={e.at_s}s {e.session_id[:10]} {e.what} {e.status} {e.detail[:120]}")
 
