@@ -79,6 +79,7 @@ class FuzzContext:
     ended: str
     created: list[str] = field(default_factory=list)
     cases: int = 0
+    operations: int = 0
     statuses: Counter[int] = field(default_factory=Counter)
     per_operation: Counter[str] = field(default_factory=Counter)
     per_operation_status: Counter[tuple[str, int]] = field(default_factory=Counter)
@@ -256,11 +257,15 @@ def fuzz_operation(ctx: FuzzContext, http: requests.Session, operation: Any,
 
 
 def run_fuzz(ctx: FuzzContext) -> None:
-    schema = schemathesis.openapi.from_url(ctx.base_url + "/api/openapi.json")
     http = requests.Session()
+    # the live document, loaded as a dict: from_url leaves out the operation serving it
+    live_doc = http.get(ctx.base_url + "/api/openapi.json", timeout=30)
+    assert live_doc.status_code == 200, live_doc.text
+    schema = schemathesis.openapi.from_dict(live_doc.json())
     try:
         for result in schema.get_all_operations():
             operation = result.ok()
+            ctx.operations += 1
             for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
                 fuzz_operation(ctx, http, operation, mode)
         began = time.monotonic()
@@ -315,6 +320,7 @@ async def test_fuzz_whole_api_from_openapi(fuzz_gateway: Gateway) -> None:
             tail = "".join((logs / "agent.log").read_text(errors="replace").splitlines(True)[-40:]) \
                 if (logs / "agent.log").exists() else "(no agent.log)"
             raise AssertionError("\n".join(ctx.failures[:40]) + "\n--- agent.log tail:\n" + tail)
+        assert len(ctx.per_operation) == ctx.operations + 1  # every operation, + valid actions
         assert ctx.cases >= 20 * len(ctx.per_operation)
         assert not [s for s in ctx.statuses if s >= 500]
 
