@@ -125,6 +125,26 @@ class Cgroup:
                     time.sleep(0.02)
 
 
+def limit_events_of(pid: int) -> dict[str, int]:
+    """:meth:`Cgroup.limit_events` of whatever cgroup *pid* is in (e.g. a container's)."""
+    try:
+        lines = Path(f"/proc/{pid}/cgroup").read_text().splitlines()
+    except OSError:
+        return {}
+    paths: dict[str, str] = {}
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        for c in controllers.split(",") if controllers else [""]:
+            paths[c] = path.lstrip("/")
+    if cgroup_version() == 2:
+        d = CGROUP_ROOT / paths.get("", "")
+        return {"pids": _field(d / "pids.events", "max"),
+                "memory": _field(d / "memory.events", "oom_kill")}
+    return {"pids": _field(CGROUP_ROOT / "pids" / paths.get("pids", "") / "pids.events", "max"),
+            "memory": _field(CGROUP_ROOT / "memory" / paths.get("memory", "") / "memory.oom_control",
+                             "oom_kill")}
+
+
 def list_cgroups() -> list[str]:
     """Names of pod cgroups left under ``visual-runtime``."""
     if cgroup_version() == 2:

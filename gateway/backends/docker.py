@@ -66,7 +66,8 @@ from docker.types import Mount
 from ..config import GatewayConfig
 from ..errors import BackendError
 from .base import PodHandle, PodRequest, SessionBackend, prepare_session_dirs, session_paths
-from .local import AGENT_RECORDING, LocalBackend, _chromium_flags
+from .cgroup import limit_events_of
+from .local import AGENT_RECORDING, LocalBackend, _chromium_flags, _describe_status
 from .network import run
 
 logger = logging.getLogger(__name__)
@@ -314,6 +315,40 @@ class DockerBackend(SessionBackend):
         except docker.errors.DockerException as e:
             logger.warning("session %s: docker inspect failed: %s", handle.get("session_id"), e)
             return False
+
+    async def resource_events(self, handle: PodHandle) -> dict[str, int]:
+        """From the app container's cgroup while it runs; ``OOMKilled`` once it died."""
+        def read() -> dict[str, int]:
+            try:
+                state = self._client.api.inspect_container(handle["app"])["State"]
+            except docker.errors.DockerException:
+                return {}
+            counts = limit_events_of(int(state.get("Pid") or 0)) if state.get("Pid") else {}
+            if state.get("OOMKilled"):
+                counts["memory"] = max(counts.get("memory", 0), 1)
+            return counts
+
+        return await asyncio.to_thread(read)
+
+    async def exit_reason(self, handle: PodHandle) -> str:
+        def read() -> str:
+            parts = []
+            for role, key in (("the app sandbox", "app"), ("the runtime agent", "agent")):
+                try:
+                    state = self._client.api.inspect_container(handle[key])["State"]
+                except docker.errors.NotFound:
+                    parts.append(f"{role} container is gone")
+                    continue
+                except docker.errors.DockerException:
+                    continue
+                if state.get("Status") == "running":
+                    continue
+                how = (" (OOM-killed)" if state.get("OOMKilled")
+                       else _describe_status(int(state.get("ExitCode") or 0)))
+                parts.append(f"{role} exited{how}")
+            return "; ".join(parts) or "the session's processes exited"
+
+        return await asyncio.to_thread(read)
 
     # ------------------------------------------------------------------ stop
     async def stop_pod(self, handle: PodHandle) -> None:

@@ -45,8 +45,8 @@ async def exposed_gateway(request: pytest.FixtureRequest, tmp_path: Path) -> Asy
     app = create_app(config, API_TOKEN)
     server = TestServer(app, host="::", port=0)  # dual stack: every v4 and v6 address
     http = TestClient(server)
-    await http.start_server()
     try:
+        await http.start_server()
         gw = Gateway(f"http://127.0.0.1:{server.port}", API_TOKEN, config.state_dir, http.session)
         gw.extra.update(app=app, backend=backend, port=server.port)
         yield gw
