@@ -446,7 +446,7 @@ class SessionManager:
             seen[kind] = count
             self.limit_hits[kind] = self.limit_hits.get(kind, 0) + count - before
             limit = (f"{self._config.session_memory_mb} MiB" if kind == "memory"
-                     else f"{self._config.session_pids} processes")
+                     else f"{self._backend.pids_limit(self._config.session_pids)} processes")
             self.events.emit(sid, "resource_limit", kind=kind, count=count, new=count - before,
                              limit=limit)
             logger.warning("session %s: %s limit (%s) hit: %s", sid, kind, limit,

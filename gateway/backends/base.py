@@ -78,6 +78,10 @@ class SessionBackend(abc.ABC):
         and ``memory`` (processes OOM-killed). Empty when the backend cannot tell."""
         return {}
 
+    def pids_limit(self, configured: int) -> int:
+        """The process limit this backend really gives an app sandbox."""
+        return configured
+
     async def exit_reason(self, handle: PodHandle) -> str:
         """Which part of a dead pod exited and how, for the session's ``error``."""
         return "the session's processes exited"

@@ -234,7 +234,7 @@ class DockerBackend(SessionBackend):
             mem_limit=self._config.session_memory_mb * 1024 * 1024,
             memswap_limit=self._config.session_memory_mb * 1024 * 1024,
             nano_cpus=int(self._config.session_cpus * 1e9),
-            pids_limit=max(512, self._config.session_pids),
+            pids_limit=self.pids_limit(self._config.session_pids),
             hostname="visual-runtime",
             mounts=[
                 Mount("/tmp/.X11-unix", str(paths["x11"]), type="bind"),
@@ -315,6 +315,9 @@ class DockerBackend(SessionBackend):
         except docker.errors.DockerException as e:
             logger.warning("session %s: docker inspect failed: %s", handle.get("session_id"), e)
             return False
+
+    def pids_limit(self, configured: int) -> int:
+        return max(512, configured)  # Chromium's processes and threads need this many
 
     async def resource_events(self, handle: PodHandle) -> dict[str, int]:
         """From the app container's cgroup while it runs; ``OOMKilled`` once it died."""
