@@ -62,6 +62,7 @@ import random
 import re
 import shutil
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -96,6 +97,7 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 TOKEN = "load-test-token-0123456789abcdef"
 TERMINAL = {"stopped", "expired", "failed"}
+SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 
@@ -235,6 +237,9 @@ class LoadReport:
     gateway_exit_code: int | None = None
     gateway_log_errors: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    udp: dict[str, int] = field(default_factory=dict)
+    """UDP sockets and datagrams the kernel dropped (full receive buffer) at the window's
+    end: the viewers' (this process) and the runtime agents'."""
     lingered: dict[str, Any] = field(default_factory=dict)
     """What was still there right after every session reported ``stopped``, and how many
     seconds it took to go (``items``, ``seconds``)."""
@@ -411,6 +416,28 @@ def machine_ticks() -> tuple[int, int]:
     return sum(values) - idle, sum(values)
 
 
+def udp_drops(pids: Iterable[int]) -> tuple[int, int]:
+    """(sockets, datagrams dropped) of the UDP sockets *pids* hold (``/proc/net/udp*``:
+    the kernel drops a datagram when the socket's receive buffer is full)."""
+    inodes: set[str] = set()
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            for name in os.listdir(f"/proc/{pid}/fd"):
+                with contextlib.suppress(OSError):
+                    m = re.fullmatch(r"socket:\[(\d+)\]", os.readlink(f"/proc/{pid}/fd/{name}"))
+                    if m:
+                        inodes.add(m.group(1))
+    sockets = drops = 0
+    for table in ("/proc/net/udp", "/proc/net/udp6"):
+        with contextlib.suppress(OSError):
+            for line in Path(table).read_text().splitlines()[1:]:
+                fields = line.split()
+                if len(fields) > 12 and fields[9] in inodes:
+                    sockets += 1
+                    drops += int(fields[-1])
+    return sockets, drops
+
+
 def slot_holders(runtime_dir: Path) -> dict[int, str]:
     """Slot number -> session id, machine-wide (``<runtime_dir>/slots``)."""
     held: dict[int, str] = {}
@@ -545,6 +572,26 @@ class Viewer:
                 raise ApiError(resp.status, _problem(body))
             self.location = resp.headers["Location"]
         await self.pc.setRemoteDescription(RTCSessionDescription(body.decode(), "answer"))
+        self._grow_receive_buffers()
+
+    def _grow_receive_buffers(self) -> None:
+        """Give this viewer's UDP sockets a 4 MiB receive buffer.
+
+        A real viewer has a machine of its own; these ten share two cores with the
+        sessions they watch, and a default-sized buffer (~200 kB) overflows when
+        the test process is off the CPU for a moment. Sender-side stalls still
+        show (``stall_s``), and drops are counted either way (:func:`udp_drops`).
+        Reaches into aiortc's ICE transport (private attributes): best effort.
+        """
+        for transceiver in self.pc.getTransceivers():
+            ice = getattr(transceiver.receiver.transport, "transport", None)
+            connection = getattr(ice, "_connection", None)
+            for protocol in getattr(connection, "_protocols", []):
+                transport = getattr(protocol, "transport", None)
+                sock = transport.get_extra_info("socket") if transport is not None else None
+                if sock is not None:
+                    with contextlib.suppress(OSError):
+                        sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, 4 * 2**20)
 
     async def _consume(self, track: MediaStreamTrack) -> None:
         while True:
@@ -957,6 +1004,8 @@ async def drive(client: VisualRuntimeClient, http: aiohttp.ClientSession, base_u
                 await sampler
         end = time.monotonic()
         phases.mark("window")
+        if report is not None:
+            report.udp = await asyncio.to_thread(_udp_accounting, sids)
         for v, run in zip(viewers, runs, strict=True):
             run.frames_total = len(v.frame_times)
             run.frames_in_window, gap = frame_stats(v.frame_times, start, end)
@@ -1163,6 +1212,18 @@ async def run_load(opts: LoadOptions) -> LoadReport:
     return report
 
 
+def _udp_accounting(sids: set[str]) -> dict[str, int]:
+    """UDP sockets and receive-buffer drops of the viewers (this process) and of the
+    sessions' runtime agents."""
+    agents = [p.pid for p in scan_processes()
+              if (m := re.search(r"/visual-runtime/([A-Za-z0-9_-]+)\.agent", p.cgroup))
+              and m.group(1) in sids]
+    v_sockets, v_drops = udp_drops([os.getpid()])
+    a_sockets, a_drops = udp_drops(agents)
+    return {"viewer_sockets": v_sockets, "viewer_drops": v_drops,
+            "agent_sockets": a_sockets, "agent_drops": a_drops}
+
+
 def _log_tails(log_dir: Path, lines: int = 40) -> dict[str, list[str]]:
     tails: dict[str, list[str]] = {}
     for name in ("agent.log", "app.log"):
@@ -1210,7 +1271,7 @@ def print_summary(report: LoadReport, out: Callable[[str], None] = print) -> Non
         f"encoded) {s['viewer_max_stall_s']} s, starved {len(s['viewers_starved'])}; "
         f"frames decoded {s['frames_total']} of {s['frames_encoded_total']} encoded")
     out(f"  errors {s['errors']} {s['errors_by_status']}, 5xx {s['server_errors_5xx']}")
-    out(f"  events {s['events']}")
+    out(f"  events {s['events']}; UDP at the window's end {report.udp}")
     out(f"  gateway rss max {s['gateway_rss_mb_max']} MB, fds max {s['gateway_fds_max']}, "
         f"cpu mean {s['gateway_cpu_pct_mean']} %; pods memory max {s['pods_memory_mb_max']} MB; "
         f"machine cpu mean {s['machine_cpu_pct_mean']} %, load1 max {s['load_avg_max']}")
