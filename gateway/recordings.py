@@ -186,6 +186,9 @@ class RecordingService:
         folder = recording_dir(self._manager, session)
         state = await asyncio.to_thread(_read_state, folder)
         current = str(state.get("state", ""))
+        if sid not in self._seen:
+            # A restarted gateway re-adopting a session: what its log already says.
+            self._seen[sid] = _seen_in_history(self._manager.events.history(sid))
         seen = self._seen.get(sid, "")
         if seen == "final":
             return  # finalised: later state reads must not emit again
@@ -295,6 +298,15 @@ class RecordingService:
         await asyncio.to_thread(wipe)
         logger.info("session %s: recording deleted (%s)", session.session_id, reason)
         self._emit(session.session_id, "deleted", reason=reason)
+
+
+def _seen_in_history(events: list[dict[str, Any]]) -> str:
+    """The monitor's state for a session, from the ``recording`` events already emitted."""
+    last = [e.get("status") for e in events if e.get("type") == "recording"]
+    if not last:
+        return ""
+    return {"started": "recording", "stopped": "stopped", "finalised": "final",
+            "finalise_failed": "final", "deleted": "final"}.get(str(last[-1]), "")
 
 
 def _write_chapters(folder: Path, chapters: list[dict[str, Any]]) -> None:

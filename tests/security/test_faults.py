@@ -158,8 +158,8 @@ async def test_sigkill_of_the_gateway_with_a_viewer_and_recording(tmp_path: Path
             assert ffmpeg_decode_errors(path) == (0, "")
             # One file across the restart: it covers the time the gateway was down.
             assert float(ffprobe(path)["format"]["duration"]) >= outage - 1.0
-            started = await events_of(gw, sid, "recording")
-            assert [e["status"] for e in started].count("finalised") == 1
+            recording = [e["status"] for e in await events_of(gw, sid, "recording")]
+            assert recording == ["started", "stopped", "finalised"], recording
     finally:
         stop_served_gateway(proc)
     assert wait_no_pod_processes(state) == []
