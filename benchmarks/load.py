@@ -141,6 +141,8 @@ class LoadOptions:
     """The gateway's ``uid_base`` (pods run as uid_base + 2*slot and +1)."""
     seed: int = 8
     """Seed of the action mix (each session gets ``seed + index``)."""
+    viewer_rcvbuf_mb: int = 4
+    """Receive buffer of the viewers' UDP sockets (0: the system default, ~200 kB)."""
 
 
 # ----------------------------------------------------------------- records
@@ -528,8 +530,10 @@ def take_snapshot(label: str, gateway_pid: int | None, state_dir: Path, runtime_
 class Viewer:
     """One aiortc WHEP viewer of a session: decodes H.264 and keeps frame arrival times."""
 
-    def __init__(self, http: aiohttp.ClientSession, base_url: str, sid: str, token: str) -> None:
+    def __init__(self, http: aiohttp.ClientSession, base_url: str, sid: str, token: str,
+                 rcvbuf_mb: int = 4) -> None:
         self.http = http
+        self.rcvbuf_mb = rcvbuf_mb
         self.base_url = base_url
         self.sid = sid
         self.token = token
@@ -572,10 +576,11 @@ class Viewer:
                 raise ApiError(resp.status, _problem(body))
             self.location = resp.headers["Location"]
         await self.pc.setRemoteDescription(RTCSessionDescription(body.decode(), "answer"))
-        self._grow_receive_buffers()
+        if self.rcvbuf_mb:
+            self._grow_receive_buffers()
 
     def _grow_receive_buffers(self) -> None:
-        """Give this viewer's UDP sockets a 4 MiB receive buffer.
+        """Give this viewer's UDP sockets a bigger receive buffer (``rcvbuf_mb``).
 
         A real viewer has a machine of its own; these ten share two cores with the
         sessions they watch, and a default-sized buffer (~200 kB) overflows when
@@ -591,7 +596,8 @@ class Viewer:
                 sock = transport.get_extra_info("socket") if transport is not None else None
                 if sock is not None:
                     with contextlib.suppress(OSError):
-                        sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, 4 * 2**20)
+                        sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE,
+                                        self.rcvbuf_mb * 2**20)
 
     async def _consume(self, track: MediaStreamTrack) -> None:
         while True:
@@ -942,7 +948,8 @@ async def drive(client: VisualRuntimeClient, http: aiohttp.ClientSession, base_u
             tasks.add(task)
         for s in sessions:
             assert s.tokens is not None
-            viewers.append(Viewer(http, base_url, s.session_id, s.tokens["view"]))
+            viewers.append(Viewer(http, base_url, s.session_id, s.tokens["view"],
+                                  opts.viewer_rcvbuf_mb))
         await asyncio.gather(*(rec.call(v.sid, "whep", v.connect()) for v in viewers))
         phases.mark("viewers_connect")
         await asyncio.gather(*(open_page(s, rec) for s in sessions))
@@ -1340,6 +1347,8 @@ def main() -> int:
     parser.add_argument("--apps", default="fluxbox,xterm,chromium")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "load.json")
     parser.add_argument("--log-level", default="WARNING")
+    parser.add_argument("--viewer-rcvbuf-mb", type=int, default=4,
+                        help="UDP receive buffer of the viewers (0: system default)")
     parser.add_argument("--state-dir", type=Path, default=None,
                         help="keep the gateway's state (logs) here instead of a temporary dir")
     args = parser.parse_args()
@@ -1347,7 +1356,8 @@ def main() -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     opts = LoadOptions(sessions=args.sessions, seconds=args.seconds,
                        baseline_seconds=args.baseline_seconds, resolution=args.resolution,
-                       apps=args.apps, state_dir=args.state_dir)
+                       apps=args.apps, state_dir=args.state_dir,
+                       viewer_rcvbuf_mb=args.viewer_rcvbuf_mb)
     report = asyncio.run(run_load(opts))
     print_summary(report)
     write_json(report, args.out)
