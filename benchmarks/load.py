@@ -240,8 +240,8 @@ class LoadReport:
     gateway_log_errors: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     udp: dict[str, int] = field(default_factory=dict)
-    """UDP sockets and datagrams the kernel dropped (full receive buffer) at the window's
-    end: the viewers' (this process) and the runtime agents'."""
+    """UDP sockets and datagrams the kernel dropped (full receive buffer) during the
+    viewers' connection to the window's end: the viewers' (this process) and the agents'."""
     lingered: dict[str, Any] = field(default_factory=dict)
     """What was still there right after every session reported ``stopped``, and how many
     seconds it took to go (``items``, ``seconds``)."""
@@ -418,9 +418,9 @@ def machine_ticks() -> tuple[int, int]:
     return sum(values) - idle, sum(values)
 
 
-def udp_drops(pids: Iterable[int]) -> tuple[int, int]:
-    """(sockets, datagrams dropped) of the UDP sockets *pids* hold (``/proc/net/udp*``:
-    the kernel drops a datagram when the socket's receive buffer is full)."""
+def udp_drops(pids: Iterable[int]) -> dict[str, int]:
+    """Datagrams dropped by each UDP socket *pids* hold, by socket inode
+    (``/proc/net/udp*``: the kernel drops one when the socket's receive buffer is full)."""
     inodes: set[str] = set()
     for pid in pids:
         with contextlib.suppress(OSError):
@@ -429,15 +429,35 @@ def udp_drops(pids: Iterable[int]) -> tuple[int, int]:
                     m = re.fullmatch(r"socket:\[(\d+)\]", os.readlink(f"/proc/{pid}/fd/{name}"))
                     if m:
                         inodes.add(m.group(1))
-    sockets = drops = 0
+    drops: dict[str, int] = {}
     for table in ("/proc/net/udp", "/proc/net/udp6"):
         with contextlib.suppress(OSError):
             for line in Path(table).read_text().splitlines()[1:]:
                 fields = line.split()
                 if len(fields) > 12 and fields[9] in inodes:
-                    sockets += 1
-                    drops += int(fields[-1])
-    return sockets, drops
+                    drops[fields[9]] = int(fields[-1])
+    return drops
+
+
+class UdpDrops:
+    """Drops of the viewers' (this process) and the runtime agents' UDP sockets, kept
+    for sockets that have closed since (a failed peer closes its sockets)."""
+
+    def __init__(self) -> None:
+        self.viewer: dict[str, int] = {}
+        self.agent: dict[str, int] = {}
+
+    def update(self, sids: set[str]) -> None:
+        """Blocking (/proc): run it in a thread."""
+        agents = [p.pid for p in scan_processes()
+                  if (m := re.search(r"/visual-runtime/([A-Za-z0-9_-]+)\.agent", p.cgroup))
+                  and m.group(1) in sids]
+        self.viewer.update(udp_drops([os.getpid()]))
+        self.agent.update(udp_drops(agents))
+
+    def totals(self) -> dict[str, int]:
+        return {"viewer_sockets": len(self.viewer), "viewer_drops": sum(self.viewer.values()),
+                "agent_sockets": len(self.agent), "agent_drops": sum(self.agent.values())}
 
 
 def slot_holders(runtime_dir: Path) -> dict[int, str]:
@@ -942,6 +962,8 @@ async def drive(client: VisualRuntimeClient, http: aiohttp.ClientSession, base_u
     viewers' WHEP DELETE and the sessions' stop; returns the window's real length."""
     viewers: list[Viewer] = []
     tasks: set[asyncio.Task[None]] = set()
+    udp = UdpDrops()
+    stop_udp = asyncio.Event()
     try:
         for s, run in zip(sessions, runs, strict=True):
             task = asyncio.create_task(follow_events(s, run, rec))
@@ -952,6 +974,16 @@ async def drive(client: VisualRuntimeClient, http: aiohttp.ClientSession, base_u
                                   opts.viewer_rcvbuf_mb))
         await asyncio.gather(*(rec.call(v.sid, "whep", v.connect()) for v in viewers))
         phases.mark("viewers_connect")
+
+        async def sample_udp() -> None:
+            # from the first packet on: a peer that fails closes its sockets
+            while not stop_udp.is_set():
+                await asyncio.to_thread(udp.update, sids)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop_udp.wait(), 2.0)
+
+        udp_sampler = asyncio.create_task(sample_udp())
+        tasks.add(udp_sampler)
         await asyncio.gather(*(open_page(s, rec) for s in sessions))
         phases.mark("open_page")
         # every viewer must have decoded a picture before the window opens (opening
@@ -1011,8 +1043,11 @@ async def drive(client: VisualRuntimeClient, http: aiohttp.ClientSession, base_u
                 await sampler
         end = time.monotonic()
         phases.mark("window")
+        stop_udp.set()
+        await udp_sampler
+        await asyncio.to_thread(udp.update, sids)
         if report is not None:
-            report.udp = await asyncio.to_thread(_udp_accounting, sids)
+            report.udp = udp.totals()
         for v, run in zip(viewers, runs, strict=True):
             run.frames_total = len(v.frame_times)
             run.frames_in_window, gap = frame_stats(v.frame_times, start, end)
@@ -1037,6 +1072,7 @@ async def drive(client: VisualRuntimeClient, http: aiohttp.ClientSession, base_u
         phases.mark("whep_delete")
         return end - start
     finally:
+        stop_udp.set()
         await asyncio.gather(*(v.close() for v in viewers), return_exceptions=True)
         # the followers end by themselves after the sessions' final status event;
         # whoever aborted early still has them cancelled here
@@ -1219,18 +1255,6 @@ async def run_load(opts: LoadOptions) -> LoadReport:
     return report
 
 
-def _udp_accounting(sids: set[str]) -> dict[str, int]:
-    """UDP sockets and receive-buffer drops of the viewers (this process) and of the
-    sessions' runtime agents."""
-    agents = [p.pid for p in scan_processes()
-              if (m := re.search(r"/visual-runtime/([A-Za-z0-9_-]+)\.agent", p.cgroup))
-              and m.group(1) in sids]
-    v_sockets, v_drops = udp_drops([os.getpid()])
-    a_sockets, a_drops = udp_drops(agents)
-    return {"viewer_sockets": v_sockets, "viewer_drops": v_drops,
-            "agent_sockets": a_sockets, "agent_drops": a_drops}
-
-
 def _log_tails(log_dir: Path, lines: int = 40) -> dict[str, list[str]]:
     tails: dict[str, list[str]] = {}
     for name in ("agent.log", "app.log"):
@@ -1278,7 +1302,8 @@ def print_summary(report: LoadReport, out: Callable[[str], None] = print) -> Non
         f"encoded) {s['viewer_max_stall_s']} s, starved {len(s['viewers_starved'])}; "
         f"frames decoded {s['frames_total']} of {s['frames_encoded_total']} encoded")
     out(f"  errors {s['errors']} {s['errors_by_status']}, 5xx {s['server_errors_5xx']}")
-    out(f"  events {s['events']}; UDP at the window's end {report.udp}")
+    out(f"  events {s['events']}")
+    out(f"  UDP receive-buffer drops, viewers connected -> window end: {report.udp}")
     out(f"  gateway rss max {s['gateway_rss_mb_max']} MB, fds max {s['gateway_fds_max']}, "
         f"cpu mean {s['gateway_cpu_pct_mean']} %; pods memory max {s['pods_memory_mb_max']} MB; "
         f"machine cpu mean {s['machine_cpu_pct_mean']} %, load1 max {s['load_avg_max']}")
