@@ -50,6 +50,9 @@ def _add_server_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--recording-min-free-mb", type=int,
                    default=int(env_default("recording_min_free_mb", "256") or 256),
                    help="a session stops recording below this much free disk")
+    p.add_argument("--agent-restarts", type=int,
+                   default=int(env_default("agent_restarts", "0") or 0),
+                   help="restart a session's crashed runtime agent up to N times (0: fail)")
     p.add_argument("--max-upload-mb", type=int,
                    default=int(env_default("max_upload_mb", "512") or 512))
     p.add_argument("--upload-scan-command", default=env_default("upload_scan_command", None),
@@ -94,7 +97,7 @@ def _config(args: argparse.Namespace) -> GatewayConfig:
         tls_key=Path(args.tls_key) if args.tls_key else None, apps=apps,
         recording_max_age_hours=args.recording_max_age_hours,
         recording_quota_mb=args.recording_quota_mb,
-        recording_min_free_mb=args.recording_min_free_mb,
+        recording_min_free_mb=args.recording_min_free_mb, agent_restarts=args.agent_restarts,
         max_upload_mb=args.max_upload_mb, upload_scan_command=args.upload_scan_command or None,
         runtime_dir=Path(args.runtime_dir).resolve(), docker_image=args.docker_image,
         docker_seccomp_profile=(Path(args.docker_seccomp_profile)

@@ -71,6 +71,9 @@ class GatewayConfig:
     """A session stops recording (and goes on) when less disk space than this is free."""
     retention_interval_s: float = 60.0
     """How often recording retention (age, quota) is enforced."""
+    agent_restarts: int = 0
+    """Times a session's dead runtime agent is restarted in the same pod (the desktop and
+    its apps keep running) before the session fails; 0 never restarts it."""
     auth_failure_limit: int = 20
     """Failed token attempts one client address may make within ``auth_failure_window_s``;
     then it gets 429 with Retry-After (its tokens are not even checked) until they age out."""
@@ -101,6 +104,8 @@ class GatewayConfig:
             raise ValueError(f"unknown apps: {sorted(unknown)}")
         if self.recording_max_age_hours < 0 or self.recording_quota_mb < 0:
             raise ValueError("recording_max_age_hours and recording_quota_mb must be >= 0")
+        if self.agent_restarts < 0:
+            raise ValueError(f"agent_restarts must be >= 0, not {self.agent_restarts}")
         if self.recording_min_free_mb < 0 or self.max_upload_mb < 1:
             raise ValueError("recording_min_free_mb must be >= 0 and max_upload_mb >= 1")
         if self.auth_failure_limit < 1 or self.auth_failure_window_s <= 0:

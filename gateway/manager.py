@@ -66,6 +66,8 @@ class SessionManager:
         """Per session: limit hits already reported (``resource_limit`` events)."""
         self.limit_hits: dict[str, int] = {"pids": 0, "memory": 0}
         """Limit hits reported over all sessions, by kind (for /metrics)."""
+        self.restart_hooks: list[OnStop] = []
+        """Awaited before a dead runtime agent is restarted (e.g. keep its recording)."""
         self.stop_hooks: list[OnStop] = []
         """Awaited after a session's pod stopped, before its terminal state (e.g. finalise
         the recording); a failing hook is logged and does not block the stop."""
@@ -404,6 +406,8 @@ class SessionManager:
             # Counted before the pod is gone: an OOM kill may be why it died.
             limits = await self._report_limits(session) or limits
             reason = await self._backend.exit_reason(session.pod)
+            if await self._restart_agent(session, reason):
+                return
             if limits:
                 reason += " after hitting its " + " and ".join(
                     f"{kind} limit ({LIMIT_WORDS.get(kind, '{n} times').format(n=n)})"
@@ -432,6 +436,58 @@ class SessionManager:
         deadline = session.idle_deadline()
         if deadline is not None and now >= deadline:
             self._hold(asyncio.create_task(self._stop_quietly(sid, StopReason.IDLE_TIMEOUT)))
+
+    async def _restart_agent(self, session: Session, reason: str) -> bool:
+        """Restart a dead runtime agent if ``agent_restarts`` allows; True when it runs again.
+
+        The desktop and its apps keep running; viewers reconnect; control is restored;
+        the recording goes on in a new segment (joined at finalisation)."""
+        sid = session.session_id
+        restarts = session.pod.get("agent_restarts", 0)
+        done = restarts if isinstance(restarts, int) else 0
+        if done >= self._config.agent_restarts:
+            return False
+        async with self._lock(sid):
+            if session.status is not SessionStatus.RUNNING:
+                return True  # being stopped anyway
+            for hook in list(self.restart_hooks):
+                try:
+                    await hook(session)
+                except Exception:  # noqa: BLE001 - a hook must not prevent the restart
+                    logger.exception("session %s: restart hook failed", sid)
+            session.pod["agent_restarts"] = done + 1
+            self._save(session)
+            client = self._agents.pop(sid, None)
+            if client is not None:
+                await client.aclose()
+            request = PodRequest(sid, session.spec, session.slot, self._session_dir(sid),
+                                 self._config.runtime_dir / sid)
+            try:
+                await self._backend.restart_agent(session.pod, request)
+                self._save(session)
+                client = self._client(session)
+                deadline = asyncio.get_running_loop().time() + self._config.start_timeout_s
+                while True:
+                    if not await self._backend.is_alive(session.pod):
+                        raise BackendError("the restarted runtime agent exited")
+                    try:
+                        if await client.health():
+                            break
+                    except AgentUnavailable:
+                        pass
+                    if asyncio.get_running_loop().time() > deadline:
+                        raise BackendError("the restarted runtime agent served no frame")
+                    await asyncio.sleep(0.05)
+            except BackendError as e:
+                logger.warning("session %s: runtime agent restart failed: %s", sid, e)
+                return False
+            await self._push_control(session)
+            self.counters["agent_restarts"] = self.counters.get("agent_restarts", 0) + 1
+            self.events.emit(sid, "agent_restarted", attempt=done + 1,
+                             max=self._config.agent_restarts, reason=reason)
+            logger.warning("session %s: %s; restarted it (%d of %d)", sid, reason, done + 1,
+                           self._config.agent_restarts)
+            return True
 
     async def _report_limits(self, session: Session) -> dict[str, int]:
         """Emit ``resource_limit`` for every limit the app sandbox hit since the last

@@ -151,6 +151,7 @@ class RecordingService:
 
     async def start(self) -> None:
         self._manager.stop_hooks.append(self.finalise)
+        self._manager.restart_hooks.append(self.segment)
         self._task = asyncio.create_task(self._run(), name="recordings")
 
     async def aclose(self) -> None:
@@ -223,13 +224,28 @@ class RecordingService:
         await self.sync(session, ending=True)
         self._seen[sid] = "final"
         src = folder / RECORDING_FILE
+        parts = await asyncio.to_thread(_segments, folder)
+        if parts and not await asyncio.to_thread(src.is_file):
+            await asyncio.to_thread(os.replace, parts.pop(), src)
         if not await asyncio.to_thread(src.is_file):
             logger.info("session %s: no recording to finalise", sid)
             return
         tmp = folder / "recording.finalising.mp4"
+        if parts:
+            # Runtime agent restarts: one file, segments joined in order (the seconds the
+            # agent was down are not in it).
+            listing = folder / "segments.txt"
+            await asyncio.to_thread(listing.write_text, "".join(
+                f"file '{p.name}'\n" for p in [*parts, src]))
+            source = ["-f", "concat", "-safe", "0", "-i", str(listing)]
+        else:
+            source = ["-i", str(src)]
         ok, detail = await _run_tool(
-            ["ffmpeg", "-nostdin", "-v", "error", "-y", "-i", str(src), "-c", "copy",
+            ["ffmpeg", "-nostdin", "-v", "error", "-y", *source, "-c", "copy",
              "-movflags", "+faststart", "-f", "mp4", str(tmp)], FINALISE_TIMEOUT_S)
+        if ok and parts:
+            for part in [*parts, folder / "segments.txt"]:
+                await asyncio.to_thread(part.unlink, True)
         if not ok or not await asyncio.to_thread(tmp.is_file):
             logger.error("session %s: finalising the recording failed: %s", sid, detail)
             with contextlib.suppress(OSError):
@@ -248,10 +264,38 @@ class RecordingService:
         logger.info("session %s: recording finalised (%.1f s, %d bytes)", sid,
                     duration or 0.0, size)
 
+    async def segment(self, session: Session) -> None:
+        """Restart hook: keep the dead runtime agent's recording as a segment, so the
+        new agent starts a file of its own (both are joined when finalising)."""
+        if not session.spec.enable_recording:
+            return
+        sid = session.session_id
+        folder = recording_dir(self._manager, session)
+        await self.sync(session, ending=True)
+        src = folder / RECORDING_FILE
+        if await asyncio.to_thread(src.is_file):
+            n = len(await asyncio.to_thread(_segments, folder)) + 1
+            await asyncio.to_thread(os.replace, src, folder / f"recording.part-{n}.mp4")
+            logger.info("session %s: recording kept as segment %d", sid, n)
+        state = await asyncio.to_thread(_read_state, folder)
+        segments = folder / "segments.json"
+        if not await asyncio.to_thread(segments.exists) and state.get("started_at"):
+            # Chapters of the joined file count from the first segment's start.
+            await asyncio.to_thread(segments.write_text,
+                                    json.dumps({"started_at": state["started_at"]}))
+        # Until the new agent writes its own state: nothing to report.
+        await asyncio.to_thread(_write_state, folder, {"state": "segmented"})
+        self._seen[sid] = ""
+
     async def chapters(self, session: Session) -> list[dict[str, Any]]:
         folder = recording_dir(self._manager, session)
         state = await asyncio.to_thread(_read_state, folder)
-        started = _parse_ts(state.get("started_at"))
+        try:
+            first = json.loads(await asyncio.to_thread((folder / "segments.json").read_text))
+        except (OSError, ValueError):
+            first = {}
+        started = _parse_ts((first if isinstance(first, dict) else {}).get("started_at")
+                            or state.get("started_at"))
         if started is None:
             return []
         duration = state.get("duration_s")
@@ -298,6 +342,13 @@ class RecordingService:
         await asyncio.to_thread(wipe)
         logger.info("session %s: recording deleted (%s)", session.session_id, reason)
         self._emit(session.session_id, "deleted", reason=reason)
+
+
+def _segments(folder: Path) -> list[Path]:
+    """``recording.part-N.mp4`` files (from runtime agent restarts), in order."""
+    parts = [(int(p.stem.rsplit("-", 1)[1]), p) for p in folder.glob("recording.part-*.mp4")
+             if p.stem.rsplit("-", 1)[1].isdigit()]
+    return [p for _, p in sorted(parts)]
 
 
 def _seen_in_history(events: list[dict[str, Any]]) -> str:

@@ -78,6 +78,11 @@ class SessionBackend(abc.ABC):
         and ``memory`` (processes OOM-killed). Empty when the backend cannot tell."""
         return {}
 
+    async def restart_agent(self, handle: PodHandle, request: PodRequest) -> None:
+        """Start a new runtime agent in a pod whose agent died but whose desktop runs
+        (updates *handle*); BackendError when that is not possible."""
+        raise BackendError(f"the {self.name} backend cannot restart a runtime agent")
+
     def pids_limit(self, configured: int) -> int:
         """The process limit this backend really gives an app sandbox."""
         return configured

@@ -392,6 +392,19 @@ class LocalBackend(SessionBackend):
             except (KeyError, StopIteration, RuntimeError):  # trimmed by another thread
                 break
 
+    async def restart_agent(self, handle: PodHandle, request: PodRequest) -> None:
+        sid = handle["session_id"]
+        if not _alive(handle.get("app_pid"), handle.get("app_start")):
+            raise BackendError("the app sandbox exited as well")
+        agent_cg = Cgroup(f"{sid}.agent")
+        await asyncio.to_thread(agent_cg.kill_all)  # what the dead agent left (x11vnc...)
+        paths = session_paths(request.session_dir, request.runtime_dir)
+        argv = self._agent_argv(request, handle, int(handle["app_ns_pid"]))
+        apid, astart, _ = await asyncio.to_thread(
+            self._spawn, argv, agent_cg, paths["logs"] / "agent.log", False)
+        handle.update(agent_pid=apid, agent_start=astart)
+        logger.info("session %s: runtime agent restarted, pid %d", sid, apid)
+
     async def resource_events(self, handle: PodHandle) -> dict[str, int]:
         return await asyncio.to_thread(Cgroup(f"{handle['session_id']}.app").limit_events)
 

@@ -252,3 +252,63 @@ async def test_full_recordings_disk_stops_recording_not_the_session(
         assert [e["status"] for e in logged] == ["started", "stopped", "finalised"]
         ids = [e["id"] for e in await events_of(gw, sid, "status")]
         assert ids == sorted(ids)
+
+
+async def test_agent_restarts_keep_the_session_viewers_control_and_recording(
+        tmp_path: Path) -> None:
+    async for gw in in_process_gateway(tmp_path, apps=("xterm",), agent_restarts=1):
+        session = await gw.create_running(resolution="640x480")
+        sid, control = session["session_id"], session["tokens"]["control"]
+        viewer = WhepViewer(gw, sid, session["tokens"]["view"])
+        try:
+            async with Typist(gw, sid):
+                await viewer.connect()
+                await viewer.wait_frames(5)
+                await wait_file(_rec(gw.state_dir, sid), lambda d: d.count(b"moof") >= 2)
+        finally:
+            await viewer.close()
+        take = {"Authorization": f"Bearer {control}"}
+        async with gw.http.post(gw.url(f"/api/visual-sessions/{sid}/control"),
+                                json={"action": "take"}, headers=take) as resp:
+            assert resp.status == 200
+        first_agent = _agent_python(gw.state_dir, sid)
+        os.kill(first_agent, signal.SIGKILL)
+
+        restarted = await wait_event(gw, sid, "agent_restarted")
+        assert restarted["attempt"] == 1 and restarted["max"] == 1
+        assert "the runtime agent exited (killed by SIGKILL)" in restarted["reason"]
+        after = await gw.get(sid)
+        assert after["status"] == "running" and after["error"] is None
+        assert _agent_python(gw.state_dir, sid) != first_agent
+        # Control survived the restart: the human still holds it.
+        async with gw.http.post(gw.url(f"/api/visual-sessions/{sid}/actions"),
+                                json={"action": "mouse_move", "coordinate": [5, 5]},
+                                headers=gw.auth) as resp:
+            assert resp.status == 409
+        async with gw.http.post(gw.url(f"/api/visual-sessions/{sid}/control"),
+                                json={"action": "release"}, headers=take) as resp:
+            assert resp.status == 200
+        # A viewer reconnects with the same token and sees the same desktop.
+        again = WhepViewer(gw, sid, session["tokens"]["view"])
+        try:
+            async with Typist(gw, sid):
+                await again.connect()
+                await again.wait_frames(5)
+                await wait_file(_rec(gw.state_dir, sid), lambda d: d.count(b"moof") >= 2)
+        finally:
+            await again.close()
+
+        # Restarts used up: the next crash fails the session, with the reason.
+        os.kill(_agent_python(gw.state_dir, sid), signal.SIGKILL)
+        ended = await gw.wait_status(sid, {"failed", "stopped", "expired"})
+        assert ended["status"] == "failed"
+        assert "the runtime agent exited (killed by SIGKILL)" in ended["error"]
+        await wait_event(gw, sid, "recording", status="finalised")
+        statuses = [e["status"] for e in await events_of(gw, sid, "recording")]
+        assert statuses == ["started", "stopped", "started", "stopped", "finalised"], statuses
+        # One recording, both segments joined, playable.
+        path = _rec(gw.state_dir, sid)
+        assert ffmpeg_decode_errors(path) == (0, "")
+        assert float(ffprobe(path)["format"]["duration"]) > 2.0
+        left = sorted(p.name for p in path.parent.iterdir())
+        assert not [n for n in left if n.startswith("recording.part-") or n == "segments.txt"], left
