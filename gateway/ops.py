@@ -42,6 +42,9 @@ async def metrics(request: web.Request) -> web.Response:
             [("", manager.counters["actions"])])
     _metric(lines, "visual_runtime_errors_total", "counter", "Session start/stop errors.",
             [("", manager.counters["errors"])])
+    _metric(lines, "visual_runtime_agent_restarts_total", "counter",
+            "Crashed runtime agents restarted in their pod (--agent-restarts).",
+            [("", manager.counters.get("agent_restarts", 0))])
     _metric(lines, "visual_runtime_resource_limit_hits_total", "counter",
             "App sandbox limit hits: forks refused (pids), processes OOM-killed (memory).",
             [(f'{{kind="{kind}"}}', n) for kind, n in sorted(manager.limit_hits.items())])

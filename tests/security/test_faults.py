@@ -280,6 +280,8 @@ async def test_agent_restarts_keep_the_session_viewers_control_and_recording(
         after = await gw.get(sid)
         assert after["status"] == "running" and after["error"] is None
         assert _agent_python(gw.state_dir, sid) != first_agent
+        async with gw.http.get(gw.url("/metrics")) as resp:
+            assert "visual_runtime_agent_restarts_total 1" in await resp.text()
         # Control survived the restart: the human still holds it.
         async with gw.http.post(gw.url(f"/api/visual-sessions/{sid}/actions"),
                                 json={"action": "mouse_move", "coordinate": [5, 5]},
