@@ -524,7 +524,9 @@ def take_snapshot(label: str, gateway_pid: int | None, state_dir: Path, runtime_
     res["veths"] = sorted(x for x in links if x in our_links)
     rules = [line for table in ("filter", "nat")
              for line in _run_text("iptables", "-w", "-t", table, "-S").splitlines()
-             if "VR-" in line or "vrh" in line or "10.231." in line]
+             # the local backend's chains only: the docker backend's (VR-DOCKER-*) change
+             # with other gateways' docker sessions
+             if re.search(r"VR-(INPUT|FORWARD)\b|\bvrh|10\.231\.", line)]
     res["iptables"] = sorted(rules)
     res["runtime_dirs"] = sorted(d for d in run_dirs if Path(d).exists())
     sockets = []

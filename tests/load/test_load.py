@@ -34,7 +34,8 @@ def check(report: LoadReport, sessions: int) -> None:
         # starving = no decoded frame while the session's encoder produced frames
         # (the screen is captured on damage only: a still screen sends nothing)
         assert run.stall_s is not None and run.stall_s <= report_starve(report), (
-            f"viewer of {run.session_id} starved for {run.stall_s} s: {run.rtp_packets}")
+            f"viewer of {run.session_id} starved for {run.stall_s} s; RTP (t, received, lost): "
+            f"{run.rtp_packets}; UDP drops: {report.udp}")
         assert [state for _, state in run.viewer_states][-1:] == ["connected"], (
             run.viewer_states)
         assert run.whep_delete_status == 204, run
