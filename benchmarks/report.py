@@ -22,22 +22,35 @@ from benchmarks.suite import Figure, Options, Result
 
 __all__ = ["figure_table", "target_met", "write"]
 
-_TARGET = re.compile(r"^\s*(<=|>=|<|>)\s*([0-9.]+)\s*(x\b|x baseline)?", re.I)
+_TARGET = re.compile(r"^\s*(<=|>=|<|>|=)?\s*([0-9.]+)\s*(x\b|x baseline)?", re.I)
+_TARGET_BASELINE = re.compile(r"^\s*(<=|>=|<|>|=)?\s*baseline\s*(?:([+-])\s*([0-9.]+))?", re.I)
+
+
+def _compare(op: str | None, value: float, limit: float, lower_is_better: bool) -> bool:
+    op = op or ("<=" if lower_is_better else ">=")
+    return {"<=": value <= limit, ">=": value >= limit, "<": value < limit,
+            ">": value > limit, "=": value == limit}[op]
 
 
 def target_met(fig: Figure) -> bool | None:
-    """Whether *fig* meets its target text: ``"<= 0.7x baseline"``, ``"<= 25 ms"``, ``">= 30"``."""
+    """Whether *fig* meets its target text: ``"<= 0.7x baseline"``, ``"<= 25 ms"``,
+    ``">= 30"``, ``"<= baseline + 5 points"``, ``"0"`` (a bare number: at most / at least,
+    as the figure's direction says)."""
     if fig.target is None or fig.value is None:
         return None
+    m = _TARGET_BASELINE.match(fig.target)
+    if m is not None:
+        if fig.baseline is None:
+            return None
+        offset = float(m.group(3) or 0) * (-1 if m.group(2) == "-" else 1)
+        return _compare(m.group(1), fig.value, fig.baseline + offset, fig.lower_is_better)
     m = _TARGET.match(fig.target)
     if m is None:
         return None
-    op, limit, relative = m.group(1), float(m.group(2)), m.group(3)
-    value = fig.ratio if relative else fig.value
+    value = fig.ratio if m.group(3) else fig.value
     if value is None:
         return None
-    return {"<=": value <= limit, ">=": value >= limit, "<": value < limit,
-            ">": value > limit}[op]
+    return _compare(m.group(1), value, float(m.group(2)), fig.lower_is_better)
 
 
 def _num(value: float | None, digits: int | None = None) -> str:
