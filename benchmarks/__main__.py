@@ -40,7 +40,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from benchmarks.suite import Figure, Options, Result, machine  # noqa: E402
+from benchmarks.suite import Options, Result, machine  # noqa: E402
 
 MODULES: tuple[str, ...] = (
     "viewer_latency",      # Chromium: WebRTC, WS+WebCodecs, noVNC; x11vnc+noVNC baselines
@@ -78,10 +78,7 @@ def run_child(name: str, opts_path: Path, result_path: Path) -> int:
 
 
 def result_from_json(data: dict[str, Any]) -> Result:
-    known = set(Figure.__dataclass_fields__)
-    figures = [Figure(**{k: v for k, v in f.items() if k in known}) for f in data["figures"]]
-    return Result(benchmark=data["benchmark"], title=data["title"], figures=figures,
-                  series=data.get("series", {}), notes=list(data.get("notes", [])))
+    return Result.from_json(data)
 
 
 def children_of(pid: int) -> list[int]:

@@ -82,11 +82,11 @@ def figure_table(figures: list[Figure]) -> list[str]:
 
 
 def markdown(results: list[Result], mach: dict[str, Any], opts: Options, missing: list[str],
-             seconds: float, plots: list[Path]) -> str:
+             seconds: float, plots: list[Path], generated: str) -> str:
     lines = [
         f"# Benchmark results ({'quick' if opts.quick else 'full'} run)",
         "",
-        f"Generated {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} by "
+        f"Generated {generated[:16].replace('T', ' ')} UTC by "
         f"`python -m benchmarks{' --quick' if opts.quick else ''}` in {seconds:.0f} s; "
         f"resolutions {', '.join(opts.resolutions)}; {opts.samples} latency samples per "
         "scenario after warm-up.",
@@ -184,8 +184,10 @@ def _cpu_plot(results: list[Result], path: Path) -> bool:
 
 
 def write(out: Path, results: list[Result], mach: dict[str, Any], opts: Options,
-          missing: list[str], seconds: float) -> list[Path]:
-    """Writes the report into *out*; returns the files written."""
+          missing: list[str], seconds: float, generated: str | None = None) -> list[Path]:
+    """Writes the report into *out*; returns the files written. *generated*: the run's
+    time (ISO, UTC) when re-rendering an earlier run."""
+    generated = generated or time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     out.mkdir(parents=True, exist_ok=True)
     plots, problems = [], []
     for name, make in (("latency.png", _latency_plot), ("cpu_vs_viewers.png", _cpu_plot)):
@@ -197,14 +199,36 @@ def write(out: Path, results: list[Result], mach: dict[str, Any], opts: Options,
             problems.append(f"plot {name} failed: {type(e).__name__}: {e}")
             print(problems[-1], file=sys.stderr)
     md = out / "latest.md"
-    text = markdown(results, mach, opts, missing, seconds, plots)
+    text = markdown(results, mach, opts, missing, seconds, plots, generated)
     md.write_text(text + "".join(f"\n- {p}" for p in problems))
     js = out / "latest.json"
     js.write_text(json.dumps({
-        "generated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "generated": generated,
         "mode": "quick" if opts.quick else "full",
         "resolutions": list(opts.resolutions), "samples": opts.samples,
         "seconds": seconds, "machine": mach, "missing": missing,
         "results": [r.to_json() for r in results],
     }, indent=1, default=str))
     return [md, js, *plots]
+
+
+def main() -> None:
+    """``python -m benchmarks.report [DIR]``: re-renders DIR/latest.md and the plots from
+    DIR/latest.json (after a change to the report's format), without measuring again."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("dir", nargs="?", type=Path,
+                        default=Path(__file__).resolve().parent / "results")
+    args = parser.parse_args()
+    data = json.loads((args.dir / "latest.json").read_text())
+    opts = Options(quick=data["mode"] == "quick", resolutions=tuple(data["resolutions"]),
+                   samples=data["samples"], out_dir=args.dir)
+    results = [Result.from_json(r) for r in data["results"]]
+    for path in write(args.dir, results, data["machine"], opts, data.get("missing", []),
+                      data["seconds"], generated=data.get("generated")):
+        print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -26,8 +26,8 @@ Quick-mode budget (the whole suite < 3 min on the 2-core CI box):
 viewer_latency ~70 s, glass_to_glass ~30 s, every other module <= 20 s.
 
 Extensions since the first version (all with defaults): ``Result.load_before``,
-``Result.load_after``, ``Result.error`` (filled by the runner);
-``Figure.note``.
+``Result.load_after``, ``Result.error`` (filled by the runner),
+``Result.from_json``; ``Figure.note``.
 """
 
 from __future__ import annotations
@@ -94,6 +94,19 @@ class Result:
     """Load average when it ended (the runner fills it in)."""
     error: str | None = None
     """Why the module failed (the runner fills it in; figures are then empty)."""
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Result:
+        """The inverse of :meth:`to_json` (unknown keys are ignored)."""
+        known = set(Figure.__dataclass_fields__)
+        figures = [Figure(**{k: v for k, v in f.items() if k in known}) for f in data["figures"]]
+        load_before, load_after = data.get("load_before"), data.get("load_after")
+        return cls(benchmark=data["benchmark"], title=data["title"], figures=figures,
+                   series=data.get("series", {}), notes=list(data.get("notes", [])),
+                   seconds=data.get("seconds", 0.0),
+                   load_before=tuple(load_before) if load_before else None,  # type: ignore[arg-type]
+                   load_after=tuple(load_after) if load_after else None,  # type: ignore[arg-type]
+                   error=data.get("error"))
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
