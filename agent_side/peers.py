@@ -63,8 +63,9 @@ def choose_codec(offer_sdp: str) -> str:
     """``"h264"`` or ``"vp8"`` from a WHEP offer; raises OfferError otherwise."""
     try:
         description = SessionDescription.parse(offer_sdp)
-    except (ValueError, IndexError, KeyError) as e:
-        raise OfferError(f"the offer is not valid SDP: {e}") from e
+    except (ValueError, IndexError, KeyError, AssertionError, TypeError) as e:
+        # aiortc's parser asserts on some malformed lines (e.g. an m-line with no formats).
+        raise OfferError(f"the offer is not valid SDP: {e!r}") from e
     videos = [m for m in description.media if m.kind == "video"]
     if not videos:
         raise OfferError("the offer has no video m-line")
