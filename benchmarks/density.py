@@ -134,7 +134,7 @@ async def measure(opts: Options, steps: tuple[int, ...] | None = None) -> Result
         active = (await gw.create_running(resolution=f"{WIDTH}x{HEIGHT}",
                                           enable_recording=False,
                                           idle_timeout_minutes=0))["session_id"]
-        await _settle(gw, [active], 20 if opts.quick else 60)
+        await _settle(gw, [active], 8 if opts.quick else 60)
         display, links = link_display(gw.x_socket(active))
         driver = await asyncio.to_thread(Driver, display)
         await asyncio.to_thread(driver.open_window)
@@ -163,7 +163,7 @@ async def measure(opts: Options, steps: tuple[int, ...] | None = None) -> Result
             except RuntimeError as e:
                 stop_reason = f"idle sessions for step {target} did not all start: {e}"[:300]
                 break
-            waited = await _settle(gw, idle, 30 if opts.quick else 120)
+            waited = await _settle(gw, idle, 10 if opts.quick else 120)
             row = await _measure_step(gw, active, idle, driver, receiver, samples)
             if row["p95_ms"] >= 2 * baseline and not opts.quick:
                 # one noisy window must not end the search: the step is measured again
