@@ -106,7 +106,7 @@ message_like = st.fixed_dictionaries(
 )
 
 
-@settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.one_of(st.text(max_size=300), st.binary(max_size=300),
                  json_values.map(json.dumps), message_like.map(json.dumps)))
 def test_parser_only_ever_rejects_with_a_reason(raw: str | bytes) -> None:
@@ -217,7 +217,9 @@ async def test_data_channel_garbage_is_dropped_and_counted(light_gateway: Gatewa
         assert after["viewers_by_transport"]["webrtc"] == 1
 
         # A flood (thousands of messages at once): shed by the rate limit, all counted.
-        flood = 5000
+        # (aiortc's SCTP delivers a few hundred per second here; the stream WebSocket
+        # test below floods faster than the limit.)
+        flood = 2000
         before = after
         for i in range(flood):
             viewer._channel.send(json.dumps({"type": "mouse_move", "x": str(i)}))
