@@ -182,6 +182,12 @@ class SessionRun:
     stall_s: float | None = None
     """Longest stretch without a decoded frame while the encoder kept producing (see
     :func:`stall_seconds`): this, not ``max_gap_s``, says whether a viewer starved."""
+    rtp_lost: int = 0
+    """RTP packets the viewer never received (sequence gaps, ``getStats``) by the window end."""
+    plis: int = 0
+    """Keyframe requests the viewer sent because packets arrived but nothing decoded."""
+    ice_pair: str = ""
+    """The viewer's nominated ICE pair (viewer address -> runtime agent address)."""
     viewer_states: list[tuple[float, str]] = field(default_factory=list)
     """(seconds since the window opened, ``connectionState``) of the viewer's peer."""
     rtp_packets: list[tuple[float, int, int]] = field(default_factory=list)
@@ -285,6 +291,8 @@ class LoadReport:
                                 if s.stall_s is None or not s.frames_in_window
                                 or s.stall_s > float(self.options["starve_s"])],
             "frames_encoded_total": sum(s.encoded_in_window for s in self.sessions),
+            "rtp_lost_total": sum(s.rtp_lost for s in self.sessions),
+            "viewer_plis_total": sum(s.plis for s in self.sessions),
             "frames_total": sum(s.frames_in_window for s in self.sessions),
             "events": dict(sum((Counter(s.events) for s in self.sessions), Counter())),
             "gateway_rss_mb_max": max((s["gateway_rss_mb"] for s in self.samples), default=None),
@@ -501,7 +509,9 @@ def take_snapshot(label: str, gateway_pid: int | None, state_dir: Path, runtime_
     pods = []
     for p in procs:
         m = re.search(r"/visual-runtime/([A-Za-z0-9_-]+)\.(app|agent)", p.cgroup)
-        if (m and m.group(1) in sids) or p.uid in our_uids:
+        # by cgroup; by uid only outside any other session's cgroup (another gateway's
+        # session may run as the uid of a slot we released)
+        if (m and m.group(1) in sids) or (p.uid in our_uids and not m):
             pods.append(f"{p.pid} {p.comm} uid={p.uid} ({p.state})")
     res["pod_processes"] = sorted(pods)
     from gateway.backends.cgroup import list_cgroups
@@ -564,6 +574,12 @@ class Viewer:
         self.frame_times: list[float] = []
         self.offered_at = 0.0
         self.states: list[tuple[float, str]] = []
+        self.rcvbuf_bytes: list[int] = []
+        self.pair: str = ""
+        self.plis = 0
+        """Picture-loss requests this viewer sent on a decode stall (see :meth:`_watch`)."""
+        """The nominated ICE pair, ``viewer-address -> agent-address`` (once connected)."""
+        """SO_RCVBUF of each of this viewer's UDP sockets after growing them."""
         self.rtp: list[tuple[float, int, int]] = []
 
         @self.pc.on("connectionstatechange")
@@ -581,9 +597,10 @@ class Viewer:
 
         @self.pc.on("track")
         def on_track(track: MediaStreamTrack) -> None:
-            task = asyncio.create_task(self._consume(track))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            for coro in (self._consume(track), self._watch(transceiver.receiver)):
+                task = asyncio.create_task(coro)
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
 
         self.offered_at = time.monotonic()
         await self.pc.setLocalDescription(await self.pc.createOffer())
@@ -620,6 +637,8 @@ class Viewer:
                     with contextlib.suppress(OSError):
                         sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE,
                                         self.rcvbuf_mb * 2**20)
+                        self.rcvbuf_bytes.append(
+                            sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF))
 
     async def _consume(self, track: MediaStreamTrack) -> None:
         while True:
@@ -629,6 +648,16 @@ class Viewer:
                 return
             if isinstance(frame, av.VideoFrame):
                 self.frame_times.append(time.monotonic())
+
+    def note_pair(self) -> None:
+        """Remember the nominated ICE candidate pair (aioice internals; best effort)."""
+        for transceiver in self.pc.getTransceivers():
+            ice = getattr(transceiver.receiver.transport, "transport", None)
+            connection = getattr(ice, "_connection", None)
+            pair = (getattr(connection, "_nominated", None) or {}).get(1)
+            if pair is not None:
+                self.pair = (f"{pair.local_candidate.host}:{pair.local_candidate.port} -> "
+                             f"{pair.remote_candidate.host}:{pair.remote_candidate.port}")
 
     async def sample_rtp(self) -> None:
         """Note the RTP packets received and lost so far (from ``getStats``)."""
@@ -640,6 +669,36 @@ class Viewer:
                     received += int(getattr(stats, "packetsReceived", 0) or 0)
                     lost += int(getattr(stats, "packetsLost", 0) or 0)
         self.rtp.append((time.monotonic(), received, lost))
+
+    async def _watch(self, receiver: RTCRtpReceiver, every: float = 0.5,
+                     stall: float = 1.0) -> None:
+        """Send a PLI when packets keep arriving but no frame decodes for *stall* s.
+
+        aiortc's stock receiver asks for a keyframe only when its 128-packet jitter
+        buffer overflows after an unrecovered loss: at the few packets per second
+        of a desktop stream that is 10-20 s without a picture. Browsers ask at once;
+        so does this viewer (once per *stall* s at most).
+        """
+        seen_frames, base, last_pli = 0, 0, 0.0
+        while True:
+            await asyncio.sleep(every)
+            received, ssrc = 0, None
+            with contextlib.suppress(Exception):  # a closing peer may fail its stats
+                for stats in (await self.pc.getStats()).values():
+                    if getattr(stats, "type", "") == "inbound-rtp":
+                        received += int(getattr(stats, "packetsReceived", 0) or 0)
+                        ssrc = getattr(stats, "ssrc", None)
+            now = time.monotonic()
+            if len(self.frame_times) != seen_frames:
+                seen_frames, base = len(self.frame_times), received
+                continue
+            last_frame = self.frame_times[-1] if self.frame_times else self.offered_at
+            if (ssrc is not None and received > base and now - last_frame > stall
+                    and now - last_pli > stall):
+                with contextlib.suppress(Exception):
+                    await receiver._send_rtcp_pli(int(ssrc))
+                    self.plis += 1
+                    last_pli = now
 
     async def wait_frames(self, count: int, within: float) -> bool:
         deadline = time.monotonic() + within
@@ -1025,6 +1084,8 @@ async def drive(client: VisualRuntimeClient, http: aiohttp.ClientSession, base_u
         async def sample_viewers() -> None:
             while not stop_sampler.is_set():
                 await asyncio.gather(*(v.sample_rtp() for v in viewers))
+                for v in viewers:
+                    v.note_pair()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop_sampler.wait(), 2.0)
 
@@ -1059,6 +1120,10 @@ async def drive(client: VisualRuntimeClient, http: aiohttp.ClientSession, base_u
             run.encoded_in_window = _count_at(series, end + 1.5) - _count_at(series, start)
             run.stall_s = round(stall_seconds(v.frame_times, series, start, end), 3)
             run.viewer_states = [(round(at - start, 2), state) for at, state in v.states]
+            run.ice_pair = v.pair
+            run.plis = v.plis
+            if v.rtp:
+                run.rtp_lost = v.rtp[-1][2]
             run.rtp_packets = [(round(at - start, 2), n, lost) for at, n, lost in v.rtp]
         for v, run in zip(viewers, runs, strict=True):
             if v.location is not None:
@@ -1305,7 +1370,8 @@ def print_summary(report: LoadReport, out: Callable[[str], None] = print) -> Non
         f"frames decoded {s['frames_total']} of {s['frames_encoded_total']} encoded")
     out(f"  errors {s['errors']} {s['errors_by_status']}, 5xx {s['server_errors_5xx']}")
     out(f"  events {s['events']}")
-    out(f"  UDP receive-buffer drops, viewers connected -> window end: {report.udp}")
+    out(f"  UDP receive-buffer drops, viewers connected -> window end: {report.udp}; "
+        f"RTP packets lost {s['rtp_lost_total']}, viewer PLIs {s['viewer_plis_total']}")
     out(f"  gateway rss max {s['gateway_rss_mb_max']} MB, fds max {s['gateway_fds_max']}, "
         f"cpu mean {s['gateway_cpu_pct_mean']} %; pods memory max {s['pods_memory_mb_max']} MB; "
         f"machine cpu mean {s['machine_cpu_pct_mean']} %, load1 max {s['load_avg_max']}")

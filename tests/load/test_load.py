@@ -35,7 +35,7 @@ def check(report: LoadReport, sessions: int) -> None:
         # (the screen is captured on damage only: a still screen sends nothing)
         assert run.stall_s is not None and run.stall_s <= report_starve(report), (
             f"viewer of {run.session_id} starved for {run.stall_s} s; RTP (t, received, lost): "
-            f"{run.rtp_packets}; UDP drops: {report.udp}")
+            f"{run.rtp_packets}; UDP drops: {report.udp}; ICE pair {run.ice_pair}")
         assert [state for _, state in run.viewer_states][-1:] == ["connected"], (
             run.viewer_states)
         assert run.whep_delete_status == 204, run
