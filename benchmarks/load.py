@@ -15,7 +15,10 @@ What one run does (``python -m benchmarks.load --sessions 10 --seconds 60``):
    redraws on every mouse move, click, key and scroll, so every agent action
    changes the screen;
 5. attaches one aiortc WHEP viewer per session (view token, H.264, frames
-   decoded and counted) and one SSE event follower per session;
+   decoded and counted) and one SSE event follower per session. The viewers
+   stand in for browsers on machines of their own, so they get 4 MiB UDP
+   receive buffers and ask for a keyframe (PLI) as soon as packets arrive but
+   nothing decodes for 1 s (aiortc's stock receiver waits 10-20 s);
 6. runs one agent loop per session through the action API for S seconds:
    ``mouse_move``/``left_click``/``type``/``key``/``scroll``/``screenshot`` at
    2-5 actions/s per session, while a sampler records the gateway's RSS, fds,
@@ -44,6 +47,12 @@ other gateways may run on the same machine:
 
 A leak is anything in "after" that was not in "before". Errors: every
 non-2xx answer and every transport failure is recorded with its status.
+
+Starvation: the screen is captured on damage only, so a still screen sends
+nothing. A viewer starves when it decodes no frame for more than
+``starve_s`` while its session's encoder produced frames
+(``visual_runtime_frames_encoded_total`` from ``/metrics``, sampled every
+second): see :func:`stall_seconds`.
 
 Prints a summary and writes ``benchmarks/results/load.json``.
 """

@@ -1,9 +1,13 @@
 """Issue 8 (load): 10 concurrent full-desktop sessions for 60 s, each with a viewer and an
 agent, through ``visual-runtime serve``; no errors, no starved viewer, no leaks.
 
-The driver is :mod:`benchmarks.load` (its docstring lists what is counted). The
-gateway runs as a subprocess so its fds and child processes are its own; the
-test process holds the viewers (aiortc, decoding every frame) and the agents.
+The driver is :mod:`benchmarks.load` (its docstring lists what is counted and
+how a starving viewer is told from a still screen). The gateway runs as a
+subprocess (``visual-runtime serve``) so its fds and child processes are its
+own; the test process holds the viewers (aiortc, decoding every frame) and the
+agents. On a 2-core machine the whole test takes about 1.5-2 minutes; other
+heavy work on the machine slows session start and Chromium (see the phases in
+the printed summary).
 Latencies and frame rates are printed (``-s``) and written to JSON, never
 asserted: this test checks correctness under load, the benchmark reports speed.
 """
