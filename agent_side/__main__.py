@@ -19,6 +19,7 @@ from aiohttp import web
 
 from .config import AgentConfig
 from .control import InputGate
+from .ice import restrict_host_candidates
 from .injector import create_injector
 from .media import MediaConfig, VideoSource
 from .peers import PeerManager
@@ -92,6 +93,7 @@ async def serve(config: AgentConfig) -> int:
         width=config.width, height=config.height,
     )
     gate = InputGate(injector, sid)
+    restrict_host_candidates(sid)  # before any peer gathers candidates
     peers = PeerManager(source, gate, injector, sid)
     streams = StreamViewers(source, peers.inputs, sid)
     vnc = VncBridge(VncServer(config.display, config.socket.parent / "vnc.sock", sid),
