@@ -130,7 +130,7 @@ def _launcher(spec_width: int, spec_height: int, apps: tuple[str, ...], start_ur
         quoted = "'" + url.replace("'", "'\\''") + "'"
         flags = " ".join(chromium_flags)
         lines.append(f"chromium {flags} {quoted} >\"$HOME/.chromium.log\" 2>&1 &")
-    lines += ["wait $XVFB", "echo \"Xvfb exited with $?\" >&2", ""]
+    lines += ["wait $XVFB", "CODE=$?", "echo \"Xvfb exited with $CODE\" >&2", "exit $CODE", ""]
     return "\n".join(lines)
 
 

@@ -209,7 +209,8 @@ async def test_desktop_oom_killed_fails_the_session_with_the_reason(
     assert watch.failures == [] and watch.ok > 0
     assert ended["status"] == "failed" and ended["stop_reason"] == "error"
     assert "memory limit" in ended["error"] and "OOM-killed" in ended["error"], ended["error"]
-    assert "app sandbox exited" in ended["error"], ended["error"]
+    assert "the app sandbox exited (killed by SIGKILL)" in ended["error"], ended["error"]
+    assert "Xvfb exited with 137" in ended["error"], ended["error"]
     await wait_event(gw, s1, "resource_limit", kind="memory")
     assert (await gw.get(s2))["status"] == "running"
     assert gw.extra["app"][MANAGER].get(s2).status.value == "running"
