@@ -36,6 +36,9 @@ def _session(request: web.Request) -> Session:
     return request.app[MANAGER].get(request.match_info["session_id"])
 
 
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
 def _unavailable(session: Session, e: AgentUnavailable) -> ProblemError:
     logger.warning("session %s: runtime agent unavailable: %s", session.session_id, e)
     return ProblemError(502, "runtime-agent-unavailable", "Runtime agent unavailable",
@@ -185,6 +188,13 @@ async def get_screenshot(request: web.Request) -> web.Response:
         reply = await agent.request("GET", "/screenshot")
     except AgentUnavailable as e:
         raise _unavailable(session, e) from e
+    if reply.status != 200 or not reply.body.startswith(PNG_SIGNATURE):
+        # e.g. the X server died under the agent: never pass its error page off as a PNG.
+        logger.warning("session %s: screenshot failed (agent status %s)", session.session_id,
+                       reply.status)
+        raise ProblemError(502, "screenshot-failed", "Screenshot failed",
+                           "the session's runtime agent could not take a screenshot; try again",
+                           headers={"Retry-After": "1"})
     return web.Response(body=reply.body, content_type="image/png",
                         headers={"Cache-Control": "no-store"})
 

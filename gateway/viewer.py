@@ -39,6 +39,8 @@ __all__ = ["WEB_DIR", "setup_routes"]
 logger = logging.getLogger(__name__)
 
 WEB_DIR: Final = Path(__file__).resolve().parent.parent / "web"
+MAX_BROWSER_MESSAGE: Final = 2 * 1024 * 1024
+"""Largest WebSocket message taken from a browser (the agent caps input at 1 MiB)."""
 """The page's files (``web/`` at the project root)."""
 
 class _OpenSockets:
@@ -132,8 +134,10 @@ async def _proxy(request: web.Request, agent_path: str, protocols: tuple[str, ..
             logger.warning("session %s: agent unreachable for %s: %s", sid, agent_path, e)
             raise ProblemError(502, "runtime-agent-unavailable", "Runtime agent unavailable",
                                "the session's runtime agent did not answer; try again") from e
-        ws = web.WebSocketResponse(protocols=protocols, compress=False, max_msg_size=0,
-                                   heartbeat=30)
+        # Browsers send input and small RFB messages only: a bigger frame closes the
+        # socket (1009) here instead of being buffered whole on its way to the agent.
+        ws = web.WebSocketResponse(protocols=protocols, compress=False,
+                                   max_msg_size=MAX_BROWSER_MESSAGE, heartbeat=30)
         await ws.prepare(request)
         sockets = request.app[SOCKETS].items
         sockets.add(ws)

@@ -31,6 +31,7 @@ from agent_side.protocol import (
     parse_input_message,
 )
 from gateway.appkeys import MANAGER
+from gateway.viewer import MAX_BROWSER_MESSAGE
 from tests.gateway_fixtures import Gateway
 from tests.security.helpers import run_in_app
 from tests.webrtc.whep_client import WhepViewer
@@ -78,7 +79,8 @@ CASES: list[tuple[str, str | bytes]] = [
     ("bad_field", json.dumps({"type": "text", "text": "x" * (65 * 1024)})),
     ("bad_field", json.dumps({"type": "clipboard", "text": ["x"]})),
     ("too_large", "x" * (MAX_MESSAGE_BYTES + 1)),
-    ("too_large", json.dumps({"type": "text", "text": "y" * (2 * 1024 * 1024)})),  # 2 MiB
+    # 1.5 MiB: over the agent's 1 MiB WebSocket limit, under the gateway's 2 MiB one.
+    ("too_large", json.dumps({"type": "text", "text": "y" * (1536 * 1024)})),
 ]
 
 
@@ -296,6 +298,17 @@ async def test_websocket_garbage_is_dropped_and_counted(light_gateway: Gateway) 
                             aiohttp.WSMsgType.CLOSING), msg
     delta = await _wait_dropped(gw, sid, mark["input_dropped"], 1)
     assert delta == Counter({"too_large": 1})
+    # Over the gateway's own limit: closed there (1009); the agent never sees it.
+    mark = await _stats(gw, sid)
+    async with gw.http.ws_connect(url, headers=headers) as ws:
+        await ws.send_str("z" * (MAX_BROWSER_MESSAGE + 1))
+        msg = await ws.receive(timeout=30)
+        while msg.type in (aiohttp.WSMsgType.BINARY, aiohttp.WSMsgType.TEXT):
+            msg = await ws.receive(timeout=30)
+        assert msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED,
+                            aiohttp.WSMsgType.CLOSING), msg
+        assert ws.close_code == 1009, ws.close_code
+    assert (await _stats(gw, sid))["input_dropped"] == mark["input_dropped"]
     # The agent is fine: a new viewer connects and its input is applied.
     async with gw.http.ws_connect(url, headers=headers) as ws:
         async def valid2() -> None:
