@@ -34,8 +34,10 @@ a transport may coalesce steps (show only the newest): every step shown is
 matched to the latest step drawn with its code (exact while latency < 64
 steps = 2.1 s), steps never shown are counted as dropped in the JSON, and
 ``any_change_*`` gives, over all steps, the time until that step or a newer
-one was on screen. Every scenario starts from the same page of text. The
-WebRTC detection includes the detector's own ``drawImage`` of the video
+one was on screen. A code that maps to a step older than one already shown
+is a torn marker (its two blocks from different steps: x11vnc reads the
+screen piecewise) and is dropped, counted as ``torn_markers``. Every scenario
+starts from the same page of text. The WebRTC detection includes the detector's own ``drawImage`` of the video
 (~7-10 ms in software), so a second figure,
 "frame", stamps every transport at the same point: the rendering update that
 shows the change (rVFC entry for WebRTC, the next ``requestAnimationFrame``
@@ -232,8 +234,10 @@ WORKLOADS = {
 }
 MARKER_NOTE = ("two 32x32 marker blocks at (0,0),(32,0) encode step mod 64; continuous "
                "workloads: each step shown is matched to the latest step drawn with its code; "
-               "steps coalesced by the transport count as dropped (JSON); any_change = time "
-               "until that step or a newer one is on screen")
+               "steps coalesced by the transport count as dropped (JSON); a code mapping to a "
+               "step older than one already shown is a torn marker (blocks from two steps) and "
+               "is dropped (JSON torn_markers); any_change = time until that step or a newer "
+               "one is on screen")
 
 
 def _value_noise(rng: np.random.Generator, h: int, w: int, cell: int) -> np.ndarray:
@@ -786,11 +790,21 @@ async def run_continuous(page: Page, stim: Stimulus, scenario: str, samples: int
     quality = await picture_quality(page, drawn, sources, GRAB_AREA[scenario])
 
     shown: dict[int, tuple[float, dict[str, Any]]] = {}  # step index -> (detected, meta)
+    # A transport never shows steps out of order, so a code that maps to a step older
+    # than one already shown is a torn marker: the two blocks come from different steps
+    # (x11vnc reads the screen in pieces over time, and noVNC draws rectangle by
+    # rectangle); matched naively it would alias to a step up to 63 steps (2 s) back.
+    torn = 0
+    newest = -1
     for code, t_det, meta in sorted(seen, key=lambda e: e[1]):
         idx = next((i for i in range(len(drawn) - 1, -1, -1)
                     if drawn[i][0] == code and drawn[i][1] <= t_det), None)
+        if idx is not None and idx < newest:
+            torn += 1
+            continue
         if idx is not None and idx not in shown:
             shown[idx] = (t_det, meta)
+            newest = idx
     latencies, to_frame, to_receive, to_present = [], [], [], []
     stages: list[list[float | None]] = []
     for idx in sorted(shown):
@@ -820,7 +834,7 @@ async def run_continuous(page: Page, stim: Stimulus, scenario: str, samples: int
     return {
         "samples": len(latencies), "missed": missed,
         "steps_drawn": steps, "steps_shown": len(shown), "steps_dropped": steps - len(shown),
-        "step_hz": STEP_HZ,
+        "torn_markers": torn, "step_hz": STEP_HZ,
         "p50_ms": p50(latencies), "p95_ms": pct(latencies, 0.95),
         "mean_ms": statistics.fmean(latencies) if latencies else None,
         "any_change_p50_ms": p50(any_change), "any_change_p95_ms": pct(any_change, 0.95),
@@ -1097,6 +1111,8 @@ def figures_for(results: dict[str, dict[str, Any]], resolution: str,
             n = f"n={r['samples']}"
             if "steps_drawn" in r:
                 n += f" of {r['steps_drawn']} steps"
+                if r.get("torn_markers"):
+                    n += f", {r['torn_markers']} torn"
             figs += [
                 Figure(f"glass-to-glass p50, {where}", r["p50_ms"], "ms", tuned.get("p50_ms"),
                        base_name, target="<= 0.7x baseline",
@@ -1124,7 +1140,8 @@ def figures_for(results: dict[str, dict[str, Any]], resolution: str,
             where = f"{scenario}, {BASELINES[key]}, {resolution}"
             figs += [
                 Figure(f"baseline glass-to-glass p50 / p95, {where}", b["p50_ms"], "ms",
-                       note=f"p95 {b['p95_ms'] or 0:.1f} ms, n={b['samples']}"),
+                       note=f"p95 {b['p95_ms'] or 0:.1f} ms, n={b['samples']}"
+                            + (f", {b['torn_markers']} torn" if b.get("torn_markers") else "")),
                 Figure(f"baseline x11vnc ({label}) + Chromium CPU, {where}",
                        (b["server_cpu_pct"] or 0) + b["chromium_cpu_pct"], "% of a core",
                        note=f"x11vnc {b['server_cpu_pct'] or 0:.0f} %, Chromium "
