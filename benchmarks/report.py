@@ -95,7 +95,8 @@ def markdown(results: list[Result], mach: dict[str, Any], opts: Options, missing
         f"Linux {mach.get('kernel')}, Python {mach.get('python')}. Load average (1/5/15 min) "
         f"at the start {_load(mach.get('load_average'))}"
         + (f", at the end {_load(mach.get('load_average_after'))}"
-           if mach.get("load_average_after") else "") + ".",
+           if mach.get("load_average_after") else "") + "."
+        + (f" Note: {mach['note']}." if mach.get("note") else ""),
         "",
         "Ratios are value / same-run baseline (lower is better unless marked ↑). "
         "`met?` compares with the issue's target.",
