@@ -191,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="output folder (default %(default)s)")
     parser.add_argument("--resolutions", default="1600x900,1920x1080")
     parser.add_argument("--samples", type=int, default=None,
-                        help="latency samples per scenario (default 60, quick 15)")
+                        help="latency samples per scenario (default 60, quick 12)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--opts", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--result", type=Path, help=argparse.SUPPRESS)
@@ -210,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"bad resolution {res!r} (want WIDTHxHEIGHT)")
     if args.quick:
         resolutions = resolutions[:1]
-    samples = args.samples or (15 if args.quick else 60)
+    samples = args.samples or (12 if args.quick else 60)
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     opts = replace(Options(), quick=args.quick, resolutions=resolutions, samples=samples,
