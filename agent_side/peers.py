@@ -65,7 +65,7 @@ def choose_codec(offer_sdp: str) -> str:
         description = SessionDescription.parse(offer_sdp)
     except (ValueError, IndexError, KeyError, AssertionError, TypeError) as e:
         # aiortc's parser asserts on some malformed lines (e.g. an m-line with no formats).
-        raise OfferError(f"the offer is not valid SDP: {e!r}") from e
+        raise OfferError("the offer is not valid SDP" + (f": {e}" if str(e) else "")) from e
     videos = [m for m in description.media if m.kind == "video"]
     if not videos:
         raise OfferError("the offer has no video m-line")

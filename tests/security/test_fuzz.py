@@ -189,8 +189,10 @@ def _valid_actions(width: int, height: int) -> st.SearchStrategy[dict[str, Any]]
                                "scroll_direction": st.sampled_from(["up", "down", "left",
                                                                     "right"]),
                                "scroll_amount": st.integers(1, 5)}),
+        # Typeable text: not empty, no control characters (DEL, C1), which are a 422.
         st.fixed_dictionaries({"action": st.just("type"), "text": st.text(
-            st.characters(min_codepoint=32, max_codepoint=0x2FF), max_size=12)}),
+            st.characters(min_codepoint=32, max_codepoint=0x2FF, exclude_categories=("Cc",)),
+            min_size=1, max_size=12)}),
         st.fixed_dictionaries({"action": st.just("key"), "text": st.sampled_from(_KEYS)}),
         st.fixed_dictionaries({"action": st.sampled_from(["screenshot", "cursor_position",
                                                           "left_mouse_down", "left_mouse_up"])}),
