@@ -105,7 +105,9 @@ class SessionBackend(abc.ABC):
         try:
             await start()
         except BaseException as e:
-            logger.warning("session %s: pod start failed: %s", handle["session_id"], e)
+            logger.warning("session %s: pod start failed: %s", handle["session_id"],
+                           "cancelled (the session was stopped while starting)"
+                           if isinstance(e, asyncio.CancelledError) else (str(e) or repr(e)))
             await asyncio.shield(self.stop_pod(handle))
             if isinstance(e, BackendError):
                 raise
