@@ -148,7 +148,7 @@ def _mean_phase(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
 
 
 async def measure(opts: Options) -> Result:
-    window = 4.0 if opts.quick else 15.0
+    window = 3.0 if opts.quick else 15.0
     notes = [load_note("at start")]
     before = census()
     gw = ServedGateway(apps=APPS, name="idle")
@@ -159,7 +159,7 @@ async def measure(opts: Options) -> Result:
         await gw.start()
         created = await gw.create_running(resolution=RESOLUTION, enable_recording=False)
         sid = created["session_id"]
-        waited = await _settle(sid, 3.0 if opts.quick else 20.0, 10.0 if opts.quick else 90.0)
+        waited = await _settle(sid, 2.0 if opts.quick else 20.0, 6.0 if opts.quick else 90.0)
         notes.append(f"Chromium settled {waited:.1f} s after the session was running")
         display, links = link_display(gw.x_socket(sid))
         # full mode: ours, x11vnc tuned, x11vnc default, ours again (ours = the mean), so a

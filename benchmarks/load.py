@@ -1410,8 +1410,8 @@ def write_json(report: LoadReport, path: Path) -> None:
 
 
 def run(opts: Options) -> Result:
-    """The benchmark runner's entry point (quick: 3 sessions for 10 s)."""
-    load_opts = LoadOptions(sessions=3, seconds=10.0, baseline_seconds=3.0) if opts.quick \
+    """The benchmark runner's entry point (quick: 2 sessions for 8 s)."""
+    load_opts = LoadOptions(sessions=2, seconds=8.0, baseline_seconds=3.0) if opts.quick \
         else LoadOptions()
     report = asyncio.run(run_load(load_opts))
     write_json(report, opts.out_dir / "load.json")
