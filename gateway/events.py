@@ -83,7 +83,11 @@ class EventHub:
         stream = self._stream(session_id)
         if stream.recent and stream.recent[0]["id"] <= after + 1:
             return [e for e in stream.recent if e["id"] > after]
-        return [e for e in read_ndjson(stream.path) if e["id"] > after]
+        logged = [e for e in read_ndjson(stream.path) if e["id"] > after]
+        # A full disk: the newest events are not in the log yet, only in memory.
+        last = logged[-1]["id"] if logged else after
+        newer = {e["id"]: e for e in [*stream.unwritten, *stream.recent] if e["id"] > last}
+        return logged + [newer[i] for i in sorted(newer)]
 
     async def follow(self, session_id: str, after: int = 0) -> AsyncIterator[dict[str, Any]]:
         """Events after *after*, then live ones until :meth:`close_readers`."""
