@@ -93,6 +93,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from agent_side.encoder import EncoderConfig, YuvConverter, create_encoder  # noqa: E402
+from benchmarks.harness import find_agent_pid, link_display  # noqa: E402
 from gateway.app import create_app  # noqa: E402
 from gateway.appkeys import CONFIG, MANAGER  # noqa: E402
 from gateway.config import GatewayConfig  # noqa: E402
@@ -196,25 +197,6 @@ class Receiver:
 
 
 # -- the session display -------------------------------------------------------
-
-
-def link_display(x_socket: Path) -> tuple[str, list[Path]]:
-    """A ``:<n>`` DISPLAY name whose socket is *x_socket* (symlink + lock file)."""
-    for n in range(700, 800):
-        sock = Path(f"/tmp/.X11-unix/X{n}")
-        lock = Path(f"/tmp/.X{n}-lock")
-        if sock.exists() or sock.is_symlink() or lock.exists():
-            continue
-        try:
-            fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        except FileExistsError:
-            continue
-        os.write(fd, f"{os.getpid():>10}\n".encode())
-        os.close(fd)
-        sock.parent.mkdir(exist_ok=True)
-        sock.symlink_to(x_socket)
-        return f":{n}", [sock, lock]
-    raise RuntimeError("no free display number for the session link")
 
 
 def grey_y(level: int) -> float:
@@ -342,20 +324,6 @@ class Driver:
 def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
-
-
-def find_agent_pid(sid: str) -> int:
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            argv = (entry / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if (b"agent_side" in argv and f"--session-id={sid}".encode() in argv and b"-m" in argv
-                and b"python" in Path(argv[0].decode(errors="replace")).name.encode()):
-            return int(entry.name)
-    raise RuntimeError(f"runtime agent of session {sid} not found")
 
 
 def percentile(values: list[float], q: float) -> float | None:

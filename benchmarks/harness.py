@@ -37,8 +37,8 @@ if str(ROOT) not in sys.path:
 from benchmarks.suite import Result, machine  # noqa: E402
 
 __all__ = ["ServedGateway", "TOKEN", "census", "cpu_map", "cpu_pct", "descendants",
-           "link_display", "load_note", "memory_mib", "pod_pids", "print_result", "proc_name",
-           "wait_for", "write_result"]
+           "find_agent_pid", "link_display", "load_note", "memory_mib", "pod_pids", "print_result",
+           "proc_name", "wait_for", "write_result"]
 
 TOKEN = "cost-benchmark-token-0123456789"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -162,7 +162,7 @@ def load_note(when: str) -> str:
 def link_display(x_socket: Path) -> tuple[str, list[Path]]:
     """A ``:<n>`` DISPLAY whose socket is *x_socket* (symlink + lock file), for
     X clients of this process (python-xlib, x11vnc) on a pod's display."""
-    for n in range(850, 950):
+    for n in range(700, 950):
         sock = Path(f"/tmp/.X11-unix/X{n}")
         lock = Path(f"/tmp/.X{n}-lock")
         if sock.exists() or sock.is_symlink() or lock.exists():
@@ -177,6 +177,21 @@ def link_display(x_socket: Path) -> tuple[str, list[Path]]:
         sock.symlink_to(x_socket)
         return f":{n}", [sock, lock]
     raise RuntimeError("no free display number for a pod display link")
+
+
+def find_agent_pid(sid: str) -> int:
+    """PID of the runtime agent of session *sid* (a python -m agent_side process)."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if (b"agent_side" in argv and f"--session-id={sid}".encode() in argv and b"-m" in argv
+                and b"python" in Path(argv[0].decode(errors="replace")).name.encode()):
+            return int(entry.name)
+    raise RuntimeError(f"runtime agent of session {sid} not found")
 
 
 # -- the gateway ------------------------------------------------------------------

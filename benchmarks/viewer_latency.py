@@ -91,6 +91,7 @@ from Xlib import display as xdisplay
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.harness import find_agent_pid  # noqa: E402
 from gateway.app import create_app  # noqa: E402
 from gateway.config import GatewayConfig  # noqa: E402
 
@@ -934,19 +935,6 @@ class VncBaseline:
 
 
 # -- one resolution ------------------------------------------------------------------
-
-
-def find_agent_pid(sid: str) -> int:
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            argv = (entry / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if b"agent_side" in argv and f"--session-id={sid}".encode() in argv and b"-m" in argv:
-            return int(entry.name)
-    raise RuntimeError(f"runtime agent of session {sid} not found")
 
 
 def describe(r: dict[str, Any]) -> str:
