@@ -21,9 +21,11 @@ from .config import AgentConfig
 from .control import InputGate
 from .ice import restrict_host_candidates
 from .injector import create_injector
+from .limits import ViewerAdmission, ViewerLimits
 from .media import MediaConfig, VideoSource
 from .peers import PeerManager
 from .recorder import Recorder, RecorderConfig
+from .sctpguard import install as install_sctp_guard
 from .server import create_app
 from .vnc import VncBridge, VncServer
 from .wsstream import StreamViewers
@@ -38,7 +40,8 @@ def parse_args(argv: list[str] | None = None) -> AgentConfig:
     parser.add_argument("--display", required=True)
     parser.add_argument("--resolution", required=True, help="WxH")
     parser.add_argument("--session-id", default="")
-    parser.add_argument("--fps", type=int, default=30)
+    parser.add_argument("--fps", type=int, default=60,
+                        help="frame-rate cap (1-120); the governor may go lower under load")
     parser.add_argument("--keyframe-interval", type=float, default=3.0)
     parser.add_argument("--input", choices=("xtest", "null"), default="xtest")
     parser.add_argument("--ice-ports", default=None, help="reserved: LOW-HIGH UDP port range")
@@ -48,6 +51,13 @@ def parse_args(argv: list[str] | None = None) -> AgentConfig:
                         help="longest keyframe interval while recording (seconds)")
     parser.add_argument("--recording-min-free-mb", type=int, default=256,
                         help="stop recording below this much free disk space")
+    defaults = ViewerLimits()
+    for name in ("max_viewers", "max_viewers_per_token", "max_webrtc", "max_ws", "max_vnc",
+                 "offers_per_minute", "session_offers_per_minute", "datachannel_max_bytes"):
+        parser.add_argument("--" + name.replace("_", "-"), type=int,
+                            default=getattr(defaults, name), help="viewer cap (agent_side.limits)")
+    parser.add_argument("--ice-deadline", type=float, default=defaults.ice_deadline_s,
+                        help="seconds a WebRTC peer may take to connect before it is closed")
     args = parser.parse_args(argv)
     try:
         width, height = (int(v) for v in args.resolution.lower().split("x"))
@@ -58,7 +68,15 @@ def parse_args(argv: list[str] | None = None) -> AgentConfig:
                        keyframe_interval_s=args.keyframe_interval, input=args.input,
                        recording=args.recording,
                        recording_keyframe_interval_s=args.recording_keyframe_interval,
-                       recording_min_free_mb=args.recording_min_free_mb)
+                       recording_min_free_mb=args.recording_min_free_mb,
+                       limits=ViewerLimits(
+                           max_viewers=args.max_viewers,
+                           max_viewers_per_token=args.max_viewers_per_token,
+                           max_webrtc=args.max_webrtc, max_ws=args.max_ws, max_vnc=args.max_vnc,
+                           offers_per_minute=args.offers_per_minute,
+                           session_offers_per_minute=args.session_offers_per_minute,
+                           datachannel_max_bytes=args.datachannel_max_bytes,
+                           ice_deadline_s=args.ice_deadline))
 
 
 async def _watch_worker(source: VideoSource, stop: asyncio.Event) -> None:
@@ -94,7 +112,8 @@ async def serve(config: AgentConfig) -> int:
     )
     gate = InputGate(injector, sid)
     restrict_host_candidates(sid)  # before any peer gathers candidates
-    peers = PeerManager(source, gate, injector, sid)
+    install_sctp_guard(config.limits.datachannel_max_bytes)  # before any data channel opens
+    peers = PeerManager(source, gate, injector, sid, ViewerAdmission(config.limits, sid))
     streams = StreamViewers(source, peers.inputs, sid)
     vnc = VncBridge(VncServer(config.display, config.socket.parent / "vnc.sock", sid),
                     peers.inputs, sid)

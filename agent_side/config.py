@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+
+from .limits import ViewerLimits
 
 
 @dataclass(frozen=True)
@@ -20,8 +22,8 @@ class AgentConfig:
     """Screen height in pixels (even)."""
     session_id: str = ""
     """Session id, for log lines."""
-    fps: int = 30
-    """Capture/encode frame-rate cap."""
+    fps: int = 60
+    """Capture/encode frame-rate cap; the video governor lowers it under load."""
     keyframe_interval_s: float = 3.0
     """Periodic keyframe interval."""
     input: str = "xtest"
@@ -32,6 +34,8 @@ class AgentConfig:
     """Longest keyframe interval while recording (fine-grained seeking)."""
     recording_min_free_mb: int = 256
     """Recording stops when its file system has less free space than this."""
+    limits: ViewerLimits = field(default_factory=ViewerLimits)
+    """Caps on viewers, offers and data-channel messages (:mod:`agent_side.limits`)."""
 
     def __post_init__(self) -> None:
         if self.width % 2 or self.height % 2 or self.width <= 0 or self.height <= 0:

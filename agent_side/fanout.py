@@ -1,0 +1,211 @@
+"""Subscriptions to the encoded stream: one encode, copied to every consumer.
+
+Contract (event-loop side only; nothing here blocks or runs on the worker):
+
+* :class:`Fanout` keeps the :class:`PacketSubscription` objects of each codec,
+  tells the capture→encode worker which codecs are wanted, forwards keyframe
+  requests and aggregates bandwidth estimates (the encoder cap is the minimum
+  estimate of the codec's consumers, clamped to ``[min_bitrate, max_bitrate]``).
+* :meth:`Fanout.deliver` runs on the event loop for every encoded frame and
+  copies it into each subscription of its codec; it records the deepest queue
+  it saw (:attr:`Fanout.backlog`, read by the worker's governor) and how long
+  the frame waited for the event loop (:attr:`Fanout.loop_lag_s`).
+* A :class:`PacketSubscription` starts at a keyframe; when it falls
+  ``maxlen`` frames behind, everything queued is dropped and it resumes at the
+  next keyframe (one is requested).
+
+Exceptions: :class:`MediaError` (base of the video source's errors),
+:class:`SubscriptionClosed`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import time
+from typing import Protocol
+
+import av
+
+from .encoder import CODECS, EncodedFrame
+from .errors import AgentSideError
+from .videoworker import WorkerInbox
+
+__all__ = ["Fanout", "MediaError", "PacketSubscription", "SubscriptionClosed"]
+
+logger = logging.getLogger(__name__)
+
+
+class MediaError(AgentSideError):
+    """Base class of video source errors."""
+
+
+class SubscriptionClosed(MediaError):
+    """The subscription (or its source) was closed."""
+
+
+class SubscriptionOwner(Protocol):
+    """What a subscription needs from whoever created it."""
+
+    def request_keyframe(self, codec: str | None = None) -> None: ...
+
+    def set_bitrate_estimate(self, subscription: PacketSubscription, bps: int | None) -> None: ...
+
+    def _unsubscribe(self, subscription: PacketSubscription) -> None: ...
+
+
+class PacketSubscription:
+    """One consumer's view of the encoded stream of one codec."""
+
+    def __init__(self, source: SubscriptionOwner, codec: str, name: str, maxlen: int) -> None:
+        self.codec = codec
+        self.name = name
+        self._source = source
+        self._maxlen = maxlen
+        self._queue: collections.deque[EncodedFrame] = collections.deque()
+        self._waiter: asyncio.Future[None] | None = None
+        self._need_keyframe = True
+        self._closed = False
+        self.bitrate_estimate: int | None = None
+        """Last bandwidth estimate reported for this consumer (bit/s)."""
+        self.dropped = 0
+        """Frames dropped for this consumer (overflow or waiting for a keyframe)."""
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def queued(self) -> int:
+        """Frames waiting to be taken."""
+        return len(self._queue)
+
+    async def get(self) -> av.Packet:
+        """The next packet (pts in 1/90000 s); raises :class:`SubscriptionClosed`."""
+        while not self._queue:
+            if self._closed:
+                raise SubscriptionClosed(f"subscription {self.name!r} is closed")
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        return self._queue.popleft().to_packet()
+
+    def get_nowait(self) -> av.Packet | None:
+        """The next packet if one is queued, else None."""
+        return self._queue.popleft().to_packet() if self._queue else None
+
+    def request_keyframe(self) -> None:
+        """Ask the shared encoder for a keyframe (e.g. on PLI/FIR)."""
+        self._source.request_keyframe(self.codec)
+
+    def set_bitrate_estimate(self, bps: int | None) -> None:
+        """Report this consumer's bandwidth estimate (e.g. from REMB)."""
+        self._source.set_bitrate_estimate(self, bps)
+
+    def close(self) -> None:
+        """Stop receiving; wakes a pending :meth:`get`. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        self._queue.clear()
+        self._wake()
+        self._source._unsubscribe(self)
+
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    def _push(self, frame: EncodedFrame) -> None:
+        """Called on the event loop for every encoded frame of this codec."""
+        if self._closed:
+            return
+        if self._need_keyframe and not frame.keyframe:
+            self.dropped += 1
+            return
+        if frame.keyframe:
+            self._need_keyframe = False
+        elif len(self._queue) >= self._maxlen:
+            self.dropped += len(self._queue) + 1
+            self._queue.clear()
+            self._need_keyframe = True
+            logger.debug("subscriber %r overflowed; waiting for a keyframe", self.name)
+            self._source.request_keyframe(self.codec)
+            return
+        if frame.keyframe and len(self._queue) >= self._maxlen:
+            self.dropped += len(self._queue)
+            self._queue.clear()
+        self._queue.append(frame)
+        self._wake()
+
+
+class Fanout:
+    """The subscriptions of one video source, by codec."""
+
+    def __init__(self, inbox: WorkerInbox, *, queue_frames: int, min_bitrate: int,
+                 max_bitrate: int, start_bitrate: int, log_prefix: str = "") -> None:
+        self._inbox = inbox
+        self._queue_frames = queue_frames
+        self._min_bitrate = min_bitrate
+        self._max_bitrate = max_bitrate
+        self._start_bitrate = start_bitrate
+        self._log_prefix = log_prefix
+        self._subscriptions: dict[str, list[PacketSubscription]] = {c: [] for c in CODECS}
+        self.backlog = 0
+        """Deepest subscriber queue seen by the last :meth:`deliver` (frames)."""
+        self.loop_lag_s = 0.0
+        """How long the last frame waited between the worker and the event loop."""
+
+    @property
+    def count(self) -> int:
+        return sum(len(s) for s in self._subscriptions.values())
+
+    def subscribe(self, owner: SubscriptionOwner, codec: str, name: str) -> PacketSubscription:
+        """A new subscription of *codec*; the worker starts encoding it with a keyframe."""
+        sub = PacketSubscription(owner, codec, name, self._queue_frames)
+        self._subscriptions[codec].append(sub)
+        with self._inbox.lock:
+            self._inbox.codec_counts[codec] = self._inbox.codec_counts.get(codec, 0) + 1
+            self._inbox.keyframe_requests.add(codec)
+        self.update_bitrate(codec)
+        logger.info("%ssubscriber %r joined (%s, %d total)", self._log_prefix, name, codec,
+                    self.count)
+        self._inbox.wake()
+        return sub
+
+    def unsubscribe(self, sub: PacketSubscription) -> None:
+        subs = self._subscriptions[sub.codec]
+        if sub not in subs:
+            return
+        subs.remove(sub)
+        with self._inbox.lock:
+            self._inbox.codec_counts[sub.codec] -= 1
+            if self._inbox.codec_counts[sub.codec] <= 0:
+                del self._inbox.codec_counts[sub.codec]
+        self.update_bitrate(sub.codec)
+        logger.info("%ssubscriber %r left (%d remain)", self._log_prefix, sub.name, self.count)
+        self._inbox.wake()
+
+    def update_bitrate(self, codec: str) -> None:
+        """Recompute *codec*'s encoder cap from its consumers' estimates."""
+        estimates = [s.bitrate_estimate for s in self._subscriptions[codec]
+                     if s.bitrate_estimate is not None]
+        target = min(estimates) if estimates else self._start_bitrate
+        target = max(self._min_bitrate, min(self._max_bitrate, target))
+        with self._inbox.lock:
+            self._inbox.bitrate_targets[codec] = target
+
+    def deliver(self, frame: EncodedFrame, sent_at: float) -> None:
+        """Event loop: copy *frame* (handed over at monotonic *sent_at*) to its subscribers."""
+        self.loop_lag_s = time.monotonic() - sent_at
+        subs = self._subscriptions[frame.codec]
+        self.backlog = max((s.queued for s in subs), default=0)
+        for sub in list(subs):
+            sub._push(frame)
+
+    def close_all(self) -> None:
+        for subs in self._subscriptions.values():
+            for sub in list(subs):
+                sub.close()
