@@ -44,8 +44,9 @@ from Xlib.display import Display
 from Xlib.ext import xtest
 from Xlib.protocol import event as xevent
 
-from .errors import InjectorError, UnknownKeyError
-from .keys import (
+from wire.actions import MouseButton
+from wire.errors import UnknownKeyError
+from wire.keys import (
     XK_SHIFT_L,
     KeyCombo,
     char_to_keysym,
@@ -56,6 +57,8 @@ from .keys import (
     keysym_to_char,
     parse_combo,
 )
+
+from .errors import InjectorError
 
 __all__ = [
     "BUTTON_NUMBERS",
@@ -69,7 +72,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-MouseButton: TypeAlias = Literal["left", "middle", "right"]
 InjectorKind: TypeAlias = Literal["xtest", "null"]
 
 BUTTON_NUMBERS: Final[dict[str, int]] = {"left": 1, "middle": 2, "right": 3}

@@ -16,10 +16,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Final, Literal
 
-from .control import InputGate, NotInControl
-from .errors import AgentSideError, ProtocolError
-from .injector import InputInjector
-from .protocol import (
+from wire.datachannel import (
     DROP_REASONS,
     Clipboard,
     InputMessage,
@@ -34,6 +31,11 @@ from .protocol import (
     error_message,
     parse_input_message,
 )
+from wire.errors import ProtocolError, WireError
+
+from .control import InputGate, NotInControl
+from .errors import AgentSideError
+from .injector import InputInjector
 
 __all__ = ["InputHandler", "InputOutcome", "RateLimiter", "TokenKind", "apply_input"]
 
@@ -153,7 +155,7 @@ class InputHandler:
             await self._gate.run_human(token_id, lambda: apply_input(self._injector, message))
         except NotInControl as e:
             return InputOutcome(error_message("not_in_control", str(e)))
-        except AgentSideError as e:
+        except (AgentSideError, WireError) as e:
             logger.debug("session %s: viewer %s: input failed: %s", self._session_id, viewer, e)
             return InputOutcome(error_message("input_failed", str(e)))
         return InputOutcome(None)

@@ -27,12 +27,13 @@ from aiortc.codecs import CODECS
 from aiortc.rtcpeerconnection import find_common_codecs
 from aiortc.sdp import SessionDescription
 
+from wire.datachannel import control_message
+
 from .control import InputGate
 from .errors import AgentSideError
 from .injector import InputInjector
 from .inputs import InputHandler, RateLimiter
 from .media import VideoSource
-from .protocol import control_message
 from .rtpext import enable_playout_delay
 from .track import EncodedVideoTrack, attach_sender
 

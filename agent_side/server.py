@@ -18,7 +18,8 @@ from typing import Any
 
 from aiohttp import web
 
-from .actions import (
+from wire import agent_api
+from wire.actions import (
     Action,
     Click,
     Drag,
@@ -28,16 +29,18 @@ from .actions import (
     ScrollAction,
     TypeText,
     Wait,
-    execute_action,
     validate_action,
 )
+from wire.datachannel import control_message
+from wire.errors import ActionError, WireError
+from wire.keys import is_modifier
+
+from .actions import execute_action
 from .control import InputGate, NotInControl
-from .errors import ActionError, AgentSideError
+from .errors import AgentSideError
 from .injector import InputInjector
-from .keys import is_modifier
 from .media import VideoSource
 from .peers import OfferError, PeerManager
-from .protocol import control_message
 from .vnc import VncBridge
 from .wsstream import StreamViewers
 
@@ -100,8 +103,8 @@ async def stats(request: web.Request) -> web.Response:
 
 
 async def whep_offer(request: web.Request) -> web.Response:
-    kind = request.headers.get("X-VR-Token-Kind", "view")
-    token_id = request.headers.get("X-VR-Token-Id", "")
+    kind = request.headers.get(agent_api.TOKEN_KIND_HEADER, "view")
+    token_id = request.headers.get(agent_api.TOKEN_ID_HEADER, "")
     if kind not in ("view", "control", "api"):
         return _error(400, "bad_token_kind", f"unknown token kind {kind!r}")
     sdp = await request.text()
@@ -110,7 +113,7 @@ async def whep_offer(request: web.Request) -> web.Response:
     except OfferError as e:
         return _error(400, "bad_offer", str(e))
     return web.Response(status=201, text=answer, content_type="application/sdp",
-                        headers={"X-VR-Peer-Id": peer_id})
+                        headers={agent_api.PEER_ID_HEADER: peer_id})
 
 
 async def whep_delete(request: web.Request) -> web.Response:
@@ -182,7 +185,7 @@ async def run_action(request: web.Request) -> web.Response:
         return _error(409, "human_in_control", str(e), controller=e.controller)
     except ActionError as e:
         return _error(422, "invalid_action", e.message, field=e.field)
-    except AgentSideError as e:
+    except (AgentSideError, WireError) as e:
         logger.warning("action %s failed: %s", body.get("action"), e)
         return _error(500, "action_failed", "the action could not be carried out")
     return web.json_response(result)
@@ -263,18 +266,18 @@ def create_app(source: VideoSource, gate: InputGate, peers: PeerManager, *,
     app[GATE] = gate
     app[PEERS] = peers
     app[STARTED] = time.monotonic()
-    app.router.add_get("/health", health)
-    app.router.add_get("/stats", stats)
-    app.router.add_post("/whep", whep_offer)
-    app.router.add_delete("/whep/{peer_id}", whep_delete)
-    app.router.add_get("/screenshot", screenshot)
-    app.router.add_post("/control", set_control)
-    app.router.add_post("/broadcast", broadcast)
-    app.router.add_post("/actions", run_action)
+    app.router.add_get(agent_api.HEALTH, health)
+    app.router.add_get(agent_api.STATS, stats)
+    app.router.add_post(agent_api.WHEP, whep_offer)
+    app.router.add_delete(agent_api.whep_peer("{peer_id}"), whep_delete)
+    app.router.add_get(agent_api.SCREENSHOT, screenshot)
+    app.router.add_post(agent_api.CONTROL, set_control)
+    app.router.add_post(agent_api.BROADCAST, broadcast)
+    app.router.add_post(agent_api.ACTIONS, run_action)
     if streams is not None:
         app[STREAMS] = streams
-        app.router.add_get("/stream", streams.handle)
+        app.router.add_get(agent_api.STREAM, streams.handle)
     if vnc is not None:
         app[VNC] = vnc
-        app.router.add_get("/vnc", vnc.handle)
+        app.router.add_get(agent_api.VNC, vnc.handle)
     return app

@@ -40,9 +40,10 @@ from typing import Final
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
+from wire.datachannel import control_message
+
 from .inputs import InputHandler, RateLimiter, TokenKind
 from .media import PacketSubscription, SubscriptionClosed, VideoSource
-from .protocol import control_message
 
 __all__ = ["HEADER", "KIND_VIDEO", "StreamViewers", "pack_frame"]
 

@@ -311,7 +311,7 @@ class ServedGateway:
 
     async def agent_stats(self, sid: str) -> dict[str, Any]:
         """``GET /stats`` of the session's runtime agent, over its unix socket (local backend)."""
-        from gateway.agent_client import AgentClient
+        from gateway.sessions.agent_link import AgentClient
 
         client = AgentClient(self.runtime_dir / sid / "run" / "agent.sock", sid)
         try:

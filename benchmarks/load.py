@@ -93,7 +93,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from benchmarks.suite import Figure, Options, Result, machine  # noqa: E402
-from gateway.client import (  # noqa: E402
+from visual_runtime_client.client import (  # noqa: E402
     ApiError,
     ClientError,
     RemoteSession,

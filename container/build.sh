@@ -14,8 +14,8 @@
 # all      all of the above (the default is "session", which implies base
 #          and wheels).
 #
-# The content hash covers container/, agent_side/ and pyproject.toml (plus
-# gateway/ and web/ for the gateway image); it is the image tag and the label org.visual-runtime.content-hash, so a
+# The content hash covers container/, agent_side/, wire/ and pyproject.toml (plus
+# gateway/, visual_runtime_client/ and web/ for the gateway image); it is the image tag and the label org.visual-runtime.content-hash, so a
 # build is skipped when an image with the same hash exists (--force rebuilds).
 # Builds run under `nice -n 10`: CI machines have 2 cores and are shared.
 set -euo pipefail
@@ -46,9 +46,10 @@ stamp() { while IFS= read -r line; do printf '   [%4ss] %s\n' "$(( $(date +%s) -
 
 content_hash() {
   # Stable over checkouts: paths and contents of the sources an image holds.
-  # The session image runs only agent_side; the gateway image also gateway/.
-  local dirs=(container agent_side pyproject.toml)
-  [ "${1:-}" = gateway ] && dirs+=(gateway web)
+  # The session image runs agent_side (and the shared wire/); the gateway image also
+  # gateway/, the client library and web/.
+  local dirs=(container agent_side wire pyproject.toml)
+  [ "${1:-}" = gateway ] && dirs+=(gateway visual_runtime_client web)
   (cd "$ROOT" && find "${dirs[@]}" -type f \
       ! -name '*.pyc' ! -path '*/__pycache__/*' -print0 | LC_ALL=C sort -z \
       | xargs -0 sha256sum) | sha256sum | cut -c1-16
@@ -93,7 +94,7 @@ EOF
 
 build_wheels() {
   local stamp="$BUILD/wheelhouse/.hash" want
-  want="$( (cd "$ROOT" && sha256sum pyproject.toml && find agent_side gateway -name '*.py' -print0 \
+  want="$( (cd "$ROOT" && sha256sum pyproject.toml && find agent_side gateway wire visual_runtime_client -name '*.py' -print0 \
             | LC_ALL=C sort -z | xargs -0 sha256sum) | sha256sum | cut -c1-16)"
   if [ "$FORCE" = 0 ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
     step "wheels: build/wheelhouse up to date"
@@ -123,7 +124,7 @@ context_dir() {
   cp -a "$BUILD/wheelhouse" "$ctx/wheelhouse"
   # The gateway runs from the source tree (it serves web/ beside gateway/).
   mkdir -p "$ctx/src"
-  (cd "$ROOT" && tar -c --exclude=__pycache__ gateway agent_side web) | tar -C "$ctx/src" -x
+  (cd "$ROOT" && tar -c --exclude=__pycache__ gateway agent_side wire visual_runtime_client web) | tar -C "$ctx/src" -x
   echo "$ctx"
 }
 

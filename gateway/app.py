@@ -12,16 +12,17 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
 
-from . import api, files, ops, recordings, viewer
-from .appkeys import AUTH, BACKEND, CONFIG, MANAGER
-from .auth import Authenticator
-from .backends import create_backend
-from .config import GatewayConfig
-from .errors import ProblemError, problem_response
-from .events import EventHub
-from .hardening import hardening_middleware, setup_hardening
-from .manager import SessionManager
-from .store import SessionStore
+from gateway.appkeys import AUTH, BACKEND, CONFIG, MANAGER
+from gateway.backends import create_backend
+from gateway.config import GatewayConfig
+from gateway.errors import ProblemError, problem_response
+from gateway.http import api, ops, viewer
+from gateway.media import files, recordings
+from gateway.security.auth import Authenticator
+from gateway.security.hardening import hardening_middleware, setup_hardening
+from gateway.sessions.events import EventHub
+from gateway.sessions.manager import SessionManager
+from gateway.sessions.store import SessionStore
 
 logger = logging.getLogger(__name__)
 

@@ -9,6 +9,8 @@ from pathlib import Path
 
 ENV_PREFIX = "VISUAL_RUNTIME_"
 DEFAULT_APPS = ("fluxbox", "xterm", "chromium")
+WEB_DIR = Path(__file__).resolve().parent.parent / "web"
+"""The viewer page, its ES modules and the vendored noVNC (served by gateway.http.viewer)."""
 
 
 @dataclass(frozen=True)

@@ -16,8 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from gateway.spec import SessionSpec
+
 from ..errors import BackendError
-from ..session import SessionSpec
 
 logger = logging.getLogger(__name__)
 

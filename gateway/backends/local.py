@@ -28,8 +28,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-
-import agent_side
+from typing import Final
 
 from ..config import GatewayConfig
 from ..errors import BackendError
@@ -38,6 +37,9 @@ from .cgroup import Cgroup, list_cgroups
 from .network import Egress, EgressManager, list_namespaces, resolv_conf
 
 logger = logging.getLogger(__name__)
+
+PROJECT_ROOT: Final = Path(__file__).resolve().parents[2]
+"""The checkout: the runtime agent runs from it (``python -m agent_side``) in its sandbox."""
 
 X_DISPLAY = ":0"
 SANDBOX_HOME = "/home/user"
@@ -64,7 +66,7 @@ _BASE_FS = [
 
 def agent_python_dirs() -> set[Path]:
     """Folders the runtime agent's sandbox needs read-only: Python, the venv, the code."""
-    project_root = Path(agent_side.__file__).resolve().parent.parent
+    project_root = PROJECT_ROOT
     return {Path(sys.prefix), Path(sys.base_prefix), project_root,
             Path(sys.executable).resolve().parent.parent}
 
@@ -305,7 +307,7 @@ class LocalBackend(SessionBackend):
         paths = session_paths(request.session_dir, request.runtime_dir)
         w, h = request.spec.resolution
         python_dirs = agent_python_dirs()
-        project_root = Path(agent_side.__file__).resolve().parent.parent
+        project_root = PROJECT_ROOT
         argv = ["nsenter", f"--ipc=/proc/{ns_pid}/ns/ipc", "--",
                 "bwrap", "--unshare-pid", "--unshare-uts", "--unshare-cgroup-try"]
         argv += _BASE_FS

@@ -14,7 +14,9 @@ from Xlib import XK, X
 from Xlib.display import Display
 from Xlib.protocol import event as xevent
 
-from agent_side.actions import (
+from agent_side.actions import execute_action, run_action
+from agent_side.injector import NullInjector, XTestInjector
+from wire.actions import (
     ACTION_NAMES,
     Click,
     CursorPosition,
@@ -27,13 +29,10 @@ from agent_side.actions import (
     ScrollAction,
     TypeText,
     Wait,
-    execute_action,
-    run_action,
     validate_action,
 )
-from agent_side.errors import ActionError, AgentSideError
-from agent_side.injector import NullInjector, XTestInjector
-from agent_side.keys import keysym_to_char, parse_combo
+from wire.errors import ActionError, WireError
+from wire.keys import keysym_to_char, parse_combo
 
 if TYPE_CHECKING:
     from tests.conftest import XDisplay
@@ -188,7 +187,7 @@ def test_invalid_actions(action: dict[str, Any], field: str) -> None:
         validate_action(action, W, H)
     assert info.value.field == field
     assert info.value.message
-    assert isinstance(info.value, AgentSideError)
+    assert isinstance(info.value, WireError)
 
 
 def test_body_must_be_object() -> None:

@@ -26,9 +26,10 @@ from Xlib.display import Display
 from Xlib.ext import xtest
 from Xlib.protocol import event as xevent
 
-from agent_side.errors import InjectorError, UnknownKeyError
+from agent_side.errors import InjectorError
 from agent_side.injector import NullInjector, XTestInjector, create_injector
-from agent_side.keys import keysym_to_char
+from wire.errors import UnknownKeyError
+from wire.keys import keysym_to_char
 
 if TYPE_CHECKING:
     from tests.conftest import XDisplay

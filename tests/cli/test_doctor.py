@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.doctor import DoctorOptions, check_port
+from gateway.cli.doctor import DoctorOptions, check_port
 from tests.cli.helpers import clean_env, path_without, run_cli
 from tests.gateway_fixtures import API_TOKEN, in_process_gateway, wait_no_pod_processes
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from gateway import settings_doc
+from gateway.cli import settings_doc
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -18,11 +18,11 @@ def test_operations_page_lists_every_serve_flag() -> None:
     assert len(flags) >= 10
     missing = [flag for flag, _, _, _ in flags if f"`{flag}`" not in rows]
     assert not missing, (f"docs/operations.md lacks {missing}; "
-                         "run `python -m gateway.settings_doc --write`")
+                         "run `python -m gateway.cli.settings_doc --write`")
     for flag, env, default, _ in flags:
         row = rows[f"`{flag}`"]
         assert f"`{env}`" in row and f"`{default}`" in row, (
-            f"{flag}: stale row {row!r}; run `python -m gateway.settings_doc --write`")
+            f"{flag}: stale row {row!r}; run `python -m gateway.cli.settings_doc --write`")
     for name, _, _ in settings_doc.config_only_rows():
         assert f"| `{name}` |" in block, f"GatewayConfig.{name} is not documented"
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 
-from gateway.progress import Progress, human_bytes
+from gateway.cli.progress import Progress, human_bytes
 
 
 class _Tty(io.StringIO):

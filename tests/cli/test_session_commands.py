@@ -16,7 +16,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from gateway.doctor import DoctorOptions, check_port
+from gateway.cli.doctor import DoctorOptions, check_port
 from tests.cli.helpers import clean_env, run_cli
 from tests.conftest import require_binary
 from tests.gateway_fixtures import (

@@ -1,4 +1,4 @@
-"""gateway.client against a real gateway (in-process on a TCP port, and `visual-runtime serve`)."""
+"""visual_runtime_client against a real gateway (in-process on a TCP port, and `visual-runtime serve`)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from gateway import VisualRuntimeClient
-from gateway.client import (
+from tests.actions.helpers import XTERM_POINT, downloads, poll, read_text
+from tests.gateway_fixtures import API_TOKEN, Gateway
+from visual_runtime_client import VisualRuntimeClient
+from visual_runtime_client.client import (
     Event,
     Forbidden,
     HumanInControl,
@@ -19,8 +21,6 @@ from gateway.client import (
     Unauthorized,
     ValidationError,
 )
-from tests.actions.helpers import XTERM_POINT, downloads, poll, read_text
-from tests.gateway_fixtures import API_TOKEN, Gateway
 
 
 def _png_size(png: bytes) -> tuple[int, int]:

@@ -11,10 +11,10 @@ import sys
 import time
 from pathlib import Path
 
-from gateway.client import VisualRuntimeClient
-from gateway.demo_agent import DemoAgent
+from gateway.cli.demo_agent import DemoAgent
 from tests.actions.helpers import control, poll
 from tests.gateway_fixtures import API_TOKEN, Gateway, wait_no_pod_processes
+from visual_runtime_client.client import VisualRuntimeClient
 
 
 async def test_demo_agent_pauses_for_a_human_and_resumes(gateway: Gateway) -> None:

@@ -149,7 +149,7 @@ async def test_readoption_after_sigkill_of_the_gateway(tmp_path: Path) -> None:
         stop_served_gateway(proc, signal.SIGKILL)
         assert pod_processes(state), "pods must survive the gateway"
         # While the gateway is down, one pod dies.
-        from gateway.store import SessionStore
+        from gateway.sessions.store import SessionStore
 
         store = SessionStore(state / "sessions.sqlite3")
         store.open()
@@ -199,7 +199,7 @@ async def test_sigterm_stops_every_session(tmp_path: Path) -> None:
         stop_served_gateway(proc, signal.SIGTERM)
     assert proc.returncode == 0
     assert wait_no_pod_processes(state) == []
-    from gateway.store import SessionStore
+    from gateway.sessions.store import SessionStore
 
     store = SessionStore(state / "sessions.sqlite3")
     store.open()

@@ -63,7 +63,7 @@ async def test_session_tokens_are_scoped_and_die_with_the_session(api_gateway: G
 
 
 async def test_api_token_is_kept_with_mode_0600(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    from gateway.tokens import load_or_create_api_token
+    from gateway.sessions.tokens import load_or_create_api_token
 
     path = tmp_path / "state" / "api-token"
     token, created = load_or_create_api_token(path)

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from gateway.appkeys import MANAGER
-from gateway.recordings import RECORDINGS, RecordingService
+from gateway.media.recordings import RECORDINGS, RecordingService
 from tests.gateway_fixtures import Gateway, in_process_gateway
 from tests.recording.helpers import (
     events_of,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from gateway.retention import RecordingEntry, plan
+from gateway.media.retention import RecordingEntry, plan
 
 NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
 

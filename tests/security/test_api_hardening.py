@@ -20,11 +20,11 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import make_mocked_request
 
-from gateway import tokens as tokens_module
-from gateway.auth import Authenticator
-from gateway.hardening import HARDENING
-from gateway.origin import normalise_origin
-from gateway.throttle import AuthThrottle, TokenBucket, retry_after_header
+from gateway.security.auth import Authenticator
+from gateway.security.hardening import HARDENING
+from gateway.security.origin import normalise_origin
+from gateway.security.throttle import AuthThrottle, TokenBucket, retry_after_header
+from gateway.sessions import tokens as tokens_module
 from tests.gateway_fixtures import Gateway, in_process_gateway, wait_no_pod_processes
 
 SESSIONS = "/api/visual-sessions"

@@ -26,7 +26,7 @@ import aiohttp
 import pytest
 
 from gateway.appkeys import MANAGER
-from gateway.events import EventHub
+from gateway.sessions.events import EventHub
 from tests.gateway_fixtures import (
     API_TOKEN,
     Gateway,
@@ -167,7 +167,7 @@ async def test_sigkill_of_the_gateway_with_a_viewer_and_recording(tmp_path: Path
 
 async def _nudge_screen(state: Path, sid: str) -> None:
     """Change the session's screen without the gateway (it is down): xdotool, inside."""
-    from gateway.store import SessionStore
+    from gateway.sessions.store import SessionStore
 
     store = SessionStore(state / "sessions.sqlite3")
     store.open()

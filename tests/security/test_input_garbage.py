@@ -22,19 +22,19 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from agent_side.errors import ProtocolError
 from agent_side.inputs import BURST, RateLimiter
-from agent_side.protocol import (
+from gateway.appkeys import MANAGER
+from gateway.http.viewer import MAX_BROWSER_MESSAGE
+from tests.gateway_fixtures import Gateway
+from tests.security.helpers import run_in_app
+from tests.webrtc.whep_client import WhepViewer
+from wire.datachannel import (
     DROP_REASONS,
     MAX_MESSAGE_BYTES,
     InputRejected,
     parse_input_message,
 )
-from gateway.appkeys import MANAGER
-from gateway.viewer import MAX_BROWSER_MESSAGE
-from tests.gateway_fixtures import Gateway
-from tests.security.helpers import run_in_app
-from tests.webrtc.whep_client import WhepViewer
+from wire.errors import ProtocolError
 
 pytestmark = pytest.mark.timeout(180)
 

@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 from playwright.async_api import Browser, ConsoleMessage, Page
 
-from gateway.csp import inline_hashes
-from gateway.viewer import WEB_DIR
+from gateway.config import WEB_DIR
+from gateway.security.csp import inline_hashes
 from tests.gateway_fixtures import Gateway, in_process_gateway, wait_no_pod_processes
 
 COLLECT_VIOLATIONS = """

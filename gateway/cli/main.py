@@ -1,0 +1,285 @@
+"""``visual-runtime``: serve the gateway, run the demo, talk to a running gateway."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import signal
+import ssl
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import aiohttp
+from aiohttp import web
+
+from gateway.app import create_app
+from gateway.cli.commands import URL_FILE, add_client_commands
+from gateway.cli.demo_agent import drive
+from gateway.config import GatewayConfig, env_default
+from gateway.errors import BackendError, StateFileError
+from gateway.sessions.tokens import load_or_create_api_token
+
+logger = logging.getLogger("gateway")
+
+
+def _add_server_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--host", default=env_default("host", "127.0.0.1"))
+    p.add_argument("--port", type=int, default=int(env_default("port", "3000") or 3000))
+    p.add_argument("--backend", choices=("local", "docker"),
+                   default=env_default("backend", "local"))
+    p.add_argument("--state-dir", type=Path,
+                   default=Path(env_default("state_dir", "state") or "state"))
+    p.add_argument("--token", default=env_default("token", None), help="API token")
+    p.add_argument("--max-sessions", type=int,
+                   default=int(env_default("max_sessions", "8") or 8))
+    p.add_argument("--tls-cert", type=Path, default=env_default("tls_cert", None))
+    p.add_argument("--tls-key", type=Path, default=env_default("tls_key", None))
+    p.add_argument("--apps", default=env_default("apps", "fluxbox,xterm,chromium"),
+                   help="programs in each session (comma-separated subset)")
+    p.add_argument("--log-level", default=env_default("log_level", "INFO"))
+    p.add_argument("--recording-max-age-hours", type=float,
+                   default=float(env_default("recording_max_age_hours", "168") or 168),
+                   help="delete recordings of sessions ended longer ago (0: keep)")
+    p.add_argument("--recording-quota-mb", type=int,
+                   default=int(env_default("recording_quota_mb", "10240") or 10240),
+                   help="total size of all recordings; oldest ended go first (0: none)")
+    p.add_argument("--recording-min-free-mb", type=int,
+                   default=int(env_default("recording_min_free_mb", "256") or 256),
+                   help="a session stops recording below this much free disk")
+    p.add_argument("--agent-restarts", type=int,
+                   default=int(env_default("agent_restarts", "0") or 0),
+                   help="restart a session's crashed runtime agent up to N times (0: fail)")
+    p.add_argument("--max-upload-mb", type=int,
+                   default=int(env_default("max_upload_mb", "512") or 512))
+    p.add_argument("--upload-scan-command", default=env_default("upload_scan_command", None),
+                   help="run on each upload, e.g. 'clamscan --no-summary {path}'")
+    p.add_argument("--runtime-dir", type=Path,
+                   default=Path(env_default("runtime_dir", "/run/visual-runtime") or "/run/visual-runtime"),
+                   help="sockets of live pods (keep the path short)")
+    p.add_argument("--docker-image", default=env_default("docker_image", "visual-runtime-session:latest"),
+                   help="session image of the docker backend")
+    p.add_argument("--docker-seccomp-profile", type=Path,
+                   default=env_default("docker_seccomp_profile", None),
+                   help="seccomp JSON of docker app containers (default: container/seccomp-chromium.json)")
+    p.add_argument("--auth-failure-limit", type=int,
+                   default=int(env_default("auth_failure_limit", "20") or 20),
+                   help="failed token attempts per client address per window before 429")
+    p.add_argument("--auth-failure-window", type=float,
+                   default=float(env_default("auth_failure_window", "60") or 60),
+                   help="seconds over which failed token attempts are counted")
+    p.add_argument("--create-rate", type=float,
+                   default=float(env_default("create_rate", "30") or 30),
+                   help="sessions one client may create per minute on average (429 beyond)")
+    p.add_argument("--create-burst", type=int,
+                   default=int(env_default("create_burst", "20") or 20),
+                   help="sessions one client may create back to back")
+    p.add_argument("--allowed-origins", default=env_default("allowed_origins", ""),
+                   help="comma-separated browser origins (besides the gateway's own) allowed "
+                        "on the WebSocket and WHEP endpoints")
+    p.add_argument("--frame-ancestors", default=env_default("frame_ancestors", "'none'"),
+                   help="CSP frame-ancestors of the viewer pages, e.g. \"'self' https://app.example\"")
+    p.add_argument("--max-body-kb", type=int,
+                   default=int(env_default("max_body_kb", "64") or 64),
+                   help="largest JSON or SDP request body in KiB (uploads: --max-upload-mb)")
+
+
+def _config(args: argparse.Namespace) -> GatewayConfig:
+    apps = tuple(a for a in str(args.apps).split(",") if a)
+    return GatewayConfig(
+        host=args.host, port=args.port, backend=args.backend,
+        state_dir=Path(args.state_dir).resolve(), token=args.token,
+        max_sessions=args.max_sessions,
+        tls_cert=Path(args.tls_cert) if args.tls_cert else None,
+        tls_key=Path(args.tls_key) if args.tls_key else None, apps=apps,
+        recording_max_age_hours=args.recording_max_age_hours,
+        recording_quota_mb=args.recording_quota_mb,
+        recording_min_free_mb=args.recording_min_free_mb, agent_restarts=args.agent_restarts,
+        max_upload_mb=args.max_upload_mb, upload_scan_command=args.upload_scan_command or None,
+        runtime_dir=Path(args.runtime_dir).resolve(), docker_image=args.docker_image,
+        docker_seccomp_profile=(Path(args.docker_seccomp_profile)
+                                if args.docker_seccomp_profile else None),
+        auth_failure_limit=args.auth_failure_limit,
+        auth_failure_window_s=args.auth_failure_window,
+        create_rate_per_minute=args.create_rate, create_burst=args.create_burst,
+        allowed_origins=tuple(o.strip() for o in str(args.allowed_origins).split(",") if o.strip()),
+        frame_ancestors=args.frame_ancestors, max_body_kb=args.max_body_kb,
+    )
+
+
+async def run_gateway(config: GatewayConfig,
+                      after_start: Callable[[str, str], Awaitable[None]] | None = None,
+                      before_stop: Callable[[], Awaitable[None]] | None = None) -> None:
+    """Serve until SIGINT/SIGTERM; then stop every session and exit.
+
+    *before_stop* runs first on the way out (while the sessions still run).
+    """
+    if config.token:
+        api_token, created = config.token, False
+    else:
+        api_token, created = load_or_create_api_token(config.token_file)
+    app = create_app(config, api_token)
+    runner = web.AppRunner(app, handle_signals=False)
+    await runner.setup()
+    ssl_ctx = None
+    if config.tls_cert and config.tls_key:
+        ssl_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ssl_ctx.load_cert_chain(config.tls_cert, config.tls_key)
+    site = web.TCPSite(runner, config.host, config.port, ssl_context=ssl_ctx)
+    await site.start()
+    scheme = "https" if ssl_ctx else "http"
+    port = config.port
+    server = getattr(site, "_server", None)
+    if server is not None and server.sockets:
+        port = server.sockets[0].getsockname()[1]
+    base = f"{scheme}://{config.host}:{port}"
+    print(f"Visual Runtime gateway listening on {base} (backend {config.backend})", flush=True)
+    url_file = config.state_dir / URL_FILE
+    try:
+        url_file.write_text(base + "\n")
+    except OSError as e:
+        logger.warning("cannot write %s: %s", url_file, e)
+    if created:
+        print(f"API token (stored in {config.token_file}, mode 0600): {api_token}", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        if after_start is not None:
+            await after_start(base, api_token)
+        await stop.wait()
+    finally:
+        print("shutting down: stopping every session", flush=True)
+        if before_stop is not None:
+            await before_stop()
+        await runner.cleanup()
+        with contextlib.suppress(OSError):
+            if url_file.read_text().strip() == base:
+                url_file.unlink()
+
+
+def _state_error(e: StateFileError) -> int:
+    print(f"visual-runtime: cannot start: {e}", file=sys.stderr, flush=True)
+    return 2
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    try:
+        asyncio.run(run_gateway(_config(args)))
+    except StateFileError as e:
+        return _state_error(e)
+    except (BackendError, OSError) as e:
+        return _environment_error(e)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    config = _config(args)
+
+    async def create_demo(base: str, token: str) -> None:
+        async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {token}"}) as http:
+            async with http.post(f"{base}/api/visual-sessions",
+                                 json={"idle_timeout_minutes": 0,
+                                       "timeout_minutes": args.minutes}) as resp:
+                created = await resp.json()
+                if resp.status != 201:
+                    print(f"could not create the demo session: {created}", flush=True)
+                    return
+            sid = created["session_id"]
+            async with http.get(f"{base}/api/visual-sessions/{sid}?wait=running") as resp:
+                session = await resp.json()
+        print(f"Demo session {sid}: {session['status']}", flush=True)
+        if session.get("error"):
+            print(f"  error: {session['error']}", flush=True)
+        print(f"Open the viewer: {base}/sessions/{sid}/?token={created['tokens']['control']}",
+              flush=True)
+        print(f"Watch-only link: {base}/sessions/{sid}/?token={created['tokens']['view']}",
+              flush=True)
+        if session["status"] == "running" and not args.no_agent:
+            print("A scripted demo agent drives the session; take control in the viewer "
+                  "to pause it, release to let it go on.", flush=True)
+            agents.add(asyncio.create_task(drive(base, token, sid)))
+        print("Press Ctrl+C to stop.", flush=True)
+
+    agents: set[asyncio.Task[None]] = set()
+
+    async def stop_agents() -> None:
+        for task in agents:
+            task.cancel()
+        for result in await asyncio.gather(*agents, return_exceptions=True):
+            if isinstance(result, Exception):
+                logger.warning("demo agent failed: %r", result)
+
+    try:
+        asyncio.run(run_gateway(config, create_demo, stop_agents))
+    except StateFileError as e:
+        return _state_error(e)
+    except (BackendError, OSError) as e:
+        return _environment_error(e)
+    return 0
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    """Check this machine for the settings ``serve`` would use; exit 0 iff all required pass."""
+    from gateway.cli import doctor
+
+    config = _config(args)
+    options = doctor.DoctorOptions(
+        backend=config.backend, state_dir=config.state_dir, runtime_dir=config.runtime_dir,
+        host=config.host, port=config.port, apps=config.apps,
+        docker_image=config.docker_image, recording_min_free_mb=config.recording_min_free_mb,
+        recording_quota_mb=config.recording_quota_mb, uid_base=config.uid_base)
+    if not args.json:
+        print(f"Visual Runtime doctor: backend {config.backend}, state dir {config.state_dir}, "
+              f"{config.host}:{config.port}", flush=True)
+
+    def show(check: doctor.Check) -> None:
+        if not args.json:
+            print(doctor.format_check(check), flush=True)
+
+    checks = doctor.run_checks(options, show)
+    if args.json:
+        print(json.dumps(doctor.to_json(checks, options), indent=2))
+    else:
+        print(doctor.format_report(checks))
+    return 1 if any(c.failed for c in checks) else 0
+
+
+def _environment_error(e: Exception) -> int:
+    print(f"visual-runtime: cannot start: {e}\n"
+          "Run `visual-runtime doctor` (with the same flags) to check this machine.",
+          file=sys.stderr, flush=True)
+    return 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="visual-runtime")
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="run the gateway")
+    _add_server_flags(serve)
+    serve.set_defaults(func=cmd_serve)
+    demo = sub.add_parser("demo", help="run the gateway with one demo session")
+    _add_server_flags(demo)
+    demo.add_argument("--minutes", type=int, default=60, help="demo session lifetime")
+    demo.add_argument("--no-agent", action="store_true",
+                      help="only create the session; do not run the scripted demo agent")
+    demo.set_defaults(func=cmd_demo)
+    doctor = sub.add_parser("doctor", help="check that this machine can run sessions "
+                                           "(takes the flags of serve)")
+    _add_server_flags(doctor)
+    doctor.add_argument("--json", action="store_true", help="machine-readable report")
+    doctor.set_defaults(func=cmd_doctor)
+    add_client_commands(sub)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=getattr(args, "log_level", "INFO").upper(),
+                        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+                        stream=sys.stderr)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,339 @@
+"""HTTP handlers of the session API (``/api/visual-sessions``)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from aiohttp import ClientConnectionResetError, web
+
+from gateway.appkeys import AUTH, MANAGER
+from gateway.errors import (
+    FieldError,
+    ProblemError,
+    ValidationProblem,
+    bad_request,
+    conflict,
+    forbidden,
+    not_found,
+    unsupported_media_type,
+)
+from gateway.http.schemas import parse_control_request, parse_create_session, read_json_object
+from gateway.sessions.agent_link import AgentUnavailable
+from gateway.sessions.events import read_ndjson
+from gateway.sessions.session import Controller, Session, SessionStatus, rfc3339
+from wire import agent_api
+from wire.actions import validate_action
+from wire.errors import ActionError
+
+logger = logging.getLogger(__name__)
+
+WAIT_LIMIT_S = 30.0
+
+
+def _session(request: web.Request) -> Session:
+    return request.app[MANAGER].get(request.match_info["session_id"])
+
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def _unavailable(session: Session, e: AgentUnavailable) -> ProblemError:
+    logger.warning("session %s: runtime agent unavailable: %s", session.session_id, e)
+    return ProblemError(502, "runtime-agent-unavailable", "Runtime agent unavailable",
+                        "the session's runtime agent did not answer; try again")
+
+
+async def create_session(request: web.Request) -> web.Response:
+    request.app[AUTH].api(request)
+    body = await read_json_object(request, allow_empty=True)
+    spec = parse_create_session(body)
+    session, tokens = await request.app[MANAGER].create(spec)
+    payload = session.to_public()
+    payload["tokens"] = tokens
+    return web.json_response(payload, status=201,
+                             headers={"Location": f"/api/visual-sessions/{session.session_id}"})
+
+
+async def list_sessions(request: web.Request) -> web.Response:
+    request.app[AUTH].api(request)
+    status = request.query.get("status")
+    if status is not None and status not in {s.value for s in SessionStatus}:
+        raise ValidationProblem([FieldError("status", f"unknown status {status!r}")])
+    sessions = [s.to_public() for s in request.app[MANAGER].list()
+                if status is None or s.status.value == status]
+    return web.json_response({"sessions": sessions})
+
+
+async def get_session(request: web.Request) -> web.Response:
+    manager = request.app[MANAGER]
+    session = _session(request)
+    request.app[AUTH].session(request, session)
+    wait = request.query.get("wait")
+    if wait is not None:
+        if wait != "running":
+            raise ValidationProblem([FieldError("wait", f"only 'running' is supported, got {wait!r}")])
+        await manager.wait_for_status(session.session_id, WAIT_LIMIT_S)
+    return web.json_response(session.to_public())
+
+
+async def stop_session(request: web.Request) -> web.Response:
+    request.app[AUTH].api(request)
+    session = await request.app[MANAGER].stop(request.match_info["session_id"])
+    return web.json_response(session.to_public())
+
+
+async def delete_session(request: web.Request) -> web.Response:
+    request.app[AUTH].api(request)
+    manager = request.app[MANAGER]
+    manager.get(request.match_info["session_id"])
+    await manager.delete(request.match_info["session_id"])
+    return web.Response(status=204)
+
+
+TOKEN_KINDS = ("view", "control")
+
+
+async def issue_token(request: web.Request) -> web.Response:
+    """Extension: mint another ``view``/``control`` token of a live session (API token)."""
+    request.app[AUTH].api(request)
+    manager = request.app[MANAGER]
+    session = _session(request)
+    body = await read_json_object(request, allow_empty=True)
+    errors = [FieldError(k, f"unknown field {k!r}") for k in body if k != "kind"]
+    kind = body.get("kind", "control")
+    if kind not in TOKEN_KINDS:
+        errors.append(FieldError("kind", f"must be 'view' or 'control', got {kind!r}"))
+    if errors:
+        raise ValidationProblem(errors)
+    token = await manager.issue_token(session.session_id, str(kind))
+    sid = session.session_id
+    return web.json_response(
+        {"session_id": sid, "kind": kind, "token": token,
+         "viewer_url": f"/sessions/{sid}/?token={token}"},
+        status=201, headers={"Cache-Control": "no-store"})
+
+
+def _control_body(session: Session) -> dict[str, Any]:
+    return {"controller": session.controller.value, "since": rfc3339(session.controller_since)}
+
+
+async def get_control(request: web.Request) -> web.Response:
+    session = _session(request)
+    request.app[AUTH].session(request, session)
+    return web.json_response(_control_body(session))
+
+
+async def post_control(request: web.Request) -> web.Response:
+    session = _session(request)
+    who = request.app[AUTH].session(request, session)
+    if not who.may_control:
+        raise forbidden("a view token cannot take or release control")
+    action = parse_control_request(await read_json_object(request))
+    try:
+        await request.app[MANAGER].set_control(session, action, who.token, by=who.kind)
+    except AgentUnavailable as e:
+        raise _unavailable(session, e) from e
+    return web.json_response(_control_body(session))
+
+
+async def post_action(request: web.Request) -> web.Response:
+    request.app[AUTH].api(request)
+    manager = request.app[MANAGER]
+    session = _session(request)
+    body = await read_json_object(request)
+    width, height = session.spec.resolution
+    try:
+        validate_action(body, width, height)
+    except ActionError as e:
+        raise ValidationProblem([FieldError(e.field, e.message)]) from e
+    agent = manager.agent(session)
+    if session.controller is Controller.HUMAN:
+        raise _human_in_control(session)
+    manager.note_action(session)
+    timeout = 15.0 + float(body.get("duration", 0) or 0) + len(str(body.get("text", ""))) * 0.05
+    try:
+        reply = await agent.request("POST", agent_api.ACTIONS, json_body=body, timeout=timeout)
+    except AgentUnavailable as e:
+        raise _unavailable(session, e) from e
+    data = reply.json()
+    if reply.status == 409:
+        raise _human_in_control(session)
+    if reply.status == 422:
+        raise ValidationProblem([FieldError(str(data.get("field", "action")),
+                                            str(data.get("detail", "invalid")))])
+    if reply.status != 200:
+        raise ProblemError(500, "action-failed", "Action failed",
+                           str(data.get("detail", "the action could not be carried out")))
+    manager.events.emit(session.session_id, "action", action=body.get("action"),
+                        **{k: v for k, v in body.items() if k in ("coordinate", "start_coordinate",
+                                                                 "scroll_direction", "scroll_amount",
+                                                                 "duration")})
+    return web.json_response(data)
+
+
+def _human_in_control(session: Session) -> ProblemError:
+    return conflict("human-in-control",
+                    f"a human holds control of session {session.session_id} since "
+                    f"{rfc3339(session.controller_since)}; wait for a 'control' event",
+                    "Human in control")
+
+
+async def get_screenshot(request: web.Request) -> web.Response:
+    session = _session(request)
+    request.app[AUTH].session(request, session)
+    agent = request.app[MANAGER].agent(session)
+    try:
+        reply = await agent.request("GET", agent_api.SCREENSHOT)
+    except AgentUnavailable as e:
+        raise _unavailable(session, e) from e
+    if reply.status != 200 or not reply.body.startswith(PNG_SIGNATURE):
+        # e.g. the X server died under the agent: never pass its error page off as a PNG.
+        logger.warning("session %s: screenshot failed (agent status %s)", session.session_id,
+                       reply.status)
+        raise ProblemError(502, "screenshot-failed", "Screenshot failed",
+                           "the session's runtime agent could not take a screenshot; try again",
+                           headers={"Retry-After": "1"})
+    return web.Response(body=reply.body, content_type="image/png",
+                        headers={"Cache-Control": "no-store"})
+
+
+async def whep_offer(request: web.Request) -> web.Response:
+    session = _session(request)
+    who = request.app[AUTH].session(request, session)
+    if request.content_type != "application/sdp":
+        raise unsupported_media_type("application/sdp", request.content_type)
+    agent = request.app[MANAGER].agent(session)
+    try:
+        offer = (await request.read()).decode("utf-8")
+    except UnicodeDecodeError:
+        raise bad_request("the SDP offer is not UTF-8 text") from None
+    if not offer.strip():
+        raise bad_request("the body must be an SDP offer")
+    try:
+        reply = await agent.request(
+            "POST", "/whep", data=offer.encode(), timeout=20,
+            headers={"Content-Type": "application/sdp", agent_api.TOKEN_KIND_HEADER: who.kind,
+                     agent_api.TOKEN_ID_HEADER: who.token_id},
+        )
+    except AgentUnavailable as e:
+        raise _unavailable(session, e) from e
+    if reply.status != 201:
+        detail = "the offer was refused"
+        try:
+            data = reply.json()
+            if isinstance(data, dict) and reply.status < 500:
+                detail = str(data.get("detail", detail))
+        except AgentUnavailable:
+            pass
+        if reply.status >= 500:
+            logger.warning("session %s: runtime agent failed on a WHEP offer (status %d)",
+                           session.session_id, reply.status)
+            detail = "the offer could not be negotiated"
+        raise bad_request(detail)
+    peer_id = reply.headers.get(agent_api.PEER_ID_HEADER, "")
+    location = f"/api/visual-sessions/{session.session_id}/whep/{peer_id}"
+    return web.Response(status=201, body=reply.body, content_type="application/sdp",
+                        headers={"Location": location, "Cache-Control": "no-store"})
+
+
+async def whep_delete(request: web.Request) -> web.Response:
+    session = _session(request)
+    request.app[AUTH].session(request, session)
+    agent = request.app[MANAGER].agent(session)
+    try:
+        reply = await agent.request("DELETE", agent_api.whep_peer(request.match_info["peer_id"]))
+    except AgentUnavailable as e:
+        raise _unavailable(session, e) from e
+    if reply.status == 404:
+        raise not_found("no such WHEP resource")
+    return web.Response(status=204)
+
+
+async def whep_patch(request: web.Request) -> web.Response:
+    """Trickle ICE is not needed: answers carry every candidate."""
+    session = _session(request)
+    request.app[AUTH].session(request, session)
+    raise ProblemError(405, "method-not-allowed", "Method not allowed",
+                       "trickle ICE is not supported; the answer includes all candidates",
+                       headers={"Allow": "DELETE"})
+
+
+async def events_stream(request: web.Request) -> web.StreamResponse:
+    session = _session(request)
+    request.app[AUTH].session(request, session, allow_query=True)
+    hub = request.app[MANAGER].events
+    raw_last = request.headers.get("Last-Event-ID") or request.query.get("last_event_id") or "0"
+    try:
+        after = int(raw_last)
+    except ValueError:
+        raise bad_request(f"Last-Event-ID must be an integer, got {raw_last!r}") from None
+    resp = web.StreamResponse(headers={"Content-Type": "text/event-stream",
+                                       "Cache-Control": "no-store",
+                                       "X-Accel-Buffering": "no"})
+    await resp.prepare(request)
+    await resp.write(b"retry: 2000\n\n")
+    ended = session.status.terminal
+    if ended and not hub.history(session.session_id, after):
+        return resp
+    try:
+        async for event in hub.follow(session.session_id, after):
+            data = json.dumps({k: v for k, v in event.items() if k != "id"})
+            await resp.write(
+                f"id: {event['id']}\nevent: {event['type']}\ndata: {data}\n\n".encode())
+            if event["type"] == "status" and event.get("status") in ("stopped", "expired",
+                                                                      "failed"):
+                ended = True
+            if ended and not hub.history(session.session_id, event["id"]):
+                break
+    except (ConnectionResetError, ClientConnectionResetError):
+        pass  # the reader went away; nothing to clean up beyond the generator
+    return resp
+
+
+async def get_logs(request: web.Request) -> web.StreamResponse:
+    session = _session(request)
+    request.app[AUTH].session(request, session)
+    logs_dir = request.app[MANAGER].session_dir(session) / "logs"
+    lines = read_ndjson(logs_dir / "events.ndjson")
+    for source in ("agent", "app"):
+        try:
+            text = (logs_dir / f"{source}.log").read_text(errors="replace")
+        except OSError:
+            continue
+        for line in text.splitlines():
+            if line.strip():
+                lines.append({"ts": _log_ts(line), "type": "log", "source": source,
+                              "line": line})
+    lines.sort(key=lambda e: e.get("ts") or "~")
+    body = "".join(json.dumps(e) + "\n" for e in lines)
+    return web.Response(text=body, content_type="application/x-ndjson")
+
+
+def _log_ts(line: str) -> str | None:
+    # runtime agent lines start with "YYYY-MM-DD HH:MM:SS,mmm"
+    head = line[:23]
+    if len(head) == 23 and head[4] == "-" and head[10] == " " and head[19] == ",":
+        return head[:10] + "T" + head[11:19] + "." + head[20:23] + "Z"
+    return None
+
+
+def setup_routes(app: web.Application) -> None:
+    r = app.router
+    base = "/api/visual-sessions"
+    r.add_post(base, create_session)
+    r.add_get(base, list_sessions)
+    r.add_get(base + "/{session_id}", get_session)
+    r.add_delete(base + "/{session_id}", delete_session)
+    r.add_post(base + "/{session_id}/stop", stop_session)
+    r.add_post(base + "/{session_id}/tokens", issue_token)
+    r.add_get(base + "/{session_id}/control", get_control)
+    r.add_post(base + "/{session_id}/control", post_control)
+    r.add_post(base + "/{session_id}/actions", post_action)
+    r.add_get(base + "/{session_id}/screenshot", get_screenshot)
+    r.add_post(base + "/{session_id}/whep", whep_offer)
+    r.add_delete(base + "/{session_id}/whep/{peer_id}", whep_delete)
+    r.add_patch(base + "/{session_id}/whep/{peer_id}", whep_patch)
+    r.add_get(base + "/{session_id}/events", events_stream)
+    r.add_get(base + "/{session_id}/logs", get_logs)

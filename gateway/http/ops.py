@@ -1,0 +1,94 @@
+"""Operations endpoints: ``/healthz``, ``/metrics``, ``/api/openapi.json``."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from aiohttp import web
+
+from gateway.appkeys import MANAGER
+from gateway.http.openapi import OPENAPI
+from gateway.sessions.session import SessionStatus
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def openapi(request: web.Request) -> web.Response:
+    return web.json_response(OPENAPI)
+
+
+def _metric(lines: list[str], name: str, kind: str, help_: str,
+            samples: list[tuple[str, float]]) -> None:
+    lines.append(f"# HELP {name} {help_}")
+    lines.append(f"# TYPE {name} {kind}")
+    for labels, value in samples:
+        lines.append(f"{name}{labels} {value:g}")
+
+
+async def metrics(request: web.Request) -> web.Response:
+    manager = request.app[MANAGER]
+    sessions = manager.list()
+    by_status = Counter(s.status.value for s in sessions)
+    lines: list[str] = []
+    _metric(lines, "visual_runtime_sessions", "gauge", "Sessions by status.",
+            [(f'{{status="{st.value}"}}', by_status.get(st.value, 0)) for st in SessionStatus])
+    _metric(lines, "visual_runtime_viewers", "gauge", "Connected WebRTC viewers.",
+            [("", sum(s.viewers for s in sessions))])
+    _metric(lines, "visual_runtime_sessions_created_total", "counter", "Sessions created.",
+            [("", manager.counters["sessions_created"])])
+    _metric(lines, "visual_runtime_actions_total", "counter", "Agent actions accepted.",
+            [("", manager.counters["actions"])])
+    _metric(lines, "visual_runtime_errors_total", "counter", "Session start/stop errors.",
+            [("", manager.counters["errors"])])
+    _metric(lines, "visual_runtime_agent_restarts_total", "counter",
+            "Crashed runtime agents restarted in their pod (--agent-restarts).",
+            [("", manager.counters.get("agent_restarts", 0))])
+    _metric(lines, "visual_runtime_resource_limit_hits_total", "counter",
+            "App sandbox limit hits: forks refused (pids), processes OOM-killed (memory).",
+            [(f'{{kind="{kind}"}}', n) for kind, n in sorted(manager.limit_hits.items())])
+    dropped: list[tuple[str, float]] = []
+    for sid, stats in manager.agent_stats.items():
+        by_reason = stats.get("input_dropped")
+        if isinstance(by_reason, dict):
+            dropped += [(f'{{session="{sid}",reason="{reason}"}}', float(n))
+                        for reason, n in sorted(by_reason.items()) if isinstance(n, int | float)]
+        for key, reason in (("vnc_input_refused", "vnc_not_in_control"),
+                            ("vnc_protocol_errors", "vnc_protocol_error")):
+            value = stats.get(key)
+            if isinstance(value, int | float):
+                dropped.append((f'{{session="{sid}",reason="{reason}"}}', float(value)))
+    _metric(lines, "visual_runtime_input_dropped_total", "counter",
+            "Viewer input messages dropped by a session's runtime agent, by reason.", dropped)
+    frames: list[tuple[str, float]] = []
+    encode_ms: list[tuple[str, float]] = []
+    sent: list[tuple[str, float]] = []
+    for sid, stats in manager.agent_stats.items():
+        media = stats.get("media")
+        if not isinstance(media, dict):
+            continue
+        label = f'{{session="{sid}"}}'
+        encoded = media.get("frames_encoded", {})
+        if isinstance(encoded, dict):
+            frames.append((label, float(encoded.get("total", 0))))
+        enc = media.get("encode_ms", {})
+        if isinstance(enc, dict) and enc:
+            encode_ms.append((label, float(max(enc.values()))))
+        out = media.get("bytes_encoded", {})
+        if isinstance(out, dict):
+            sent.append((label, float(out.get("total", 0))))
+    _metric(lines, "visual_runtime_frames_encoded_total", "counter",
+            "Frames encoded by a session's runtime agent (all viewers share them).", frames)
+    _metric(lines, "visual_runtime_encode_milliseconds", "gauge",
+            "Mean encode time per frame.", encode_ms)
+    _metric(lines, "visual_runtime_encoded_bytes_total", "counter",
+            "Encoded video bytes produced (sent to every viewer).", sent)
+    return web.Response(text="\n".join(lines) + "\n", content_type="text/plain",
+                        charset="utf-8", headers={"X-Content-Type-Options": "nosniff"})
+
+
+def setup_routes(app: web.Application) -> None:
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/api/openapi.json", openapi)

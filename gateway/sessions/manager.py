@@ -1,0 +1,566 @@
+"""The session manager: lifecycle, timeouts, control and re-adoption.
+
+Only this module changes a :class:`~gateway.sessions.session.Session`. Every change is
+saved to the store before it becomes visible through the API.
+
+Idle timeout: a session is idle while neither the agent host sends actions
+(``POST .../actions``) nor a human in control sends input through the viewer.
+Watching, WHEP connections, screenshots and API reads do not count.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shutil
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+from pathlib import Path
+
+from gateway.backends.base import PodRequest, SessionBackend
+from gateway.config import GatewayConfig
+from gateway.errors import BackendError, CapacityProblem, conflict, not_found
+from gateway.sessions.agent_link import AgentClient, AgentUnavailable
+from gateway.sessions.events import EventHub
+from gateway.sessions.session import (
+    Controller,
+    Session,
+    SessionStatus,
+    StopReason,
+    rfc3339,
+    utcnow,
+)
+from gateway.sessions.slots import SlotTable
+from gateway.sessions.store import SessionStore
+from gateway.sessions.tokens import new_session_id, new_token, token_hash
+from gateway.spec import SessionSpec
+from wire import agent_api
+
+logger = logging.getLogger(__name__)
+
+MAX_ISSUED_TOKENS = 64
+"""Tokens ``POST .../tokens`` may mint per session."""
+DOCTOR_HINT = "; run `visual-runtime doctor` to check this machine"
+"""Appended to environmental start failures (the backend could not start a pod)."""
+
+
+class SessionManager:
+    """Owns every session of this gateway and the tasks that watch them."""
+
+    def __init__(self, config: GatewayConfig, backend: SessionBackend, store: SessionStore,
+                 events: EventHub) -> None:
+        self._config = config
+        self._backend = backend
+        self._store = store
+        self.events = events
+        self._sessions: dict[str, Session] = {}
+        self._agents: dict[str, AgentClient] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._changed: dict[str, asyncio.Condition] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._start_tasks: dict[str, asyncio.Task[None]] = {}
+        self._watcher: asyncio.Task[None] | None = None
+        self._slots = SlotTable(config.runtime_dir / "slots")
+        self.counters: dict[str, int] = {"actions": 0, "errors": 0, "sessions_created": 0}
+        self.agent_stats: dict[str, dict[str, object]] = {}
+        self._limit_counts: dict[str, dict[str, int]] = {}
+        """Per session: limit hits already reported (``resource_limit`` events)."""
+        self.limit_hits: dict[str, int] = {"pids": 0, "memory": 0}
+        """Limit hits reported over all sessions, by kind (for /metrics)."""
+        self.restart_hooks: list[OnStop] = []
+        """Awaited before a dead runtime agent is restarted (e.g. keep its recording)."""
+        self.stop_hooks: list[OnStop] = []
+        """Awaited after a session's pod stopped, before its terminal state (e.g. finalise
+        the recording); a failing hook is logged and does not block the stop."""
+
+    # ------------------------------------------------------------ lifecycle
+    async def start(self) -> None:
+        """Load the store, re-adopt live pods, remove dead ones, start the watcher."""
+        for session in self._store.load_all():
+            self._sessions[session.session_id] = session
+            if session.status.terminal:
+                continue
+            alive = bool(session.pod) and await self._backend.is_alive(session.pod)
+            client = self._client(session) if alive else None
+            if alive and client is not None:
+                try:
+                    ready = await client.health()
+                except AgentUnavailable:
+                    ready = False
+                if ready:
+                    if session.status is SessionStatus.STARTING:
+                        session.transition(SessionStatus.RUNNING)
+                    self._save(session)
+                    await self._push_control(session)
+                    # Hits while the gateway was down are not reported again.
+                    self._limit_counts[session.session_id] = dict(
+                        await self._backend.resource_events(session.pod))
+                    logger.info("session %s: re-adopted", session.session_id)
+                    continue
+            logger.warning("session %s: pod lost while the gateway was down",
+                           session.session_id)
+            session.error = "the session's pod did not survive a gateway restart"
+            await self._finish(session, StopReason.ERROR)
+        known = {sid for sid, s in self._sessions.items() if s.status.live}
+        for sid in await self._backend.list_pods():
+            # Pods of sessions this gateway never knew belong to another gateway.
+            ours = sid in self._sessions or self._session_dir(sid).exists()
+            if sid not in known and ours:
+                logger.warning("removing leftover pod %s", sid)
+                stop_leftover = getattr(self._backend, "stop_leftover", None)
+                if stop_leftover is not None:
+                    await stop_leftover(sid, self._session_dir(sid),
+                                        self._config.runtime_dir / sid)
+        self._watcher = asyncio.create_task(self._watch())
+
+    async def aclose(self) -> None:
+        """Stop every live session (reason ``shutdown``) and the watcher."""
+        if self._watcher is not None:
+            self._watcher.cancel()
+            await asyncio.gather(self._watcher, return_exceptions=True)
+            self._watcher = None
+        live = [s for s in self._sessions.values() if not s.status.terminal]
+        await asyncio.gather(*(self.stop(s.session_id, StopReason.SHUTDOWN) for s in live),
+                             return_exceptions=True)
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for client in self._agents.values():
+            await client.aclose()
+        self._agents.clear()
+
+    # ------------------------------------------------------------- queries
+    @property
+    def by_id(self) -> dict[str, Session]:
+        """Live view of every known session by id (for token lookups)."""
+        return self._sessions
+
+    def get(self, session_id: str) -> Session:
+        session = self._sessions.get(session_id)
+        if session is None:
+            raise not_found(f"no session with id {session_id!r}")
+        return session
+
+    def list(self) -> list[Session]:
+        return sorted(self._sessions.values(), key=lambda s: s.created_at)
+
+    def agent(self, session: Session) -> AgentClient:
+        """The runtime agent of a running session (409 otherwise)."""
+        if session.status is not SessionStatus.RUNNING:
+            raise conflict("session-not-running",
+                           f"session {session.session_id} is {session.status.value}",
+                           "Session not running")
+        return self._client(session)
+
+    def files_dir(self, session: Session) -> Path:
+        return self._session_dir(session.session_id) / "home" / "Downloads"
+
+    def session_dir(self, session: Session) -> Path:
+        return self._session_dir(session.session_id)
+
+    async def wait_for_status(self, session_id: str, timeout: float) -> Session:
+        """Wait until the session is past ``starting`` or *timeout* passes."""
+        session = self.get(session_id)
+        cond = self._condition(session_id)
+        async with cond:
+            try:
+                await asyncio.wait_for(
+                    cond.wait_for(lambda: session.status is not SessionStatus.STARTING), timeout
+                )
+            except TimeoutError:
+                pass
+        return session
+
+    # ------------------------------------------------------------ commands
+    async def create(self, spec: SessionSpec) -> tuple[Session, dict[str, str]]:
+        live = [s for s in self._sessions.values() if not s.status.terminal]
+        if len(live) >= self._config.max_sessions:
+            raise CapacityProblem(
+                f"{len(live)} of {self._config.max_sessions} sessions are in use; "
+                "stop one or retry later"
+            )
+        sid = new_session_id()
+        slot = self._slots.acquire(sid)
+        tokens = {"view": new_token(), "control": new_token()}
+        session = Session(
+            session_id=sid,
+            spec=spec,
+            backend=self._backend.name,
+            created_at=utcnow(),
+            view_token_hash=token_hash(tokens["view"]),
+            control_token_hash=token_hash(tokens["control"]),
+            slot=slot,
+            minute_s=self._config.minute_s,
+        )
+        self._sessions[session.session_id] = session
+        self._save(session)
+        self.counters["sessions_created"] += 1
+        self.events.emit(session.session_id, "status", status=session.status.value)
+        logger.info("session %s: created (%s, network %s)", session.session_id,
+                    spec.resolution_str, spec.network)
+        task = asyncio.create_task(self._start_pod(session))
+        self._start_tasks[session.session_id] = task
+        self._hold(task)
+        return session, tokens
+
+    async def stop(self, session_id: str, reason: StopReason = StopReason.REQUESTED) -> Session:
+        session = self.get(session_id)
+        async with self._lock(session_id):
+            if session.status.terminal:
+                return session
+            await self._finish(session, reason)
+        return session
+
+    async def delete(self, session_id: str) -> None:
+        session = await self.stop(session_id)
+        async with self._lock(session_id):
+            self._sessions.pop(session_id, None)
+            self._store.delete(session_id)
+            await asyncio.to_thread(shutil.rmtree, self._session_dir(session_id), True)
+            self.events.forget(session_id)
+        logger.info("session %s: deleted", session.session_id)
+
+    async def set_control(self, session: Session, action: str, token: str,
+                          by: str = "api") -> Session:
+        """``take`` or ``release`` by the holder of *token* (control or API token).
+
+        *by* is the token's kind (``control`` or ``api``). A change emits one
+        ``control`` event (who, when; a release also names a screenshot URL
+        to resume from), which also goes to every viewer's data channel as
+        ``{"type": "event", "event": {...}}``. The runtime agent's gate has
+        switched before this returns, so no agent input follows a ``take``.
+        """
+        async with self._lock(session.session_id):
+            if session.status is not SessionStatus.RUNNING:
+                raise conflict("session-not-running",
+                               f"session {session.session_id} is {session.status.value}",
+                               "Session not running")
+            holder = token_hash(token)
+            if action == "take":
+                if (session.controller is Controller.HUMAN
+                        and session.controller_token_hash not in (None, holder)):
+                    raise conflict("control-held", "another viewer holds control",
+                                   "Control held by someone else")
+                new, owner = Controller.HUMAN, holder
+            else:
+                if (session.controller is Controller.HUMAN
+                        and session.controller_token_hash not in (None, holder)):
+                    raise conflict("control-held",
+                                   "control can only be released by the token that took it",
+                                   "Control held by someone else")
+                new, owner = Controller.AGENT, None
+            changed = new is not session.controller or owner != session.controller_token_hash
+            await self._client(session).set_controller(new.value, owner[:32] if owner else None)
+            if changed:
+                session.controller = new
+                session.controller_token_hash = owner
+                session.controller_since = utcnow()
+                session.last_activity = utcnow()
+                self._save(session)
+                extra: dict[str, object] = {"controller": new.value, "action": action,
+                                            "by": by,
+                                            "since": rfc3339(session.controller_since)}
+                if new is Controller.AGENT:
+                    extra["screenshot_url"] = (
+                        f"/api/visual-sessions/{session.session_id}/screenshot")
+                event = self.events.emit(session.session_id, "control", **extra)
+                try:
+                    await self._client(session).request(
+                        "POST", agent_api.BROADCAST, json_body={"type": "event", "event": event})
+                except AgentUnavailable as e:
+                    logger.warning("session %s: control event not sent to viewers: %s",
+                                   session.session_id, e)
+                logger.info("session %s: control %s by %s token", session.session_id,
+                            action, by)
+            return session
+
+    async def issue_token(self, session_id: str, kind: str) -> str:
+        """Mint another ``view`` or ``control`` token for a live session.
+
+        It works like the ones returned at creation (and ends with the session);
+        409 once the session is stopping or over, or when it already has
+        ``MAX_ISSUED_TOKENS`` minted tokens.
+        """
+        session = self.get(session_id)
+        async with self._lock(session_id):
+            if not session.status.live:
+                raise conflict("session-not-running",
+                               f"session {session_id} is {session.status.value}",
+                               "Session not running")
+            if len(session.issued_tokens) >= MAX_ISSUED_TOKENS:
+                raise conflict("too-many-tokens",
+                               f"session {session_id} already has {MAX_ISSUED_TOKENS} "
+                               "minted tokens", "Too many tokens")
+            token = new_token()
+            digest = token_hash(token)
+            session.issued_tokens[digest] = kind
+            self._save(session)
+        self.events.emit(session_id, "token_issued", kind=kind, token_id=digest[:32])
+        logger.info("session %s: %s token issued", session_id, kind)
+        return token
+
+    def note_action(self, session: Session) -> None:
+        session.last_activity = utcnow()
+        self.counters["actions"] += 1
+
+    # ----------------------------------------------------------- internals
+    async def _start_pod(self, session: Session) -> None:
+        sid = session.session_id
+        request = PodRequest(sid, session.spec, session.slot, self._session_dir(sid),
+                             self._config.runtime_dir / sid)
+        try:
+            session.pod = await self._backend.start_pod(request)
+            self._save(session)
+            client = self._client(session)
+            deadline = asyncio.get_running_loop().time() + self._config.start_timeout_s
+            while True:
+                if not await self._backend.is_alive(session.pod):
+                    raise BackendError("the pod exited during start-up: "
+                                       + self._log_tail(sid))
+                try:
+                    if await client.health():
+                        break
+                except AgentUnavailable:
+                    pass
+                if asyncio.get_running_loop().time() > deadline:
+                    raise BackendError(
+                        f"no first frame within {self._config.start_timeout_s:.0f} s")
+                await asyncio.sleep(0.05)
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:  # noqa: BLE001 - any start failure fails the session
+            hint = DOCTOR_HINT if isinstance(e, BackendError) else ""
+            logger.warning("session %s: start failed: %s%s", sid, e, hint)
+            self.counters["errors"] += 1
+            async with self._lock(sid):
+                if not session.status.terminal:
+                    session.error = (str(e) + hint) if isinstance(e, BackendError) \
+                        else "start failed"
+                    await self._finish(session, StopReason.ERROR)
+            return
+        finally:
+            self._start_tasks.pop(sid, None)
+        async with self._lock(sid):
+            if session.status is SessionStatus.STARTING:
+                session.transition(SessionStatus.RUNNING)
+                session.last_activity = utcnow()
+                self._save(session)
+                self.events.emit(sid, "status", status="running")
+                logger.info("session %s: running", sid)
+                await self._notify(sid)
+
+    async def _finish(self, session: Session, reason: StopReason) -> None:
+        """Stop the pod and move to the terminal state of *reason* (lock held)."""
+        sid = session.session_id
+        start_task = self._start_tasks.pop(sid, None)
+        if start_task is not None and start_task is not asyncio.current_task():
+            start_task.cancel()
+            await asyncio.gather(start_task, return_exceptions=True)
+        if session.status is not SessionStatus.STOPPING:
+            session.transition(SessionStatus.STOPPING)
+        session.stop_reason = reason
+        self._save(session)
+        self.events.emit(sid, "status", status="stopping", stop_reason=reason.value)
+        if session.pod:
+            try:
+                await self._backend.stop_pod(session.pod)
+            except Exception as e:  # noqa: BLE001 - must still reach a terminal state
+                logger.error("session %s: stopping the pod failed: %s", sid, e)
+                self.counters["errors"] += 1
+        client = self._agents.pop(sid, None)
+        if client is not None:
+            await client.aclose()
+        self.agent_stats.pop(sid, None)
+        self._limit_counts.pop(sid, None)
+        for hook in list(self.stop_hooks):
+            try:
+                await hook(session)
+            except Exception:  # noqa: BLE001 - a hook must not keep a session alive
+                logger.exception("session %s: stop hook failed", sid)
+        session.viewers = 0
+        self._slots.release(session.slot, sid)
+        session.transition(reason.final_status)
+        self._save(session)
+        self.events.emit(sid, "status", status=session.status.value, stop_reason=reason.value)
+        logger.info("session %s: %s (%s)", sid, session.status.value, reason.value)
+        await self._notify(sid)
+
+    async def _watch(self) -> None:
+        while True:
+            await asyncio.sleep(self._config.poll_interval_s)
+            for session in list(self._sessions.values()):
+                if session.status is not SessionStatus.RUNNING:
+                    continue
+                try:
+                    await self._check(session)
+                except Exception:  # noqa: BLE001 - one session must not stop the watcher
+                    logger.exception("session %s: check failed", session.session_id)
+
+    async def _check(self, session: Session) -> None:
+        sid = session.session_id
+        now = utcnow()
+        if now >= session.expires_at:
+            self._hold(asyncio.create_task(self._stop_quietly(sid, StopReason.TIMEOUT)))
+            return
+        limits = await self._report_limits(session)
+        if not await self._backend.is_alive(session.pod):
+            # Counted before the pod is gone: an OOM kill may be why it died.
+            limits = await self._report_limits(session) or limits
+            reason = await self._backend.exit_reason(session.pod)
+            if await self._restart_agent(session, reason):
+                return
+            if limits:
+                reason += " after hitting its " + " and ".join(
+                    f"{kind} limit ({LIMIT_WORDS.get(kind, '{n} times').format(n=n)})"
+                    for kind, n in sorted(limits.items()))
+            session.error = f"{reason}: {self._log_tail(sid)}"
+            logger.warning("session %s: %s", sid, reason)
+            self._hold(asyncio.create_task(self._stop_quietly(sid, StopReason.ERROR)))
+            return
+        try:
+            stats = await self._client(session).stats()
+        except AgentUnavailable as e:
+            logger.debug("session %s: stats unavailable: %s", sid, e)
+            stats = {}
+        if stats:
+            self.agent_stats[sid] = stats
+            viewers = int(stats.get("viewers", 0))
+            if viewers != session.viewers:
+                kind = "viewer_joined" if viewers > session.viewers else "viewer_left"
+                self.events.emit(sid, kind, viewers=viewers)
+                session.viewers = viewers
+            idle_s = stats.get("input_idle_s")
+            if isinstance(idle_s, int | float):
+                input_at = now - timedelta(seconds=float(idle_s))
+                if input_at > session.last_activity:
+                    session.last_activity = input_at
+        deadline = session.idle_deadline()
+        if deadline is not None and now >= deadline:
+            self._hold(asyncio.create_task(self._stop_quietly(sid, StopReason.IDLE_TIMEOUT)))
+
+    async def _restart_agent(self, session: Session, reason: str) -> bool:
+        """Restart a dead runtime agent if ``agent_restarts`` allows; True when it runs again.
+
+        The desktop and its apps keep running; viewers reconnect; control is restored;
+        the recording goes on in a new segment (joined at finalisation)."""
+        sid = session.session_id
+        restarts = session.pod.get("agent_restarts", 0)
+        done = restarts if isinstance(restarts, int) else 0
+        if done >= self._config.agent_restarts:
+            return False
+        async with self._lock(sid):
+            if session.status is not SessionStatus.RUNNING:
+                return True  # being stopped anyway
+            for hook in list(self.restart_hooks):
+                try:
+                    await hook(session)
+                except Exception:  # noqa: BLE001 - a hook must not prevent the restart
+                    logger.exception("session %s: restart hook failed", sid)
+            session.pod["agent_restarts"] = done + 1
+            self._save(session)
+            client = self._agents.pop(sid, None)
+            if client is not None:
+                await client.aclose()
+            request = PodRequest(sid, session.spec, session.slot, self._session_dir(sid),
+                                 self._config.runtime_dir / sid)
+            try:
+                await self._backend.restart_agent(session.pod, request)
+                self._save(session)
+                client = self._client(session)
+                deadline = asyncio.get_running_loop().time() + self._config.start_timeout_s
+                while True:
+                    if not await self._backend.is_alive(session.pod):
+                        raise BackendError("the restarted runtime agent exited")
+                    try:
+                        if await client.health():
+                            break
+                    except AgentUnavailable:
+                        pass
+                    if asyncio.get_running_loop().time() > deadline:
+                        raise BackendError("the restarted runtime agent served no frame")
+                    await asyncio.sleep(0.05)
+            except BackendError as e:
+                logger.warning("session %s: runtime agent restart failed: %s", sid, e)
+                return False
+            await self._push_control(session)
+            self.counters["agent_restarts"] = self.counters.get("agent_restarts", 0) + 1
+            self.events.emit(sid, "agent_restarted", attempt=done + 1,
+                             max=self._config.agent_restarts, reason=reason)
+            logger.warning("session %s: %s; restarted it (%d of %d)", sid, reason, done + 1,
+                           self._config.agent_restarts)
+            return True
+
+    async def _report_limits(self, session: Session) -> dict[str, int]:
+        """Emit ``resource_limit`` for every limit the app sandbox hit since the last
+        check; returns this session's totals of the kinds hit so far."""
+        sid = session.session_id
+        counts = await self._backend.resource_events(session.pod)
+        seen = self._limit_counts.setdefault(sid, {})
+        for kind, count in sorted(counts.items()):
+            before = seen.get(kind, 0)
+            if count <= before:
+                continue
+            seen[kind] = count
+            self.limit_hits[kind] = self.limit_hits.get(kind, 0) + count - before
+            limit = (f"{self._config.session_memory_mb} MiB" if kind == "memory"
+                     else f"{self._backend.pids_limit(self._config.session_pids)} processes")
+            self.events.emit(sid, "resource_limit", kind=kind, count=count, new=count - before,
+                             limit=limit)
+            logger.warning("session %s: %s limit (%s) hit: %s", sid, kind, limit,
+                           LIMIT_WORDS.get(kind, "{n} times").format(n=count))
+        return {kind: n for kind, n in seen.items() if n}
+
+    async def _stop_quietly(self, sid: str, reason: StopReason) -> None:
+        try:
+            await self.stop(sid, reason)
+        except Exception:  # noqa: BLE001
+            logger.exception("session %s: stop (%s) failed", sid, reason.value)
+
+    async def _push_control(self, session: Session) -> None:
+        owner = session.controller_token_hash
+        try:
+            await self._client(session).set_controller(session.controller.value,
+                                                       owner[:32] if owner else None)
+        except AgentUnavailable as e:
+            logger.warning("session %s: could not restore control: %s", session.session_id, e)
+
+    def _client(self, session: Session) -> AgentClient:
+        client = self._agents.get(session.session_id)
+        if client is None:
+            client = AgentClient(self._backend.agent_socket(session.pod), session.session_id)
+            self._agents[session.session_id] = client
+        return client
+
+    def _session_dir(self, session_id: str) -> Path:
+        return self._config.sessions_dir / session_id
+
+    def _log_tail(self, session_id: str) -> str:
+        path = self._session_dir(session_id) / "logs" / "app.log"
+        try:
+            return path.read_bytes()[-300:].decode(errors="replace").strip()
+        except OSError:
+            return "(no log)"
+
+    def _save(self, session: Session) -> None:
+        self._store.save(session)
+
+    def _lock(self, session_id: str) -> asyncio.Lock:
+        return self._locks.setdefault(session_id, asyncio.Lock())
+
+    def _condition(self, session_id: str) -> asyncio.Condition:
+        return self._changed.setdefault(session_id, asyncio.Condition())
+
+    async def _notify(self, session_id: str) -> None:
+        cond = self._condition(session_id)
+        async with cond:
+            cond.notify_all()
+
+    def _hold(self, task: asyncio.Task[None]) -> None:
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+
+OnStop = Callable[[Session], Awaitable[None]]
+
+LIMIT_WORDS = {"pids": "{n} forks refused", "memory": "{n} processes OOM-killed"}
+"""How a count of ``resource_events`` reads in an error message."""

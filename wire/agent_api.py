@@ -1,0 +1,49 @@
+"""The runtime agent's HTTP interface, as the gateway calls it.
+
+One runtime agent per session serves these routes on its unix socket; only the
+gateway connects there. Token checks happen at the gateway, which tells the agent
+who is asking with two headers, so the agent can apply the control rules itself
+(a view token never injects input, a control token only while it holds control).
+"""
+
+from __future__ import annotations
+
+from typing import Final, Literal, TypeAlias
+
+__all__ = [
+    "ACTIONS", "BROADCAST", "CONTROL", "HEALTH", "PEER_ID_HEADER", "SCREENSHOT", "STATS",
+    "STREAM", "TOKEN_ID_HEADER", "TOKEN_KIND_HEADER", "VNC", "WHEP", "TokenKind", "whep_peer",
+]
+
+TokenKind: TypeAlias = Literal["view", "control", "api"]
+
+HEALTH: Final = "/health"
+"""GET: 200 ``{"first_frame": bool, ...}`` once the agent serves."""
+STATS: Final = "/stats"
+"""GET: JSON counters (viewers, frames, input drops, encoder state)."""
+WHEP: Final = "/whep"
+"""POST ``application/sdp`` offer -> 201 answer, the new peer's id in :data:`PEER_ID_HEADER`."""
+SCREENSHOT: Final = "/screenshot"
+"""GET: ``image/png`` of the screen."""
+CONTROL: Final = "/control"
+"""POST ``{"controller": "agent"|"human", "owner": token id | null}``."""
+BROADCAST: Final = "/broadcast"
+"""POST: a JSON event sent to every viewer's data channel and WebSocket."""
+ACTIONS: Final = "/actions"
+"""POST a computer-use action (:mod:`wire.actions`) -> its JSON result."""
+STREAM: Final = "/stream"
+"""GET WebSocket: H.264 access units for WebCodecs plus viewer input."""
+VNC: Final = "/vnc"
+"""GET WebSocket: RFB to x11vnc, input filtered by token kind and control."""
+
+TOKEN_KIND_HEADER: Final = "X-VR-Token-Kind"
+"""Who is asking: ``view``, ``control`` or ``api`` (:data:`TokenKind`)."""
+TOKEN_ID_HEADER: Final = "X-VR-Token-Id"
+"""A stable hash of the token, so control ownership survives reconnects."""
+PEER_ID_HEADER: Final = "X-VR-Peer-Id"
+"""Set by the agent on a WHEP answer: the id of the new peer."""
+
+
+def whep_peer(peer_id: str) -> str:
+    """DELETE: close one WHEP peer."""
+    return f"{WHEP}/{peer_id}"
