@@ -134,8 +134,8 @@ class Governor:
     def rate(self, now: float) -> float:
         """The frame rate allowed from *now* on."""
         cfg = self.config
-        if self._factor < 1 and now - self._last_recover >= cfg.recover_s:
-            steps = int((now - self._last_recover) / cfg.recover_s)
+        if self._factor < 1 and now - self._last_recover + 1e-9 >= cfg.recover_s:
+            steps = int((now - self._last_recover) / cfg.recover_s + 1e-9)
             self._factor = min(1.0, self._factor + steps * cfg.recover_step)
             self._last_recover += steps * cfg.recover_s
         limits = {"cap": cfg.cap_fps}
