@@ -47,7 +47,7 @@ async def metrics(request: web.Request) -> web.Response:
             [("", manager.counters.get("agent_restarts", 0))])
     _metric(lines, "visual_runtime_resource_limit_hits_total", "counter",
             "App sandbox limit hits: forks refused (pids), processes OOM-killed (memory).",
-            [(f'{{kind="{kind}"}}', n) for kind, n in sorted(manager.limit_hits.items())])
+            [(f'{{kind="{kind}"}}', n) for kind, n in sorted(manager.limits.hits.items())])
     dropped: list[tuple[str, float]] = []
     for sid, stats in manager.agent_stats.items():
         by_reason = stats.get("input_dropped")

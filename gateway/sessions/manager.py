@@ -22,6 +22,7 @@ from gateway.config import GatewayConfig
 from gateway.errors import BackendError, CapacityProblem, conflict, not_found
 from gateway.sessions.agent_link import AgentClient, AgentUnavailable
 from gateway.sessions.events import EventHub
+from gateway.sessions.limits import LimitReporter, describe_hits
 from gateway.sessions.session import (
     Controller,
     Session,
@@ -63,10 +64,8 @@ class SessionManager:
         self._slots = SlotTable(config.runtime_dir / "slots")
         self.counters: dict[str, int] = {"actions": 0, "errors": 0, "sessions_created": 0}
         self.agent_stats: dict[str, dict[str, object]] = {}
-        self._limit_counts: dict[str, dict[str, int]] = {}
-        """Per session: limit hits already reported (``resource_limit`` events)."""
-        self.limit_hits: dict[str, int] = {"pids": 0, "memory": 0}
-        """Limit hits reported over all sessions, by kind (for /metrics)."""
+        self.limits = LimitReporter(config, backend, events)
+        """``resource_limit`` events and the totals of /metrics."""
         self.restart_hooks: list[OnStop] = []
         """Awaited before a dead runtime agent is restarted (e.g. keep its recording)."""
         self.stop_hooks: list[OnStop] = []
@@ -93,8 +92,7 @@ class SessionManager:
                     self._save(session)
                     await self._push_control(session)
                     # Hits while the gateway was down are not reported again.
-                    self._limit_counts[session.session_id] = dict(
-                        await self._backend.resource_events(session.pod))
+                    await self.limits.adopt(session)
                     logger.info("session %s: re-adopted", session.session_id)
                     continue
             logger.warning("session %s: pod lost while the gateway was down",
@@ -371,7 +369,7 @@ class SessionManager:
         if client is not None:
             await client.aclose()
         self.agent_stats.pop(sid, None)
-        self._limit_counts.pop(sid, None)
+        self.limits.forget(sid)
         for hook in list(self.stop_hooks):
             try:
                 await hook(session)
@@ -402,17 +400,15 @@ class SessionManager:
         if now >= session.expires_at:
             self._hold(asyncio.create_task(self._stop_quietly(sid, StopReason.TIMEOUT)))
             return
-        limits = await self._report_limits(session)
+        limits = await self.limits.report(session)
         if not await self._backend.is_alive(session.pod):
             # Counted before the pod is gone: an OOM kill may be why it died.
-            limits = await self._report_limits(session) or limits
+            limits = await self.limits.report(session) or limits
             reason = await self._backend.exit_reason(session.pod)
             if await self._restart_agent(session, reason):
                 return
             if limits:
-                reason += " after hitting its " + " and ".join(
-                    f"{kind} limit ({LIMIT_WORDS.get(kind, '{n} times').format(n=n)})"
-                    for kind, n in sorted(limits.items()))
+                reason += " after hitting its " + describe_hits(limits)
             session.error = f"{reason}: {self._log_tail(sid)}"
             logger.warning("session %s: %s", sid, reason)
             self._hold(asyncio.create_task(self._stop_quietly(sid, StopReason.ERROR)))
@@ -490,26 +486,6 @@ class SessionManager:
                            self._config.agent_restarts)
             return True
 
-    async def _report_limits(self, session: Session) -> dict[str, int]:
-        """Emit ``resource_limit`` for every limit the app sandbox hit since the last
-        check; returns this session's totals of the kinds hit so far."""
-        sid = session.session_id
-        counts = await self._backend.resource_events(session.pod)
-        seen = self._limit_counts.setdefault(sid, {})
-        for kind, count in sorted(counts.items()):
-            before = seen.get(kind, 0)
-            if count <= before:
-                continue
-            seen[kind] = count
-            self.limit_hits[kind] = self.limit_hits.get(kind, 0) + count - before
-            limit = (f"{self._config.session_memory_mb} MiB" if kind == "memory"
-                     else f"{self._backend.pids_limit(self._config.session_pids)} processes")
-            self.events.emit(sid, "resource_limit", kind=kind, count=count, new=count - before,
-                             limit=limit)
-            logger.warning("session %s: %s limit (%s) hit: %s", sid, kind, limit,
-                           LIMIT_WORDS.get(kind, "{n} times").format(n=count))
-        return {kind: n for kind, n in seen.items() if n}
-
     async def _stop_quietly(self, sid: str, reason: StopReason) -> None:
         try:
             await self.stop(sid, reason)
@@ -561,6 +537,4 @@ class SessionManager:
 
 
 OnStop = Callable[[Session], Awaitable[None]]
-
-LIMIT_WORDS = {"pids": "{n} forks refused", "memory": "{n} processes OOM-killed"}
 """How a count of ``resource_events`` reads in an error message."""
