@@ -33,8 +33,10 @@ from .control import InputGate
 from .errors import AgentSideError
 from .injector import InputInjector
 from .inputs import InputHandler, RateLimiter
+from .limits import ViewerAdmission, ViewerTicket
 from .media import VideoSource
 from .rtpext import enable_playout_delay
+from .sctpguard import watch as watch_sctp
 from .track import EncodedVideoTrack, attach_sender
 
 logger = logging.getLogger(__name__)
@@ -58,6 +60,7 @@ class Peer:
     channel: RTCDataChannel | None = None
     dropped_messages: int = 0
     limiter: RateLimiter = field(default_factory=RateLimiter)
+    ticket: ViewerTicket | None = None
 
 
 def choose_codec(offer_sdp: str) -> str:
@@ -100,11 +103,13 @@ class PeerManager:
     """All WebRTC peers of one session."""
 
     def __init__(self, source: VideoSource, gate: InputGate, injector: InputInjector,
-                 session_id: str = "") -> None:
+                 session_id: str = "", admission: ViewerAdmission | None = None) -> None:
         self._source = source
         self._gate = gate
         self._injector = injector
         self._session_id = session_id
+        self.admission = admission or ViewerAdmission(session_id=session_id)
+        """Viewer caps shared with the other transports (see :mod:`agent_side.limits`)."""
         self._peers: dict[str, Peer] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self.inputs = InputHandler(gate, injector, session_id)
@@ -123,8 +128,13 @@ class PeerManager:
                  "state": p.pc.connectionState} for p in self._peers.values()]
 
     async def answer(self, offer_sdp: str, token_kind: TokenKind, token_id: str) -> tuple[str, str]:
-        """Answer a WHEP offer; returns (peer id, answer SDP with candidates)."""
+        """Answer a WHEP offer; returns (peer id, answer SDP with candidates).
+
+        Raises :class:`~agent_side.limits.ViewerRefused` over a cap (offers per
+        minute, peers), before any ICE or DTLS work is done."""
+        self.admission.check_offer(token_id)
         codec = choose_codec(offer_sdp)
+        ticket = self.admission.admit("webrtc", token_id)
         pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         peer_id = secrets.token_urlsafe(16)
         try:
@@ -136,23 +146,41 @@ class PeerManager:
             track = EncodedVideoTrack(self._source.subscribe(codec, name=peer_id))
             transceiver.sender.replaceTrack(track)
             attach_sender(transceiver.sender, track)
-            peer = Peer(peer_id, pc, token_kind, token_id, codec, track)
+            peer = Peer(peer_id, pc, token_kind, token_id, codec, track, ticket=ticket)
             self._wire(peer)
             await pc.setLocalDescription(await pc.createAnswer())
         except OfferError:
+            self.admission.release(ticket)
             await pc.close()
             raise
         except Exception as e:
+            self.admission.release(ticket)
             await pc.close()
             raise OfferError(f"cannot answer the offer: {e}") from e
         self._peers[peer_id] = peer
+        self._spawn(self._ghost_deadline(peer))
         logger.info("session %s: peer %s joined (%s, %s token, playout-delay %s)",
                     self._session_id, peer_id, codec, token_kind,
                     "0 ms" if playout_delay_id is not None else "not offered")
         return peer_id, pc.localDescription.sdp
 
+    async def _ghost_deadline(self, peer: Peer) -> None:
+        """Close *peer* if ICE and DTLS have not connected within the deadline: an
+        offer without candidates (and no end-of-candidates) never fails on its own."""
+        await asyncio.sleep(self.admission.limits.ice_deadline_s)
+        if self._peers.get(peer.peer_id) is peer and peer.pc.connectionState != "connected":
+            self.admission.note_closed("ghost_peer", peer.peer_id)
+            await self.close(peer.peer_id)
+
+    async def _oversize(self, peer: Peer, size: int, chunks: int) -> None:
+        self.admission.note_closed("datachannel_oversize", peer.peer_id)
+        await self.close(peer.peer_id)
+
     def _wire(self, peer: Peer) -> None:
         pc = peer.pc
+        if pc.sctp is not None:  # the offer has a data channel m-line
+            watch_sctp(pc.sctp, self.admission.limits.datachannel_max_bytes,
+                       lambda size, chunks: self._spawn(self._oversize(peer, size, chunks)))
 
         @pc.on("datachannel")
         def on_datachannel(channel: RTCDataChannel) -> None:
@@ -205,6 +233,8 @@ class PeerManager:
         peer = self._peers.pop(peer_id, None)
         if peer is None:
             return False
+        if peer.ticket is not None:
+            self.admission.release(peer.ticket)
         peer.track.stop()
         await peer.pc.close()
         await self._gate.release_for(peer.token_id)

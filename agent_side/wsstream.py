@@ -54,6 +54,15 @@ KIND_VIDEO: Final = 1
 FLAG_KEYFRAME: Final = 1
 MAX_BUFFERED: Final = 256 * 1024
 """Write-buffer level (bytes) above which non-keyframes are dropped."""
+SLOW_VIEWER_S: Final = 10.0
+"""A viewer whose socket takes nothing for this long (a send blocked, or the write
+buffer above :data:`MAX_BUFFERED` throughout) is cut off: its connection is aborted."""
+BROADCAST_TIMEOUT_S: Final = 2.0
+"""A control message that a viewer's socket does not take within this is its last:
+one stalled viewer must not hold up a control change for the others."""
+KEYFRAME_REQUEST_GAP_S: Final = 0.5
+"""Keyframe requests from one viewer closer than this are ignored (each one makes
+every viewer's next frame a big one)."""
 
 
 def pack_frame(data: bytes, pts: int, keyframe: bool) -> bytes:
@@ -72,6 +81,8 @@ class _Viewer:
     frames_dropped: int = 0
     bytes_sent: int = 0
     limiter: RateLimiter = field(default_factory=RateLimiter)
+    transport: asyncio.Transport | None = None
+    keyframe_asked: float = 0.0
 
 
 class StreamViewers:
@@ -83,6 +94,8 @@ class StreamViewers:
         self._session_id = session_id
         self._viewers: dict[str, _Viewer] = {}
         self._closing = False
+        self.slow_cut = 0
+        """Viewers cut off for not reading (:data:`SLOW_VIEWER_S`, :data:`BROADCAST_TIMEOUT_S`)."""
 
     @property
     def count(self) -> int:
@@ -105,7 +118,8 @@ class StreamViewers:
                                      status=503)
         ws = web.WebSocketResponse(heartbeat=20, compress=False, max_msg_size=1024 * 1024)
         await ws.prepare(request)
-        viewer = _Viewer(secrets.token_urlsafe(8), ws, kind, token_id)  # type: ignore[arg-type]
+        viewer = _Viewer(secrets.token_urlsafe(8), ws, kind, token_id,  # type: ignore[arg-type]
+                         transport=request.transport)
         self._viewers[viewer.viewer_id] = viewer
         cfg = self._source.config
         logger.info("session %s: stream viewer %s joined (%s token)", self._session_id,
@@ -138,7 +152,10 @@ class StreamViewers:
                 if not self._inputs.admit(viewer.limiter, name):
                     continue
                 if msg.type == WSMsgType.TEXT and _is_keyframe_request(msg.data):
-                    sub.request_keyframe()
+                    now = time.monotonic()
+                    if now - viewer.keyframe_asked >= KEYFRAME_REQUEST_GAP_S:
+                        viewer.keyframe_asked = now
+                        sub.request_keyframe()
                     continue
                 outcome = await self._inputs.handle(msg.data, viewer.token_kind, viewer.token_id,
                                                     name)
@@ -155,11 +172,20 @@ class StreamViewers:
                            request: web.Request) -> None:
         transport = request.transport
         waiting_for_key = False
+        backed_up_since: float | None = None
         try:
             while True:
                 packet = await sub.get()
                 key = bool(packet.is_keyframe)
                 buffered = transport.get_write_buffer_size() if transport is not None else 0
+                now = time.monotonic()
+                if buffered <= MAX_BUFFERED:
+                    backed_up_since = None
+                elif backed_up_since is None:
+                    backed_up_since = now
+                elif now - backed_up_since > SLOW_VIEWER_S:
+                    self._cut(viewer, f"{buffered} bytes unread for {SLOW_VIEWER_S:.0f} s")
+                    return
                 if not key and (waiting_for_key or buffered > MAX_BUFFERED):
                     if not waiting_for_key:
                         logger.debug("session %s: stream viewer %s is slow (%d bytes "
@@ -171,7 +197,11 @@ class StreamViewers:
                     continue
                 waiting_for_key = False
                 data = pack_frame(bytes(packet), int(packet.pts or 0), key)
-                await viewer.ws.send_bytes(data)
+                try:
+                    await asyncio.wait_for(viewer.ws.send_bytes(data), SLOW_VIEWER_S)
+                except TimeoutError:
+                    self._cut(viewer, f"a send blocked for {SLOW_VIEWER_S:.0f} s")
+                    return
                 viewer.frames_sent += 1
                 viewer.bytes_sent += len(data)
         except (SubscriptionClosed, ConnectionResetError):
@@ -182,14 +212,29 @@ class StreamViewers:
             await viewer.ws.close()
 
     async def broadcast(self, text: str) -> None:
-        """Send a JSON text message (control change etc.) to every viewer."""
-        for viewer in list(self._viewers.values()):
-            if not viewer.ws.closed:
-                try:
-                    await viewer.ws.send_str(text)
-                except (ConnectionResetError, RuntimeError) as e:
-                    logger.debug("session %s: broadcast to %s failed: %s", self._session_id,
-                                 viewer.viewer_id, e)
+        """Send a JSON text message (control change etc.) to every viewer, all at once:
+        a viewer that does not take it within :data:`BROADCAST_TIMEOUT_S` is cut off."""
+        await asyncio.gather(*(self._send_text(viewer, text)
+                               for viewer in list(self._viewers.values())))
+
+    async def _send_text(self, viewer: _Viewer, text: str) -> None:
+        if viewer.ws.closed:
+            return
+        try:
+            await asyncio.wait_for(viewer.ws.send_str(text), BROADCAST_TIMEOUT_S)
+        except TimeoutError:
+            self._cut(viewer, f"a control message waited {BROADCAST_TIMEOUT_S:.0f} s")
+        except (ConnectionResetError, RuntimeError) as e:
+            logger.debug("session %s: broadcast to %s failed: %s", self._session_id,
+                         viewer.viewer_id, e)
+
+    def _cut(self, viewer: _Viewer, why: str) -> None:
+        """Abort a viewer that does not read (its handler then cleans up)."""
+        self.slow_cut += 1
+        logger.warning("session %s: stream viewer %s cut off, it does not read: %s",
+                       self._session_id, viewer.viewer_id, why)
+        if viewer.transport is not None:
+            viewer.transport.abort()
 
     async def aclose(self) -> None:
         """Close every viewer (their handlers finish and clean up)."""
