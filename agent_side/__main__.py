@@ -17,6 +17,8 @@ from pathlib import Path
 
 from aiohttp import web
 
+from .cdp import CdpProxy
+from .cdp_link import BrowserLink
 from .config import AgentConfig
 from .control import InputGate
 from .ice import restrict_host_candidates
@@ -56,6 +58,8 @@ def parse_args(argv: list[str] | None = None) -> AgentConfig:
                  "offers_per_minute", "session_offers_per_minute", "datachannel_max_bytes"):
         parser.add_argument("--" + name.replace("_", "-"), type=int,
                             default=getattr(defaults, name), help="viewer cap (agent_side.limits)")
+    parser.add_argument("--cdp-socket", type=Path, default=None,
+                        help="the DevTools relay's unix socket (serves GET /cdp)")
     parser.add_argument("--ice-deadline", type=float, default=defaults.ice_deadline_s,
                         help="seconds a WebRTC peer may take to connect before it is closed")
     args = parser.parse_args(argv)
@@ -76,7 +80,8 @@ def parse_args(argv: list[str] | None = None) -> AgentConfig:
                            offers_per_minute=args.offers_per_minute,
                            session_offers_per_minute=args.session_offers_per_minute,
                            datachannel_max_bytes=args.datachannel_max_bytes,
-                           ice_deadline_s=args.ice_deadline))
+                           ice_deadline_s=args.ice_deadline),
+                       cdp_socket=args.cdp_socket)
 
 
 async def _watch_worker(source: VideoSource, stop: asyncio.Event) -> None:
@@ -117,7 +122,9 @@ async def serve(config: AgentConfig) -> int:
     streams = StreamViewers(source, peers.inputs, sid)
     vnc = VncBridge(VncServer(config.display, config.socket.parent / "vnc.sock", sid),
                     peers.inputs, sid)
-    app = create_app(source, gate, peers, streams=streams, vnc=vnc)
+    cdp = (CdpProxy(BrowserLink(config.cdp_socket, sid), gate, sid)
+           if config.cdp_socket is not None else None)
+    app = create_app(source, gate, peers, streams=streams, vnc=vnc, cdp=cdp)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     config.socket.unlink(missing_ok=True)
@@ -138,6 +145,8 @@ async def serve(config: AgentConfig) -> int:
         watchdog.cancel()
         await asyncio.gather(watchdog, return_exceptions=True)
         logger.info("session %s: runtime agent stopping", sid)
+        if cdp is not None:
+            await cdp.aclose()
         await vnc.aclose()
         await streams.aclose()
         await peers.aclose()

@@ -36,6 +36,8 @@ class AgentConfig:
     """Recording stops when its file system has less free space than this."""
     limits: ViewerLimits = field(default_factory=ViewerLimits)
     """Caps on viewers, offers and data-channel messages (:mod:`agent_side.limits`)."""
+    cdp_socket: Path | None = None
+    """The DevTools relay's socket (``container/cdp-relay.py``); None: no ``/cdp``."""
 
     def __post_init__(self) -> None:
         if self.width % 2 or self.height % 2 or self.width <= 0 or self.height <= 0:

@@ -13,7 +13,7 @@ import functools
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
@@ -36,10 +36,10 @@ from wire.errors import ActionError, WireError
 from wire.keys import is_modifier
 
 from .actions import execute_action
+from .cdp import CdpProxy
 from .control import InputGate, NotInControl
 from .errors import AgentSideError
 from .injector import InputInjector
-from .limits import Transport, ViewerRefused
 from .media import VideoSource
 from .peers import OfferError, PeerManager
 from .vnc import VncBridge
@@ -47,14 +47,13 @@ from .wsstream import StreamViewers
 
 logger = logging.getLogger(__name__)
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
 SOURCE = web.AppKey("source", VideoSource)
 GATE = web.AppKey("gate", InputGate)
 PEERS = web.AppKey("peers", PeerManager)
 STARTED = web.AppKey("started", float)
 STREAMS = web.AppKey("streams", StreamViewers)
 VNC = web.AppKey("vnc", VncBridge)
+CDP = web.AppKey("cdp", CdpProxy)
 
 TYPE_CHUNK = 32
 """Characters typed per gated step, so a ``take`` interrupts long typing quickly."""
@@ -102,31 +101,8 @@ async def stats(request: web.Request) -> web.Response:
         "vnc_protocol_errors": vnc.protocol_errors if vnc is not None else 0,
         "uptime_s": time.monotonic() - request.app[STARTED],
         "media": source.stats,
-        "limits": {**peers.admission.stats(),
-                   "slow_cut": streams.slow_cut if streams is not None else 0},
+        "cdp": request.app[CDP].describe() if CDP in request.app else None,
     })
-
-
-def refused(e: ViewerRefused) -> web.Response:
-    """A viewer over a cap: 429/503 with ``Retry-After`` (the gateway maps it)."""
-    return web.json_response(e.body(), status=e.status,
-                             headers={"Retry-After": str(e.retry_after_s)})
-
-
-def admitted(transport: Transport, handler: Handler) -> Handler:
-    """*handler* (a WebSocket viewer, held open until it leaves) behind the viewer caps."""
-    async def wrapped(request: web.Request) -> web.StreamResponse:
-        admission = request.app[PEERS].admission
-        try:
-            ticket = admission.admit(transport,
-                                     request.headers.get(agent_api.TOKEN_ID_HEADER, ""))
-        except ViewerRefused as e:
-            return refused(e)
-        try:
-            return await handler(request)
-        finally:
-            admission.release(ticket)
-    return wrapped
 
 
 async def whep_offer(request: web.Request) -> web.Response:
@@ -137,8 +113,6 @@ async def whep_offer(request: web.Request) -> web.Response:
     sdp = await request.text()
     try:
         peer_id, answer = await request.app[PEERS].answer(sdp, kind, token_id)  # type: ignore[arg-type]
-    except ViewerRefused as e:
-        return refused(e)
     except OfferError as e:
         return _error(400, "bad_offer", str(e))
     return web.Response(status=201, text=answer, content_type="application/sdp",
@@ -164,6 +138,8 @@ async def set_control(request: web.Request) -> web.Response:
     gate = request.app[GATE]
     await gate.set_controller(controller, body.get("owner"))
     request.app[PEERS].broadcast_control(controller)
+    if CDP in request.app:
+        request.app[CDP].on_control(controller)
     if STREAMS in request.app:
         await request.app[STREAMS].broadcast(control_message(controller))
     return web.json_response({"controller": gate.controller})
@@ -289,7 +265,8 @@ def _executor(injector: InputInjector, action: Action) -> Callable[[], dict[str,
 
 def create_app(source: VideoSource, gate: InputGate, peers: PeerManager, *,
                streams: StreamViewers | None = None,
-               vnc: VncBridge | None = None) -> web.Application:
+               vnc: VncBridge | None = None,
+               cdp: CdpProxy | None = None) -> web.Application:
     app = web.Application(client_max_size=1024 * 1024)
     app[SOURCE] = source
     app[GATE] = gate
@@ -305,8 +282,14 @@ def create_app(source: VideoSource, gate: InputGate, peers: PeerManager, *,
     app.router.add_post(agent_api.ACTIONS, run_action)
     if streams is not None:
         app[STREAMS] = streams
-        app.router.add_get(agent_api.STREAM, admitted("ws", streams.handle))
+        app.router.add_get(agent_api.STREAM, streams.handle)
     if vnc is not None:
         app[VNC] = vnc
-        app.router.add_get(agent_api.VNC, admitted("vnc", vnc.handle))
+        app.router.add_get(agent_api.VNC, vnc.handle)
+    if cdp is not None:
+        app[CDP] = cdp
+        app.router.add_get(agent_api.CDP, cdp.handle)
+        app.router.add_get(agent_api.CDP_VERSION, cdp.version)
+        app.router.add_get(agent_api.CDP_TARGETS, cdp.targets)
+        app.router.add_get(agent_api.CDP_SUMMARY + "/{connection}", cdp.summary)
     return app

@@ -29,8 +29,17 @@ case " $VR_APPS " in
 esac
 case " $VR_APPS " in
   *" chromium "*)
-    # shellcheck disable=SC2086 # the flags are a word list
-    chromium $VR_CHROMIUM_FLAGS "$VR_START_URL" >"$HOME/.chromium.log" 2>&1 & ;;
+    # DevTools on a pipe only, relayed to the runtime agent's socket when the
+    # gateway mounted the shared folder (gateway/backends/devtools.py).
+    if [ -d /run/vr-cdp ] && [ -w /run/vr-cdp ]; then
+      # shellcheck disable=SC2086 # the flags are a word list
+      python3 /opt/visual-runtime/cdp-relay.py --socket /run/vr-cdp/cdp.sock \
+        --peer-uid "${VR_AGENT_UID:-10002}" -- chromium --remote-debugging-pipe \
+        $VR_CHROMIUM_FLAGS "$VR_START_URL" >"$HOME/.chromium.log" 2>&1 &
+    else
+      # shellcheck disable=SC2086 # the flags are a word list
+      chromium $VR_CHROMIUM_FLAGS "$VR_START_URL" >"$HOME/.chromium.log" 2>&1 &
+    fi ;;
 esac
 wait $XVFB
 echo "Xvfb exited with $?" >&2

@@ -11,7 +11,8 @@ from __future__ import annotations
 from typing import Final, Literal, TypeAlias
 
 __all__ = [
-    "ACTIONS", "BROADCAST", "CONTROL", "HEALTH", "PEER_ID_HEADER", "SCREENSHOT", "STATS",
+    "ACTIONS", "BROADCAST", "CDP", "CDP_CONNECTION_HEADER", "CDP_SUMMARY", "CDP_TARGETS",
+    "CDP_VERSION", "CONTROL", "HEALTH", "PEER_ID_HEADER", "SCREENSHOT", "STATS",
     "STREAM", "TOKEN_ID_HEADER", "TOKEN_KIND_HEADER", "VNC", "WHEP", "TokenKind", "whep_peer",
 ]
 
@@ -35,11 +36,22 @@ STREAM: Final = "/stream"
 """GET WebSocket: H.264 access units for WebCodecs plus viewer input."""
 VNC: Final = "/vnc"
 """GET WebSocket: RFB to x11vnc, input filtered by token kind and control."""
+CDP: Final = "/cdp"
+"""GET WebSocket: the session's Chromium DevTools (API or control token; one client at a
+time; ``?on_human=hold|refuse&hold_timeout=S``). 403 view token, 409 busy, 503 + retry."""
+CDP_VERSION: Final = "/cdp/version"
+"""GET: ``/json/version`` fields of the browser (without ``webSocketDebuggerUrl``)."""
+CDP_TARGETS: Final = "/cdp/targets"
+"""GET: the browser's targets, ``/json/list`` style (informational)."""
+CDP_SUMMARY: Final = "/cdp/summary"
+"""GET ``/cdp/summary/{connection}``: a finished connection's summary (waits for its end)."""
 
 TOKEN_KIND_HEADER: Final = "X-VR-Token-Kind"
 """Who is asking: ``view``, ``control`` or ``api`` (:data:`TokenKind`)."""
 TOKEN_ID_HEADER: Final = "X-VR-Token-Id"
 """A stable hash of the token, so control ownership survives reconnects."""
+CDP_CONNECTION_HEADER: Final = "X-VR-CDP-Connection"
+"""Set by the gateway on ``/cdp``: the connection id its summary is filed under."""
 PEER_ID_HEADER: Final = "X-VR-Peer-Id"
 """Set by the agent on a WHEP answer: the id of the new peer."""
 

@@ -67,6 +67,7 @@ from ..config import GatewayConfig
 from ..errors import BackendError
 from .base import PodHandle, PodRequest, SessionBackend, prepare_session_dirs, session_paths
 from .cgroup import limit_events_of
+from .devtools import POD_DIR, POD_SOCKET, host_cdp_dir, prepare_cdp_dir
 from .local import AGENT_RECORDING, LocalBackend, _chromium_flags, _describe_status
 from .network import run
 
@@ -181,6 +182,7 @@ class DockerBackend(SessionBackend):
 
     def _prepare_dirs(self, request: PodRequest) -> None:
         paths = prepare_session_dirs(request, APP_UID, AGENT_UID)
+        prepare_cdp_dir(request.runtime_dir, APP_UID, AGENT_UID)
         for name, uid in (("app.log", APP_UID), ("agent.log", AGENT_UID)):
             log = paths["logs"] / name
             log.touch()
@@ -239,6 +241,7 @@ class DockerBackend(SessionBackend):
             mounts=[
                 Mount("/tmp/.X11-unix", str(paths["x11"]), type="bind"),
                 Mount(f"{HOME}/Downloads", str(paths["files"]), type="bind"),
+                Mount(POD_DIR, str(host_cdp_dir(request.runtime_dir)), type="bind"),
                 Mount(f"{LOG_DIR}/app.log", str(paths["logs"] / "app.log"), type="bind"),
             ],
             environment={
@@ -266,9 +269,12 @@ class DockerBackend(SessionBackend):
                    "--resolution", f"{w}x{h}", f"--session-id={sid}"]
         if self._config.ice_port_min and self._config.ice_port_max:
             command += ["--ice-ports", f"{self._config.ice_port_min}-{self._config.ice_port_max}"]
+        if "chromium" in self._config.apps:
+            command += ["--cdp-socket", POD_SOCKET]
         mounts = [
             Mount("/tmp/.X11-unix", str(paths["x11"]), type="bind"),
             Mount(AGENT_RUN, str(paths["run"]), type="bind"),
+            Mount(POD_DIR, str(host_cdp_dir(request.runtime_dir)), type="bind"),
             Mount(f"{LOG_DIR}/agent.log", str(paths["logs"] / "agent.log"), type="bind"),
         ]
         if request.spec.enable_recording:

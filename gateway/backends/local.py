@@ -34,6 +34,15 @@ from ..config import GatewayConfig
 from ..errors import BackendError
 from .base import PodHandle, PodRequest, SessionBackend, prepare_session_dirs, session_paths
 from .cgroup import Cgroup, list_cgroups
+from .devtools import (
+    POD_DIR,
+    POD_SOCKET,
+    RELAY_IN_POD,
+    host_cdp_dir,
+    prepare_cdp_dir,
+    relay_command,
+    relay_script,
+)
 from .network import Egress, EgressManager, list_namespaces, resolv_conf
 
 logger = logging.getLogger(__name__)
@@ -106,7 +115,7 @@ def _drop_privileges(uid: int) -> list[str]:
 
 
 def _launcher(spec_width: int, spec_height: int, apps: tuple[str, ...], start_url: str | None,
-              chromium_flags: list[str]) -> str:
+              chromium_flags: list[str], uid_agent: int) -> str:
     """Shell script run as the session user inside the app sandbox (PID 2)."""
     lines = [
         "#!/bin/sh",
@@ -131,7 +140,8 @@ def _launcher(spec_width: int, spec_height: int, apps: tuple[str, ...], start_ur
         url = start_url or "about:blank"
         quoted = "'" + url.replace("'", "'\\''") + "'"
         flags = " ".join(chromium_flags)
-        lines.append(f"chromium {flags} {quoted} >\"$HOME/.chromium.log\" 2>&1 &")
+        # DevTools on a pipe only, relayed to the agent's socket (devtools.py)
+        lines.append(f"{relay_command(uid_agent)} {flags} {quoted} >\"$HOME/.chromium.log\" 2>&1 &")
     lines += ["wait $XVFB", "CODE=$?", "echo \"Xvfb exited with $CODE\" >&2", "exit $CODE", ""]
     return "\n".join(lines)
 
@@ -258,8 +268,10 @@ class LocalBackend(SessionBackend):
         pod.mkdir(exist_ok=True)
         w, h = request.spec.resolution
         (pod / "launch.sh").write_text(
-            _launcher(w, h, self._config.apps, request.spec.start_url, _chromium_flags(w, h))
+            _launcher(w, h, self._config.apps, request.spec.start_url, _chromium_flags(w, h),
+                      uid_agent)
         )
+        prepare_cdp_dir(request.runtime_dir, uid_app, uid_agent)
         (pod / "launch.sh").chmod(0o755)
         (pod / "passwd").write_text(
             "root:x:0:0:root:/root:/usr/sbin/nologin\n"
@@ -289,6 +301,9 @@ class LocalBackend(SessionBackend):
             "--bind", str(paths["home"]), SANDBOX_HOME,
             *_parent_dirs("/opt/visual-runtime/launch.sh"),
             "--ro-bind", str(pod / "launch.sh"), "/opt/visual-runtime/launch.sh",
+            "--ro-bind", str(relay_script()), RELAY_IN_POD,
+            *_parent_dirs(POD_SOCKET),
+            "--bind", str(host_cdp_dir(request.runtime_dir)), POD_DIR,
             "--hostname", "visual-runtime",
             "--setenv", "HOME", SANDBOX_HOME,
             "--setenv", "USER", "user",
@@ -317,6 +332,8 @@ class LocalBackend(SessionBackend):
         argv += [
             "--bind", str(paths["x11"]), "/tmp/.X11-unix",
             "--bind", str(paths["run"]), AGENT_RUN,
+            *_parent_dirs(POD_SOCKET),
+            "--bind", str(host_cdp_dir(request.runtime_dir)), POD_DIR,
             *(["--bind", str(request.session_dir / "recording"), AGENT_RECORDING]
               if request.spec.enable_recording else []),
             "--setenv", "PYTHONPATH", str(project_root),
@@ -334,6 +351,8 @@ class LocalBackend(SessionBackend):
             "--resolution", f"{w}x{h}",
             f"--session-id={request.session_id}",  # ids may start with "-"
         ]
+        if "chromium" in self._config.apps:
+            argv += ["--cdp-socket", POD_SOCKET]
         if self._config.ice_port_min and self._config.ice_port_max:
             argv += ["--ice-ports", f"{self._config.ice_port_min}-{self._config.ice_port_max}"]
         if request.spec.enable_recording:
