@@ -13,7 +13,7 @@ import functools
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
@@ -40,12 +40,15 @@ from .cdp import CdpProxy
 from .control import InputGate, NotInControl
 from .errors import AgentSideError
 from .injector import InputInjector
+from .limits import Transport, ViewerRefused
 from .media import VideoSource
 from .peers import OfferError, PeerManager
 from .vnc import VncBridge
 from .wsstream import StreamViewers
 
 logger = logging.getLogger(__name__)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 SOURCE = web.AppKey("source", VideoSource)
 GATE = web.AppKey("gate", InputGate)
@@ -102,7 +105,31 @@ async def stats(request: web.Request) -> web.Response:
         "uptime_s": time.monotonic() - request.app[STARTED],
         "media": source.stats,
         "cdp": request.app[CDP].describe() if CDP in request.app else None,
+        "limits": {**peers.admission.stats(),
+                   "slow_cut": streams.slow_cut if streams is not None else 0},
     })
+
+
+def refused(e: ViewerRefused) -> web.Response:
+    """A viewer over a cap: 429/503 with ``Retry-After`` (the gateway maps it)."""
+    return web.json_response(e.body(), status=e.status,
+                             headers={"Retry-After": str(e.retry_after_s)})
+
+
+def admitted(transport: Transport, handler: Handler) -> Handler:
+    """*handler* (a WebSocket viewer, held open until it leaves) behind the viewer caps."""
+    async def wrapped(request: web.Request) -> web.StreamResponse:
+        admission = request.app[PEERS].admission
+        try:
+            ticket = admission.admit(transport,
+                                     request.headers.get(agent_api.TOKEN_ID_HEADER, ""))
+        except ViewerRefused as e:
+            return refused(e)
+        try:
+            return await handler(request)
+        finally:
+            admission.release(ticket)
+    return wrapped
 
 
 async def whep_offer(request: web.Request) -> web.Response:
@@ -113,6 +140,8 @@ async def whep_offer(request: web.Request) -> web.Response:
     sdp = await request.text()
     try:
         peer_id, answer = await request.app[PEERS].answer(sdp, kind, token_id)  # type: ignore[arg-type]
+    except ViewerRefused as e:
+        return refused(e)
     except OfferError as e:
         return _error(400, "bad_offer", str(e))
     return web.Response(status=201, text=answer, content_type="application/sdp",
@@ -282,10 +311,10 @@ def create_app(source: VideoSource, gate: InputGate, peers: PeerManager, *,
     app.router.add_post(agent_api.ACTIONS, run_action)
     if streams is not None:
         app[STREAMS] = streams
-        app.router.add_get(agent_api.STREAM, streams.handle)
+        app.router.add_get(agent_api.STREAM, admitted("ws", streams.handle))
     if vnc is not None:
         app[VNC] = vnc
-        app.router.add_get(agent_api.VNC, vnc.handle)
+        app.router.add_get(agent_api.VNC, admitted("vnc", vnc.handle))
     if cdp is not None:
         app[CDP] = cdp
         app.router.add_get(agent_api.CDP, cdp.handle)
