@@ -26,6 +26,7 @@ from wire.actions import (
     ScrollAction,
     TypeText,
     Wait,
+    ZoomAction,
     validate_action,
 )
 from wire.errors import ActionError
@@ -33,7 +34,7 @@ from wire.keys import KeyCombo
 
 from .injector import InputInjector
 
-__all__ = ["DRAG_STEPS", "DRAG_STEP_S", "execute_action", "run_action"]
+__all__ = ["DRAG_STEPS", "DRAG_STEP_S", "drag_motions", "execute_action", "run_action"]
 
 DRAG_STEPS: Final = 10
 """Intermediate pointer motions of a drag: toolkits start a drag only after motion."""
@@ -74,14 +75,15 @@ def execute_action(
             if screenshot is None:
                 raise ActionError("action", "screenshots are not available in this session")
             result["base64_image"] = base64.b64encode(screenshot()).decode("ascii")
-        case MouseMoveAction(coordinate=(x, y)):
-            injector.mouse_move(x, y)
+        case MouseMoveAction(coordinate=(x, y), modifiers=mods):
+            _with_modifiers(injector, mods, lambda: injector.mouse_move(x, y))
         case Click(button=button, count=count, coordinate=coordinate, modifiers=mods):
             if coordinate is not None:
                 injector.mouse_move(*coordinate)
             _with_modifiers(injector, mods, lambda: injector.click(button, count))
-        case Drag(start=start, end=end):
-            _drag(injector, start, end, sleep)
+        case Drag(start=start, end=end, modifiers=mods, via=via):
+            origin = start if start is not None else injector.cursor_position()
+            _with_modifiers(injector, mods, lambda: _drag(injector, (origin, *via, end), sleep))
         case MouseButtonAction(down=down):
             if down:
                 injector.button_down("left")
@@ -104,21 +106,29 @@ def execute_action(
             sleep(duration)
         case CursorPosition():
             pass
+        case ZoomAction():
+            raise ActionError("action", "zoom is served by the gateway, not the runtime agent")
     result["cursor"] = list(injector.cursor_position())
     return result
 
 
-def _drag(injector: InputInjector, start: Point, end: Point,
+def drag_motions(points: tuple[Point, ...]) -> list[Point]:
+    """Pointer positions after the press: :data:`DRAG_STEPS` per leg of the path."""
+    motions: list[Point] = []
+    for (x0, y0), (x1, y1) in zip(points, points[1:], strict=False):
+        motions.extend((x0 + (x1 - x0) * step // DRAG_STEPS, y0 + (y1 - y0) * step // DRAG_STEPS)
+                       for step in range(1, DRAG_STEPS + 1))
+    return motions
+
+
+def _drag(injector: InputInjector, points: tuple[Point, ...],
           sleep: Callable[[float], None]) -> None:
-    injector.mouse_move(*start)
+    injector.mouse_move(*points[0])
     injector.button_down("left")
     try:
-        for step in range(1, DRAG_STEPS + 1):
+        for x, y in drag_motions(points):
             sleep(DRAG_STEP_S)
-            injector.mouse_move(
-                start[0] + (end[0] - start[0]) * step // DRAG_STEPS,
-                start[1] + (end[1] - start[1]) * step // DRAG_STEPS,
-            )
+            injector.mouse_move(x, y)
     finally:
         injector.button_up("left")
 

@@ -39,7 +39,8 @@ logger = logging.getLogger(__name__)
 
 InjectorKind: TypeAlias = Literal["xtest", "null"]
 
-BUTTON_NUMBERS: Final[dict[str, int]] = {"left": 1, "middle": 2, "right": 3}
+BUTTON_NUMBERS: Final[dict[str, int]] = {"left": 1, "middle": 2, "right": 3, "back": 8, "forward": 9}
+"""X pointer buttons: 8 and 9 are the side buttons browsers take for back and forward."""
 
 SCROLL_CLICK_LIMIT: Final = 100
 """Most wheel clicks sent for one scroll call per axis; larger deltas are clamped."""

@@ -35,7 +35,7 @@ from wire.datachannel import control_message
 from wire.errors import ActionError, WireError
 from wire.keys import is_modifier
 
-from .actions import execute_action
+from .actions import drag_motions, execute_action
 from .cdp import CdpProxy
 from .control import InputGate, NotInControl
 from .errors import AgentSideError
@@ -69,8 +69,6 @@ SHORTCUT_SETTLE_S = 0.1
 """Pause after a key action with a modifier (ctrl+l, alt+tab): applications act on
 shortcuts asynchronously (Chromium moves focus to the omnibox a few frames later),
 and keys typed by the next action must not arrive before that."""
-DRAG_MOTIONS = 10
-"""Intermediate pointer motions of a drag: toolkits start a drag only after motion."""
 
 
 def _error(status: int, code: str, detail: str, **extra: Any) -> web.Response:
@@ -254,28 +252,28 @@ async def _run_pointer(gate: InputGate, action: Click | ScrollAction | Drag) -> 
         await asyncio.sleep(POINTER_SETTLE_S)
     if isinstance(action, ScrollAction):
         result = await gate.run_agent(_executor(injector, action))
-    elif isinstance(action, Drag):
-        await step(lambda: injector.button_down("left"))
-        for i in range(1, DRAG_MOTIONS + 1):
-            await asyncio.sleep(BUTTON_GAP_S)
-            mx = action.start[0] + (action.end[0] - action.start[0]) * i // DRAG_MOTIONS
-            my = action.start[1] + (action.end[1] - action.start[1]) * i // DRAG_MOTIONS
-            await step(functools.partial(injector.mouse_move, mx, my))
-        await asyncio.sleep(POINTER_SETTLE_S)
-        await step(lambda: injector.button_up("left"))
-        result = {"ok": True}
     else:
-        button = action.button
         keysyms = action.modifiers.keysyms if action.modifiers is not None else ()
         for keysym in keysyms:
             await step(functools.partial(injector.key_down, keysym))
         try:
-            for i in range(action.count):
-                if i:
+            if isinstance(action, Drag):
+                origin = start if start is not None else await gate.run_any(
+                    injector.cursor_position)
+                await step(lambda: injector.button_down("left"))
+                for mx, my in drag_motions((origin, *action.via, action.end)):
                     await asyncio.sleep(BUTTON_GAP_S)
-                await step(lambda: injector.button_down(button))
-                await asyncio.sleep(BUTTON_GAP_S)
-                await step(lambda: injector.button_up(button))
+                    await step(functools.partial(injector.mouse_move, mx, my))
+                await asyncio.sleep(POINTER_SETTLE_S)
+                await step(lambda: injector.button_up("left"))
+            else:
+                button = action.button
+                for i in range(action.count):
+                    if i:
+                        await asyncio.sleep(BUTTON_GAP_S)
+                    await step(lambda: injector.button_down(button))
+                    await asyncio.sleep(BUTTON_GAP_S)
+                    await step(lambda: injector.button_up(button))
         finally:
             for keysym in reversed(keysyms):
                 try:

@@ -7,9 +7,14 @@ before executing it (``agent_side.actions.execute_action``).
 
 Field rules: unknown actions and unknown fields are errors; optional fields
 may be absent or ``null``; coordinates are ``[x, y]`` integers on the screen;
-durations are 0-100 seconds; ``scroll_amount`` is 1-100. Clicks and
-``scroll`` accept an optional ``text`` naming keys held during the action
-(``"shift"``, ``"ctrl+alt"``), as the computer-use schema does.
+durations are 0-100 seconds; ``scroll_amount`` is 0-100 (0 only moves the
+pointer). Clicks, ``mouse_move``, ``left_click_drag`` and ``scroll`` accept an
+optional ``text`` naming keys held during the action (``"shift"``,
+``"ctrl+alt"``), as the computer-use schema does. Beyond Anthropic's names:
+``back_click``/``forward_click`` (X buttons 8/9), ``key`` with ``repeat``,
+``left_click_drag`` with waypoints in ``path`` and without ``start_coordinate``
+(from the pointer), and ``zoom`` (served by the gateway). Other vendors' shapes
+are translated to these in :mod:`wire.dialects`.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ __all__ = [
     "MouseMoveAction",
     "ScreenshotAction",
     "ScrollAction",
+    "ZoomAction",
     "TypeText",
     "Wait",
     "MouseButton",
@@ -44,9 +50,11 @@ __all__ = [
 MAX_DURATION_S: Final = 100.0
 MAX_SCROLL_AMOUNT: Final = 100
 MAX_TYPE_BYTES: Final = 64 * 1024
+MAX_KEY_REPEAT: Final = 100
+MAX_DRAG_POINTS: Final = 100
 
 Point: TypeAlias = tuple[int, int]
-MouseButton: TypeAlias = Literal["left", "middle", "right"]
+MouseButton: TypeAlias = Literal["left", "middle", "right", "back", "forward"]
 ScrollDirection: TypeAlias = Literal["up", "down", "left", "right"]
 
 
@@ -56,10 +64,23 @@ class ScreenshotAction:
 
 
 @dataclass(frozen=True)
+class ZoomAction:
+    """``zoom``: a PNG of the half-open ``region`` (x0, y0, x1, y1), enlarged.
+
+    Read-only: the gateway serves it from a screenshot (``gateway.media.imaging``);
+    the runtime agent never receives it.
+    """
+
+    region: tuple[int, int, int, int]
+
+
+@dataclass(frozen=True)
 class MouseMoveAction:
     """``mouse_move``."""
 
     coordinate: Point
+    modifiers: KeyCombo | None = None
+    """Keys held during the motion (``text`` field)."""
 
 
 @dataclass(frozen=True)
@@ -77,10 +98,16 @@ class Click:
 
 @dataclass(frozen=True)
 class Drag:
-    """``left_click_drag``: press at ``start``, move, release at ``end``."""
+    """``left_click_drag``: press at ``start``, move (through ``via``), release at ``end``."""
 
-    start: Point
+    start: Point | None
+    """``None`` (no ``start_coordinate``, the 20241022 form): from the pointer.
+    The gateway resolves it before the runtime agent sees the drag."""
     end: Point
+    modifiers: KeyCombo | None = None
+    """Keys held from the press to the release (``text`` field)."""
+    via: tuple[Point, ...] = ()
+    """Points passed through between start and end (``path`` field), in order."""
 
 
 @dataclass(frozen=True)
@@ -136,7 +163,7 @@ class Wait:
 
 Action: TypeAlias = (
     ScreenshotAction | MouseMoveAction | Click | Drag | MouseButtonAction | ScrollAction
-    | TypeText | KeyPress | HoldKey | CursorPosition | Wait
+    | TypeText | KeyPress | HoldKey | CursorPosition | Wait | ZoomAction
 )
 
 _CLICKS: Final[dict[str, tuple[MouseButton, int]]] = {
@@ -145,20 +172,23 @@ _CLICKS: Final[dict[str, tuple[MouseButton, int]]] = {
     "middle_click": ("middle", 1),
     "double_click": ("left", 2),
     "triple_click": ("left", 3),
+    "back_click": ("back", 1),
+    "forward_click": ("forward", 1),
 }
 
 # action -> (required fields, optional fields)
 _FIELDS: Final[dict[str, tuple[frozenset[str], frozenset[str]]]] = {
     "screenshot": (frozenset(), frozenset()),
-    "mouse_move": (frozenset({"coordinate"}), frozenset()),
+    "zoom": (frozenset({"region"}), frozenset()),
+    "mouse_move": (frozenset({"coordinate"}), frozenset({"text"})),
     **{name: (frozenset(), frozenset({"coordinate", "text"})) for name in _CLICKS},
-    "left_click_drag": (frozenset({"start_coordinate", "coordinate"}), frozenset()),
+    "left_click_drag": (frozenset({"coordinate"}), frozenset({"start_coordinate", "text", "path"})),
     "left_mouse_down": (frozenset(), frozenset()),
     "left_mouse_up": (frozenset(), frozenset()),
     "scroll": (frozenset({"scroll_direction", "scroll_amount"}),
                frozenset({"coordinate", "text"})),
     "type": (frozenset({"text"}), frozenset()),
-    "key": (frozenset({"text"}), frozenset()),
+    "key": (frozenset({"text"}), frozenset({"repeat"})),
     "hold_key": (frozenset({"text", "duration"}), frozenset()),
     "cursor_position": (frozenset(), frozenset()),
     "wait": (frozenset({"duration"}), frozenset()),
@@ -182,6 +212,16 @@ def _coordinate(field: str, value: object, width: int, height: int) -> Point:
         raise ActionError(
             field, f"[{x}, {y}] is outside the screen (0..{width - 1}, 0..{height - 1})")
     return x, y
+
+
+def _region(value: object, width: int, height: int) -> tuple[int, int, int, int]:
+    if not isinstance(value, list | tuple) or len(value) != 4 or not all(_is_int(v) for v in value):
+        raise ActionError("region", f"must be [x0, y0, x1, y1] integers, got {value!r:.60}")
+    x0, y0, x1, y1 = (int(v) for v in value)
+    if not (0 <= x0 < x1 <= width and 0 <= y0 < y1 <= height):
+        raise ActionError("region", f"[{x0}, {y0}, {x1}, {y1}] must satisfy 0 <= x0 < x1 <= {width} "
+                                    f"and 0 <= y0 < y1 <= {height}")
+    return x0, y0, x1, y1
 
 
 def _duration(value: object) -> float:
@@ -244,12 +284,19 @@ def validate_action(action: Mapping[str, Any], width: int, height: int) -> Actio
             return ScreenshotAction()
         case "cursor_position":
             return CursorPosition()
+        case "zoom":
+            return ZoomAction(_region(fields["region"], width, height))
         case "mouse_move":
-            return MouseMoveAction(_coordinate("coordinate", fields["coordinate"], width, height))
+            return MouseMoveAction(_coordinate("coordinate", fields["coordinate"], width, height),
+                                   modifiers())
         case "left_click_drag":
-            start = _coordinate("start_coordinate", fields["start_coordinate"], width, height)
             end = _coordinate("coordinate", fields["coordinate"], width, height)
-            return Drag(start, end)
+            path = fields.get("path", [])
+            if not isinstance(path, list | tuple) or len(path) > MAX_DRAG_POINTS:
+                raise ActionError("path", f"must be a list of at most {MAX_DRAG_POINTS} [x, y] "
+                                          f"points, got {path!r:.60}")
+            via = tuple(_coordinate(f"path[{i}]", p, width, height) for i, p in enumerate(path))
+            return Drag(point("start_coordinate"), end, modifiers(), via)
         case "left_mouse_down" | "left_mouse_up":
             return MouseButtonAction(down=name == "left_mouse_down")
         case "scroll":
@@ -258,9 +305,10 @@ def validate_action(action: Mapping[str, Any], width: int, height: int) -> Actio
                 raise ActionError("scroll_direction",
                                   f"must be up, down, left or right, got {direction!r:.60}")
             amount = fields["scroll_amount"]
-            if not _is_int(amount) or not 1 <= amount <= MAX_SCROLL_AMOUNT:
+            # 0 is the computer-use tools' "move there, scroll nothing"
+            if not _is_int(amount) or not 0 <= amount <= MAX_SCROLL_AMOUNT:
                 raise ActionError("scroll_amount",
-                                  f"must be an integer 1..{MAX_SCROLL_AMOUNT}, got {amount!r:.60}")
+                                  f"must be an integer 0..{MAX_SCROLL_AMOUNT}, got {amount!r:.60}")
             return ScrollAction(direction, int(amount), point("coordinate"), modifiers())
         case "type":
             text = _text(fields["text"])
@@ -273,8 +321,12 @@ def validate_action(action: Mapping[str, Any], width: int, height: int) -> Actio
                     raise ActionError("text", f"cannot type character {char!r}") from e
             return TypeText(text)
         case "key":
+            repeat = fields.get("repeat", 1)
+            if not _is_int(repeat) or not 1 <= repeat <= MAX_KEY_REPEAT:
+                raise ActionError("repeat", f"must be an integer 1..{MAX_KEY_REPEAT}, "
+                                            f"got {repeat!r:.60}")
             try:
-                return KeyPress(parse_key_sequence(_text(fields["text"])))
+                return KeyPress(parse_key_sequence(_text(fields["text"])) * int(repeat))
             except UnknownKeyError as e:
                 raise ActionError("text", str(e)) from e
         case "hold_key":

@@ -133,5 +133,6 @@ def to_screen_action(action: Mapping[str, Any], scale: Scale) -> dict[str, Any]:
         if (not isinstance(region, list | tuple) or len(region) != 4
                 or not all(isinstance(v, int) and not isinstance(v, bool) for v in region)):
             raise ActionError("region", f"must be [x0, y0, x1, y1] integers, got {region!r:.60}")
-        out["region"] = list(scale.region_to_screen(*(int(v) for v in region)))
+        x0, y0, x1, y1 = (int(v) for v in region)
+        out["region"] = list(scale.region_to_screen(x0, y0, x1, y1))
     return out

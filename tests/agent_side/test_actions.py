@@ -29,6 +29,7 @@ from wire.actions import (
     ScrollAction,
     TypeText,
     Wait,
+    ZoomAction,
     validate_action,
 )
 from wire.errors import ActionError, WireError
@@ -58,6 +59,9 @@ def test_every_action_validates() -> None:
         "triple_click": ({"text": "shift"}, Click("left", 3, None, parse_combo("shift"))),
         "left_click_drag": ({"start_coordinate": [1, 2], "coordinate": [3, 4]},
                             Drag((1, 2), (3, 4))),
+        "back_click": ({"coordinate": [1, 1]}, Click("back", 1, (1, 1))),
+        "forward_click": ({}, Click("forward", 1, None)),
+        "zoom": ({"region": [0, 0, W, H]}, ZoomAction((0, 0, W, H))),
         "left_mouse_down": ({}, MouseButtonAction(True)),
         "left_mouse_up": ({}, MouseButtonAction(False)),
         "scroll": ({"coordinate": [10, 10], "scroll_direction": "down", "scroll_amount": 3},
@@ -79,6 +83,17 @@ def test_scroll_without_coordinate_and_all_directions() -> None:
         assert got == ScrollAction(direction, 1, None)  # type: ignore[arg-type]
     assert v(action="scroll", scroll_direction="up", scroll_amount=100,
              text="ctrl") == ScrollAction("up", 100, None, parse_combo("ctrl"))
+
+
+def test_computer_use_tool_forms() -> None:
+    # the forms of Anthropic's tools and of wire.dialects' translations
+    assert v(action="left_click_drag", coordinate=[3, 4]) == Drag(None, (3, 4))
+    assert v(action="left_click_drag", start_coordinate=[1, 1], coordinate=[3, 4], text="ctrl",
+             path=[[2, 2], [2, 3]]) == Drag((1, 1), (3, 4), parse_combo("ctrl"), ((2, 2), (2, 3)))
+    assert v(action="scroll", scroll_direction="up", scroll_amount=0) == ScrollAction("up", 0, None)
+    assert v(action="mouse_move", coordinate=[1, 2], text="shift") \
+        == MouseMoveAction((1, 2), parse_combo("shift"))
+    assert v(action="key", text="BackSpace", repeat=3) == KeyPress((parse_combo("BackSpace"),) * 3)
 
 
 def test_key_sequence_and_bounds_inclusive() -> None:
@@ -113,7 +128,6 @@ def test_key_sequence_and_bounds_inclusive() -> None:
         # missing fields
         ({"action": "mouse_move"}, "coordinate"),
         ({"action": "mouse_move", "coordinate": None}, "coordinate"),
-        ({"action": "left_click_drag", "coordinate": [1, 1]}, "start_coordinate"),
         ({"action": "left_click_drag", "start_coordinate": [1, 1]}, "coordinate"),
         ({"action": "scroll", "scroll_amount": 1}, "scroll_direction"),
         ({"action": "scroll", "scroll_direction": "up"}, "scroll_amount"),
@@ -148,7 +162,13 @@ def test_key_sequence_and_bounds_inclusive() -> None:
         ({"action": "scroll", "scroll_direction": "sideways", "scroll_amount": 1},
          "scroll_direction"),
         ({"action": "scroll", "scroll_direction": 1, "scroll_amount": 1}, "scroll_direction"),
-        ({"action": "scroll", "scroll_direction": "up", "scroll_amount": 0}, "scroll_amount"),
+        ({"action": "key", "text": "a", "repeat": 0}, "repeat"),
+        ({"action": "key", "text": "a", "repeat": 101}, "repeat"),
+        ({"action": "zoom", "region": [0, 0, 0, 5]}, "region"),
+        ({"action": "zoom", "region": [0, 0, W + 1, 5]}, "region"),
+        ({"action": "zoom", "region": [0, 0, 5]}, "region"),
+        ({"action": "left_click_drag", "coordinate": [1, 1], "path": [[1, H]]}, "path[0]"),
+        ({"action": "left_click_drag", "coordinate": [1, 1], "path": [[1, 1]] * 101}, "path"),
         ({"action": "scroll", "scroll_direction": "up", "scroll_amount": 101}, "scroll_amount"),
         ({"action": "scroll", "scroll_direction": "up", "scroll_amount": -3}, "scroll_amount"),
         ({"action": "scroll", "scroll_direction": "up", "scroll_amount": 2.0}, "scroll_amount"),
@@ -355,6 +375,30 @@ def test_real_drag_scroll_and_mouse_down(real: tuple[XTestInjector, Watcher]) ->
     assert int(inj._d.screen().root.query_pointer().mask) & X.Button1Mask
     run_action(inj, {"action": "left_mouse_up"})
     assert not int(inj._d.screen().root.query_pointer().mask) & X.Button1Mask
+
+
+def test_real_side_buttons_and_drags_of_the_computer_use_tools(
+        real: tuple[XTestInjector, Watcher]) -> None:
+    inj, w = real
+    run_action(inj, {"action": "back_click", "coordinate": [30, 40]})
+    run_action(inj, {"action": "forward_click"})
+    w.poll_until(lambda: len(w.of(X.ButtonRelease)) == 2, "side buttons")
+    assert [(e.detail, e.root_x, e.root_y) for e in w.of(X.ButtonPress)] == [(8, 30, 40), (9, 30, 40)]
+    w.events.clear()
+    # from the pointer, through a waypoint, with ctrl held from press to release
+    run_action(inj, {"action": "left_click_drag", "coordinate": [200, 40], "path": [[130, 140]],
+                     "text": "ctrl"})
+    w.poll_until(lambda: len(w.of(X.ButtonRelease)) == 1, "drag")
+    press, release = w.of(X.ButtonPress)[0], w.of(X.ButtonRelease)[0]
+    assert (press.root_x, press.root_y, release.root_x, release.root_y) == (30, 40, 200, 40)
+    assert press.state & X.ControlMask and release.state & X.ControlMask
+    dragged = [(e.root_x, e.root_y) for e in w.of(X.MotionNotify) if e.state & X.Button1Mask]
+    assert (130, 140) in dragged and max(y for _, y in dragged) == 140
+    w.events.clear()
+    run_action(inj, {"action": "mouse_move", "coordinate": [60, 70], "text": "shift"})
+    w.poll_until(lambda: any(e.root_x == 60 for e in w.of(X.MotionNotify)), "move")
+    assert [e.state & X.ShiftMask for e in w.of(X.MotionNotify) if e.root_x == 60] == [X.ShiftMask]
+    assert not int(inj._d.screen().root.query_pointer().mask) & (X.ShiftMask | X.ControlMask)
 
 
 def test_real_type_and_keys(real: tuple[XTestInjector, Watcher]) -> None:
