@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from benchmarks.load import Snapshot, frame_stats, leaks, parse_encoded, stall_seconds
+from benchmarks.leaks import Snapshot, leaks
+from benchmarks.load_viewer import frame_stats, parse_encoded, stall_seconds
 
 
 def snap(**resources: list[str]) -> Snapshot:

@@ -19,7 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.load import LoadOptions, LoadReport, print_summary, run_load
+from benchmarks.load import LoadOptions, run_load
+from benchmarks.load_report import LoadReport, print_summary
 
 SESSIONS = 10
 SECONDS = 60.0
