@@ -7,6 +7,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from wire.agent_api import VIEWER_LIMITS
+
 ENV_PREFIX = "VISUAL_RUNTIME_"
 DEFAULT_APPS = ("fluxbox", "xterm", "chromium")
 WEB_DIR = Path(__file__).resolve().parent.parent / "web"
@@ -91,6 +93,12 @@ class GatewayConfig:
     """CSP ``frame-ancestors`` of the viewer pages ('none': they cannot be framed)."""
     max_body_kb: int = 64
     """Largest JSON or SDP request body in KiB (uploads have ``max_upload_mb``); more is 413."""
+    viewer_limits: tuple[tuple[str, float], ...] = ()
+    """Viewer caps passed to every runtime agent, overriding its defaults
+    (names: ``wire.agent_api.VIEWER_LIMITS``)."""
+    allowed_hosts: tuple[str, ...] = ()
+    """Host names and addresses the gateway answers for besides localhost, 127.0.0.1, ::1
+    and the address it serves on; others get 421. ``*`` answers for any."""
 
     def __post_init__(self) -> None:
         if self.backend not in ("local", "docker"):
@@ -114,6 +122,10 @@ class GatewayConfig:
             raise ValueError("auth_failure_limit must be >= 1 and auth_failure_window_s > 0")
         if self.create_rate_per_minute <= 0 or self.create_burst < 1:
             raise ValueError("create_rate_per_minute must be > 0 and create_burst >= 1")
+        for name, value in self.viewer_limits:
+            if name not in VIEWER_LIMITS or value < 0:
+                raise ValueError(f"viewer limit {name}={value}: the names are "
+                                 f"{', '.join(VIEWER_LIMITS)}, the values >= 0")
         if not 1 <= self.max_body_kb <= 1024:
             raise ValueError(f"max_body_kb must be 1-1024, not {self.max_body_kb}")
         if not self.frame_ancestors.strip() or any(c in self.frame_ancestors for c in ";,\r\n"):

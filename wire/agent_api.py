@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Final, Literal, TypeAlias
 
 __all__ = [
-    "ACTIONS", "BROADCAST", "CDP", "CDP_CONNECTION_HEADER", "CDP_SUMMARY", "CDP_TARGETS",
+    "ACTIONS", "BROADCAST", "CDP", "CLAIM", "CDP_CONNECTION_HEADER", "CDP_SUMMARY", "CDP_TARGETS",
     "CDP_VERSION", "CONTROL", "HEALTH", "PEER_ID_HEADER", "SCREENSHOT", "STATS",
     "STREAM", "TOKEN_ID_HEADER", "TOKEN_KIND_HEADER", "VNC", "WHEP", "TokenKind", "whep_peer",
 ]
@@ -50,10 +50,27 @@ TOKEN_KIND_HEADER: Final = "X-VR-Token-Kind"
 """Who is asking: ``view``, ``control`` or ``api`` (:data:`TokenKind`)."""
 TOKEN_ID_HEADER: Final = "X-VR-Token-Id"
 """A stable hash of the token, so control ownership survives reconnects."""
+CLAIM: Final = "/claim"
+"""POST ``{"resolution": "WxH", "start_url": str | null, "recording": bool}`` to a pooled
+agent (``--pooled``): apply the session's settings and start serving it (warm pool)."""
 CDP_CONNECTION_HEADER: Final = "X-VR-CDP-Connection"
 """Set by the gateway on ``/cdp``: the connection id its summary is filed under."""
 PEER_ID_HEADER: Final = "X-VR-Peer-Id"
 """Set by the agent on a WHEP answer: the id of the new peer."""
+
+VIEWER_LIMITS: Final = ("max_viewers", "max_viewers_per_token", "max_webrtc", "max_ws", "max_vnc",
+                        "offers_per_minute", "session_offers_per_minute",
+                        "datachannel_max_bytes", "ice_deadline_s")
+"""Viewer caps of a runtime agent (``agent_side.limits.ViewerLimits``); each is the agent
+flag ``--NAME`` with ``_`` as ``-`` (``ice_deadline_s``: ``--ice-deadline``)."""
+VIEWER_LIMIT_ERROR: Final = "viewer_limit"
+"""``error`` of the agent's 429/503 answer to a viewer over a cap (with ``reason`` and
+``Retry-After``)."""
+
+
+def viewer_limit_flag(name: str) -> str:
+    """The runtime agent's flag for the viewer cap *name* (:data:`VIEWER_LIMITS`)."""
+    return "--ice-deadline" if name == "ice_deadline_s" else "--" + name.replace("_", "-")
 
 
 def whep_peer(peer_id: str) -> str:

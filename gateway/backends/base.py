@@ -17,7 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from gateway.spec import SessionSpec
+from wire.agent_api import viewer_limit_flag
 
+from ..config import GatewayConfig
 from ..errors import BackendError
 
 logger = logging.getLogger(__name__)
@@ -151,3 +153,12 @@ def session_paths(session_dir: Path, runtime_dir: Path) -> dict[str, Path]:
         "files": session_dir / "home" / "Downloads",
         "logs": session_dir / "logs",
     }
+
+
+def viewer_limit_args(config: GatewayConfig) -> list[str]:
+    """The runtime agent's flags for the configured viewer caps (``--viewer-limit``)."""
+    args: list[str] = []
+    for name, value in config.viewer_limits:
+        args += [viewer_limit_flag(name), f"{value:g}" if name == "ice_deadline_s"
+                 else str(int(value))]
+    return args

@@ -65,7 +65,14 @@ from docker.types import Mount
 
 from ..config import GatewayConfig
 from ..errors import BackendError
-from .base import PodHandle, PodRequest, SessionBackend, prepare_session_dirs, session_paths
+from .base import (
+    PodHandle,
+    PodRequest,
+    SessionBackend,
+    prepare_session_dirs,
+    session_paths,
+    viewer_limit_args,
+)
 from .cgroup import limit_events_of
 from .devtools import POD_DIR, POD_SOCKET, host_cdp_dir, prepare_cdp_dir
 from .local import AGENT_RECORDING, LocalBackend, _chromium_flags, _describe_status
@@ -277,6 +284,7 @@ class DockerBackend(SessionBackend):
             Mount(POD_DIR, str(host_cdp_dir(request.runtime_dir)), type="bind"),
             Mount(f"{LOG_DIR}/agent.log", str(paths["logs"] / "agent.log"), type="bind"),
         ]
+        command += viewer_limit_args(self._config)
         if request.spec.enable_recording:
             command += ["--recording", AGENT_RECORDING,
                         "--recording-min-free-mb", str(self._config.recording_min_free_mb)]

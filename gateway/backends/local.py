@@ -32,7 +32,14 @@ from typing import Final
 
 from ..config import GatewayConfig
 from ..errors import BackendError
-from .base import PodHandle, PodRequest, SessionBackend, prepare_session_dirs, session_paths
+from .base import (
+    PodHandle,
+    PodRequest,
+    SessionBackend,
+    prepare_session_dirs,
+    session_paths,
+    viewer_limit_args,
+)
 from .cgroup import Cgroup, list_cgroups
 from .devtools import (
     POD_DIR,
@@ -358,6 +365,7 @@ class LocalBackend(SessionBackend):
         if request.spec.enable_recording:
             argv += ["--recording", AGENT_RECORDING,
                      "--recording-min-free-mb", str(self._config.recording_min_free_mb)]
+        argv += viewer_limit_args(self._config)
         return argv
 
     def _spawn(self, argv: list[str], cgroup: Cgroup, log_path: Path,

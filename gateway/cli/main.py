@@ -80,6 +80,15 @@ def _add_server_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--allowed-origins", default=env_default("allowed_origins", ""),
                    help="comma-separated browser origins (besides the gateway's own) allowed "
                         "on the WebSocket and WHEP endpoints")
+    p.add_argument("--viewer-limit", action="append", metavar="NAME=N",
+                   default=[v for v in (env_default("viewer_limit", "") or "").split(",") if v],
+                   help="a viewer cap of every session, repeatable: max_viewers, "
+                        "max_viewers_per_token, max_webrtc, max_ws, max_vnc, offers_per_minute, "
+                        "session_offers_per_minute, datachannel_max_bytes, ice_deadline_s "
+                        "(docs/SECURITY.md)")
+    p.add_argument("--allowed-hosts", default=env_default("allowed_hosts", ""),
+                   help="comma-separated Host names/addresses served besides localhost and "
+                        "the --host address (others: 421); '*' for any")
     p.add_argument("--frame-ancestors", default=env_default("frame_ancestors", "'none'"),
                    help="CSP frame-ancestors of the viewer pages, e.g. \"'self' https://app.example\"")
     p.add_argument("--max-body-kb", type=int,
@@ -107,7 +116,21 @@ def _config(args: argparse.Namespace) -> GatewayConfig:
         create_rate_per_minute=args.create_rate, create_burst=args.create_burst,
         allowed_origins=tuple(o.strip() for o in str(args.allowed_origins).split(",") if o.strip()),
         frame_ancestors=args.frame_ancestors, max_body_kb=args.max_body_kb,
+        viewer_limits=_viewer_limits(args.viewer_limit),
+        allowed_hosts=tuple(h.strip() for h in str(args.allowed_hosts).split(",") if h.strip()),
     )
+
+
+def _viewer_limits(items: list[str]) -> tuple[tuple[str, float], ...]:
+    """``["max_ws=4", ...]`` -> ``(("max_ws", 4.0), ...)``; bad ones are a usage error."""
+    out = []
+    for item in items:
+        name, _, value = item.partition("=")
+        try:
+            out.append((name.strip(), float(value)))
+        except ValueError:
+            raise SystemExit(f"--viewer-limit {item!r}: expected NAME=NUMBER") from None
+    return tuple(out)
 
 
 async def run_gateway(config: GatewayConfig,

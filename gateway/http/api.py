@@ -20,6 +20,7 @@ from gateway.errors import (
     unsupported_media_type,
 )
 from gateway.http.schemas import parse_control_request, parse_create_session, read_json_object
+from gateway.http.viewer_limits import is_viewer_limit, viewer_limit_problem
 from gateway.sessions.agent_link import AgentUnavailable
 from gateway.sessions.events import read_ndjson
 from gateway.sessions.session import Controller, Session, SessionStatus, rfc3339
@@ -221,12 +222,18 @@ async def whep_offer(request: web.Request) -> web.Response:
         raise _unavailable(session, e) from e
     if reply.status != 201:
         detail = "the offer was refused"
+        data = None
         try:
             data = reply.json()
             if isinstance(data, dict) and reply.status < 500:
                 detail = str(data.get("detail", detail))
         except AgentUnavailable:
             pass
+        if is_viewer_limit(reply.status, data):
+            raise viewer_limit_problem(request.app[MANAGER], session.session_id, "webrtc",
+                                       reply.status, reply.headers,
+                                       str(data.get("reason")) if isinstance(data, dict) else None,
+                                       detail)
         if reply.status >= 500:
             logger.warning("session %s: runtime agent failed on a WHEP offer (status %d)",
                            session.session_id, reply.status)

@@ -8,6 +8,7 @@ from aiohttp import web
 
 from gateway.appkeys import MANAGER
 from gateway.http.openapi import OPENAPI
+from gateway.sessions.manager import closed_viewers
 from gateway.sessions.session import SessionStatus
 
 
@@ -61,6 +62,22 @@ async def metrics(request: web.Request) -> web.Response:
                 dropped.append((f'{{session="{sid}",reason="{reason}"}}', float(value)))
     _metric(lines, "visual_runtime_input_dropped_total", "counter",
             "Viewer input messages dropped by a session's runtime agent, by reason.", dropped)
+    refused: list[tuple[str, float]] = []
+    closed: list[tuple[str, float]] = []
+    for sid, stats in manager.agent_stats.items():
+        limits = stats.get("limits")
+        by_reason = limits.get("refused") if isinstance(limits, dict) else None
+        if isinstance(by_reason, dict):
+            refused += [(f'{{session="{sid}",reason="{reason}"}}', float(n))
+                        for reason, n in sorted(by_reason.items()) if isinstance(n, int | float)]
+        closed += [(f'{{session="{sid}",reason="{reason}"}}', float(n))
+                   for reason, n in sorted(closed_viewers(stats).items())]
+    _metric(lines, "visual_runtime_viewers_refused_total", "counter",
+            "Viewers and WHEP offers a session's runtime agent refused at a cap, by reason.",
+            refused)
+    _metric(lines, "visual_runtime_viewers_closed_total", "counter",
+            "Viewers a session's runtime agent closed (ghost peer, oversize data-channel "
+            "message, slow viewer).", closed)
     frames: list[tuple[str, float]] = []
     encode_ms: list[tuple[str, float]] = []
     sent: list[tuple[str, float]] = []

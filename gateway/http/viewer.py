@@ -31,6 +31,7 @@ from aiohttp import WSMsgType, web
 from gateway.appkeys import AUTH, MANAGER
 from gateway.config import WEB_DIR
 from gateway.errors import ProblemError, not_found
+from gateway.http.viewer_limits import viewer_limit_problem
 from gateway.sessions.session import Controller
 from gateway.sessions.tokens import token_hash
 from wire import agent_api
@@ -125,6 +126,10 @@ async def _proxy(request: web.Request, agent_path: str, protocols: tuple[str, ..
                 headers={agent_api.TOKEN_KIND_HEADER: who.kind, agent_api.TOKEN_ID_HEADER: who.token_id},
             )
         except aiohttp.WSServerHandshakeError as e:
+            if e.status == 429 or (e.status == 503 and e.headers and "Retry-After" in e.headers):
+                transport = "ws" if agent_path == agent_api.STREAM else "vnc"
+                raise viewer_limit_problem(manager, sid, transport, e.status, e.headers,
+                                           None) from e
             logger.warning("session %s: agent refused %s: %s", sid, agent_path, e.status)
             raise ProblemError(503 if e.status == 503 else 502, "transport-unavailable",
                                "Transport unavailable",
@@ -185,6 +190,10 @@ async def _pump(browser: web.WebSocketResponse, agent: aiohttp.ClientWebSocketRe
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+pump = _pump
+"""Shared with :mod:`gateway.http.cdp` (the same two-way copy)."""
 
 
 async def stream_socket(request: web.Request) -> web.StreamResponse:

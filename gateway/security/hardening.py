@@ -2,6 +2,8 @@
 
 In request order:
 
+0. **Host** — a ``Host`` that is not one of the gateway's names gets 421
+   (DNS rebinding; see :mod:`gateway.security.host`).
 1. **Failed-token throttle** — a client address with ``auth_failure_limit``
    failed token attempts (a 401 to a request that carried a token) within
    ``auth_failure_window_s`` gets 429 + ``Retry-After`` for everything but the
@@ -34,6 +36,7 @@ from gateway.appkeys import AUTH, CONFIG
 from gateway.config import WEB_DIR, GatewayConfig
 from gateway.errors import ProblemError, forbidden, not_found
 from gateway.security.csp import viewer_policy
+from gateway.security.host import allowed_host_names, host_allowed
 from gateway.security.origin import origin_allowed
 from gateway.security.throttle import AuthThrottle, TokenBucket, retry_after_header
 
@@ -58,11 +61,14 @@ class Hardening:
 
     auth: AuthThrottle
     creates: TokenBucket
+    hosts: frozenset[str] | None = None
+    """Host names served (None: any)."""
 
     @classmethod
     def from_config(cls, config: GatewayConfig) -> Hardening:
         return cls(AuthThrottle(config.auth_failure_limit, config.auth_failure_window_s),
-                   TokenBucket(config.create_rate_per_minute / 60.0, config.create_burst))
+                   TokenBucket(config.create_rate_per_minute / 60.0, config.create_burst),
+                   allowed_host_names(config.host, config.allowed_hosts))
 
 
 HARDENING = web.AppKey("hardening", Hardening)
@@ -127,6 +133,12 @@ async def hardening_middleware(request: web.Request, handler: Handler) -> web.St
     state = request.app[HARDENING]
     config = request.app[CONFIG]
     client = request.remote or "unknown"
+    if not host_allowed(request.headers.get(hdrs.HOST), state.hosts):
+        logger.warning("refused %s %s for Host %r (client %s; see --allowed-hosts)",
+                       request.method, request.path, request.headers.get(hdrs.HOST), client)
+        raise ProblemError(421, "misdirected-request", "Misdirected request",
+                           "this gateway does not answer for that host name "
+                           "(see --allowed-hosts)")
     canonical = _canonical(request)
     if canonical not in _UNTHROTTLED and not request.path.startswith("/viewer/"):
         wait = state.auth.retry_after(client)

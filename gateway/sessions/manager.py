@@ -419,6 +419,7 @@ class SessionManager:
             logger.debug("session %s: stats unavailable: %s", sid, e)
             stats = {}
         if stats:
+            _viewers_closed(self.events, sid, self.agent_stats.get(sid, {}), stats)
             self.agent_stats[sid] = stats
             viewers = int(stats.get("viewers", 0))
             if viewers != session.viewers:
@@ -538,3 +539,25 @@ class SessionManager:
 
 OnStop = Callable[[Session], Awaitable[None]]
 """How a count of ``resource_events`` reads in an error message."""
+
+
+def closed_viewers(stats: dict[str, object]) -> dict[str, int]:
+    """Viewers a runtime agent's guards closed, by reason (ghost_peer, datachannel_oversize,
+    slow_viewer), from its ``/stats``."""
+    limits = stats.get("limits")
+    if not isinstance(limits, dict):
+        return {}
+    closed = limits.get("closed")
+    out = {k: int(v) for k, v in closed.items()} if isinstance(closed, dict) else {}
+    out["slow_viewer"] = int(limits.get("slow_cut", 0))
+    return out
+
+
+def _viewers_closed(events: EventHub, sid: str, before: dict[str, object],
+                    after: dict[str, object]) -> None:
+    """File a ``viewer_closed`` event for each guard that closed viewers since the last poll."""
+    old = closed_viewers(before)
+    for reason, count in sorted(closed_viewers(after).items()):
+        if count > old.get(reason, 0):
+            events.emit(sid, "viewer_closed", reason=reason, count=count,
+                        new=count - old.get(reason, 0))
