@@ -12,6 +12,21 @@ message (key, pointer, clipboard, XVP) is dropped unless the viewer's token
 holds control right now. A view token therefore can never inject input, and
 a control token only after a ``take``. A message type the filter does not
 know ends the connection (fail closed).
+
+The filter only works if it splits the stream exactly where x11vnc
+(libvncserver) does. The handshake is where they could disagree:
+libvncserver reads the client's version with ``sscanf("RFB %03d.%03d\\n")``
+and treats every 3.x below 3.7 as 3.3 (no security-type byte), so a client
+saying ``RFB 003.006`` would put a filter that only knows ``003.003`` one
+byte out of step. The filter therefore pins the handshake: it accepts only
+the three byte-exact versions it implements (:data:`RFB_VERSIONS`) and ends
+the connection on anything else, so x11vnc never parses a version the filter
+did not.
+
+View tokens are not even connected to the x11vnc that can inject: they get a
+second, lazily started x11vnc run with ``-viewonly -nosel`` (libvncserver
+drops every key, pointer and clipboard message itself, and the session's
+clipboard is never sent to them), behind the same filter.
 """
 
 from __future__ import annotations
@@ -30,7 +45,8 @@ from aiohttp import WSMsgType, web
 from .errors import AgentSideError
 from .inputs import InputHandler
 
-__all__ = ["RfbInputFilter", "RfbProtocolError", "VncBridge", "VncServer", "X11VNC_ARGS"]
+__all__ = ["RFB_VERSIONS", "RfbInputFilter", "RfbProtocolError", "VncBridge", "VncServer",
+           "X11VNC_ARGS", "X11VNC_VIEW_ONLY_ARGS"]
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +58,14 @@ X11VNC_ARGS: Final = ("-shared", "-forever", "-ncache", "0", "-defer", "5", "-wa
 ``-noshm``: x11vnc's classic ``XShmAttach`` of a segment owned by the agent's
 uid is refused by the app sandbox's Xvfb (``BadAccess``, another uid), so it
 reads the screen with ``XGetImage``."""
+X11VNC_VIEW_ONLY_ARGS: Final = ("-viewonly", "-nosel")
+"""For view tokens: x11vnc itself ignores their input, and never sends them the
+session's clipboard (``-nosel``: no selection exchange at all)."""
+RFB_VERSIONS: Final = {b"RFB 003.003\n": "3.3", b"RFB 003.007\n": "3.7",
+                       b"RFB 003.008\n": "3.8"}
+"""The only ProtocolVersion messages the filter lets through, byte for byte. Each
+means the same to libvncserver as to the filter; any other (``RFB 003.006``,
+``RFB 3.8   \n``, ``RFB 003.0080``...) ends the connection."""
 START_TIMEOUT_S: Final = 10.0
 MAX_CUT_TEXT: Final = 1024 * 1024
 """Largest ClientCutText (clipboard) a viewer may send; the filter buffers a whole
@@ -60,9 +84,10 @@ class VncServer:
     """One x11vnc on the session's display, listening on a unix socket."""
 
     def __init__(self, display: str, socket_path: Path, session_id: str = "",
-                 binary: str = "x11vnc") -> None:
+                 binary: str = "x11vnc", view_only: bool = False) -> None:
         self.display = display
         self.socket_path = socket_path
+        self.view_only = view_only
         self._session_id = session_id
         self._binary = binary
         self._proc: asyncio.subprocess.Process | None = None
@@ -85,13 +110,13 @@ class VncServer:
                 raise VncError(f"{self._binary} is not installed")
             self.socket_path.unlink(missing_ok=True)
             argv = [exe, "-display", self.display, "-unixsock", str(self.socket_path),
-                    *X11VNC_ARGS]
+                    *X11VNC_ARGS, *(X11VNC_VIEW_ONLY_ARGS if self.view_only else ())]
             self._proc = await asyncio.create_subprocess_exec(
                 *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
                 env={**os.environ, "DISPLAY": self.display},
             )
-            logger.info("session %s: x11vnc pid %d on %s", self._session_id, self._proc.pid,
-                        self.socket_path)
+            logger.info("session %s: x11vnc pid %d on %s%s", self._session_id, self._proc.pid,
+                        self.socket_path, " (view only)" if self.view_only else "")
             await self._wait_ready()
             return self.socket_path
 
@@ -152,15 +177,19 @@ class RfbInputFilter:
                 return bytes(out)
             chunk = bytes(self._buf[:size])
             del self._buf[:size]
-            if self._phase == "messages" and self._is_input(chunk[0]) and not self._allowed():
+            drop = self._phase == "messages" and self._is_input(chunk[0]) and not self._allowed()
+            self._advance(chunk)  # raises before a unit the filter refuses is forwarded
+            if drop:
                 self.dropped += 1
             else:
                 out += chunk
-            self._advance(chunk)
 
     def _advance(self, chunk: bytes) -> None:
         if self._phase == "version":
-            self._phase = "clientinit" if chunk.startswith(b"RFB 003.003") else "security"
+            version = RFB_VERSIONS.get(chunk)
+            if version is None:
+                raise RfbProtocolError(f"unsupported RFB version {chunk!r}")
+            self._phase = "clientinit" if version == "3.3" else "security"
         elif self._phase == "security":
             if chunk[0] != 1:
                 raise RfbProtocolError(f"unsupported security type {chunk[0]}")
@@ -209,8 +238,13 @@ class RfbInputFilter:
 class VncBridge:
     """``GET /vnc``: a noVNC WebSocket (proxied by the gateway) to x11vnc."""
 
-    def __init__(self, server: VncServer, inputs: InputHandler, session_id: str = "") -> None:
+    def __init__(self, server: VncServer, inputs: InputHandler, session_id: str = "",
+                 view_server: VncServer | None = None) -> None:
         self._server = server
+        self._view_server = view_server or VncServer(
+            server.display, server.socket_path.with_name("vnc-view.sock"), session_id,
+            view_only=True)
+        """The ``-viewonly -nosel`` x11vnc that view tokens are connected to."""
         self._inputs = inputs
         self._session_id = session_id
         self._sockets: set[web.WebSocketResponse] = set()
@@ -230,7 +264,8 @@ class VncBridge:
             return web.json_response({"error": "bad_token_kind",
                                       "detail": f"unknown token kind {kind!r}"}, status=400)
         try:
-            path = await self._server.ensure_started()
+            server = self._view_server if kind == "view" else self._server
+            path = await server.ensure_started()
             reader, writer = await asyncio.open_unix_connection(str(path))
         except (VncError, OSError) as e:
             logger.warning("session %s: VNC unavailable: %s", self._session_id, e)
@@ -280,3 +315,4 @@ class VncBridge:
         for ws in list(self._sockets):
             await ws.close(code=1001, message=b"agent stopping")
         await self._server.aclose()
+        await self._view_server.aclose()
