@@ -69,6 +69,8 @@ class MediaConfig:
     refresh_delay_s: float = 0.15
     """This long after the screen stops changing, one refinement (near-lossless
     refresh of what was encoded lossy) is encoded."""
+    refine_passes: int = 2
+    """Refinements per settle at most (``delay`` apart; see :mod:`agent_side.settle`)."""
     damage_settle_s: float = 0.003
     """After the first damage of a burst, wait up to this long for more before grabbing.
 
@@ -100,8 +102,8 @@ class MediaConfig:
                 "need 0 < min_bitrate <= start_bitrate <= max_bitrate, got "
                 f"{self.min_bitrate!r}, {self.start_bitrate!r}, {self.max_bitrate!r}"
             )
-        if self.refresh_delay_s <= 0 or self.cpu_budget <= 0:
-            raise ValueError("refresh_delay_s and cpu_budget must be > 0")
+        if self.refresh_delay_s <= 0 or self.cpu_budget <= 0 or self.refine_passes < 1:
+            raise ValueError("refresh_delay_s and cpu_budget must be > 0, refine_passes >= 1")
         if self.queue_frames < 1:
             raise ValueError(f"queue_frames must be >= 1, got {self.queue_frames!r}")
 
@@ -149,7 +151,8 @@ class VideoSource:
         settings = WorkerSettings(
             width=cfg.width, height=cfg.height, fps=cfg.fps,
             keyframe_interval_s=cfg.keyframe_interval_s, refresh_delay_s=cfg.refresh_delay_s,
-            damage_settle_s=cfg.damage_settle_s, start_bitrate=cfg.start_bitrate,
+            refine_passes=cfg.refine_passes, damage_settle_s=cfg.damage_settle_s,
+            start_bitrate=cfg.start_bitrate,
             convert_threads=cfg.convert_threads, convert_interpolation=cfg.convert_interpolation,
             encoder=cfg.encoder,
             governor=GovernorConfig(cap_fps=cfg.fps, cpu_budget=cfg.cpu_budget,

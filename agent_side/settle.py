@@ -4,11 +4,19 @@ Frames encoded while the screen moves are lossy (CRF, capped bitrate); every
 viewer and the recording keep showing the last of them until something
 changes again. :class:`SettleTracker` remembers which part of the picture was
 encoded at motion quality since the last refinement (the *dirty* region) and
-when the screen last changed; once nothing changed for ``delay_s`` the worker
-encodes one refresh of the dirty region at refine quality
-(:meth:`~agent_side.encoder.VideoEncoder.encode` with ``refine=``) and calls
-:meth:`SettleTracker.refined`. A static screen then costs nothing: nothing is
-dirty, nothing is due.
+when the screen last changed; once nothing changed (and nothing was encoded)
+for ``delay_s`` the worker encodes a refresh of the dirty region at refine
+quality (:meth:`~agent_side.encoder.VideoEncoder.encode` with ``refine=``)
+and calls :meth:`SettleTracker.refined`.
+
+Passes: the encoder's VBV cap (the bitrate a viewer can take) may not let one
+frame carry the whole refinement right after a burst of motion or a keyframe,
+so up to ``passes`` refinements follow each other, ``delay_s`` apart; a pass
+of at most ``done_bytes`` means the picture is already as good as refine
+quality makes it, and ends the series. A keyframe is encoded at motion
+quality (a near-lossless keyframe is several times larger and the VBV cap
+crushes it) and counts as lossy everywhere, so refinements follow it too.
+A static screen then costs nothing: nothing is dirty, nothing is due.
 
 Contract: pure bookkeeping on the caller's clock (``now`` arguments), no
 thread, no sleep; the unit tests drive it with invented times.
@@ -24,15 +32,20 @@ __all__ = ["SettleTracker"]
 class SettleTracker:
     """Tracks motion and tells when (and where) a refinement is due."""
 
-    def __init__(self, delay_s: float, width: int, height: int) -> None:
-        if delay_s <= 0:
-            raise ValueError(f"delay_s must be > 0, got {delay_s!r}")
+    def __init__(self, delay_s: float, width: int, height: int, *, passes: int = 2,
+                 done_bytes: int = 4096) -> None:
+        if delay_s <= 0 or passes < 1:
+            raise ValueError(f"need delay_s > 0 and passes >= 1, got {delay_s!r}, {passes!r}")
         self.delay_s = delay_s
+        self.passes = passes
+        self.done_bytes = done_bytes
         self._full = Rect(0, 0, width, height)
         self._dirty: Rect | None = None
         self._last_change = -1e18
+        self._last_encoded = -1e18
+        self._pass = 0
         self.refinements = 0
-        """Refinements done so far."""
+        """Refinement frames encoded so far."""
 
     @property
     def dirty(self) -> Rect | None:
@@ -42,29 +55,38 @@ class SettleTracker:
     def changed(self, now: float) -> None:
         """The screen changed at *now* (damage seen); restarts the settle timer."""
         self._last_change = max(self._last_change, now)
+        self._pass = 0
 
-    def encoded_lossy(self, rect: Rect | None) -> None:
+    def encoded_lossy(self, rect: Rect | None, now: float) -> None:
         """*rect* (None: the whole picture, e.g. a keyframe) was encoded at motion quality."""
         rect = rect or self._full
         self._dirty = rect if self._dirty is None else self._dirty.union(rect)
+        self._last_encoded = max(self._last_encoded, now)
+        self._pass = 0
 
     def settled(self, now: float) -> bool:
-        """True when nothing changed for ``delay_s``: frames now get refine quality."""
+        """True when nothing changed for ``delay_s``."""
         return now - self._last_change >= self.delay_s
 
     def due_at(self) -> float | None:
         """When the next refinement is due (None: nothing to refine)."""
         if self._dirty is None:
             return None
-        return self._last_change + self.delay_s
+        return max(self._last_change, self._last_encoded) + self.delay_s
 
     def due(self, now: float) -> bool:
         """True when a refinement should be encoded now."""
         at = self.due_at()
         return at is not None and now >= at
 
-    def refined(self) -> Rect | None:
-        """A refinement was encoded: returns the region it covered, clears it."""
-        dirty, self._dirty = self._dirty, None
+    def refined(self, now: float, size: int) -> Rect | None:
+        """A refinement of *size* bytes was encoded at *now*: returns the region it
+        covered; clears it after the last pass (or a pass of at most ``done_bytes``)."""
+        region = self._dirty
         self.refinements += 1
-        return dirty
+        self._pass += 1
+        self._last_encoded = max(self._last_encoded, now)
+        if self._pass >= self.passes or size <= self.done_bytes:
+            self._dirty = None
+            self._pass = 0
+        return region

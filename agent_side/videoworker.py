@@ -23,8 +23,8 @@ Freshness over queueing: a frame is not captured while the previous one is
 still waiting for the event loop; the worker waits and then grabs the newest
 picture. The :class:`~agent_side.governor.Governor` sets the budget's rate from
 each frame's CPU and wall time and from the deepest subscriber queue.
-Frames encoded while the screen is settled (refinements, keyframes asked for
-on a static screen) get refine quality, so every viewer and the recording
+Once the screen is still, refinements (:mod:`agent_side.settle`) re-encode
+what was encoded lossy at refine quality, so every viewer and the recording
 converge on a near-lossless picture.
 """
 
@@ -137,6 +137,7 @@ class WorkerSettings:
     fps: int
     keyframe_interval_s: float
     refresh_delay_s: float
+    refine_passes: int
     damage_settle_s: float
     start_bitrate: int
     convert_threads: int
@@ -177,7 +178,7 @@ class CaptureEncodeWorker:
         start = time.monotonic()
         governor = Governor(s.governor, now=start)
         budget = FrameBudget(governor.rate(start), now=start)
-        settle = SettleTracker(s.refresh_delay_s, s.width, s.height)
+        settle = self._settle_tracker()
         diff_mode = capture.damage != "xdamage"
         pending: list[Rect] = []
         need_full = True  # the converter has not seen the current picture
@@ -202,7 +203,7 @@ class CaptureEncodeWorker:
                     # Nobody watches: forget damage, re-grab everything later.
                     pending.clear()
                     need_full = True
-                    settle = SettleTracker(s.refresh_delay_s, s.width, s.height)
+                    settle = self._settle_tracker()
                 elif rects:
                     pending.extend(rects)
                     settle.changed(now)
@@ -222,8 +223,7 @@ class CaptureEncodeWorker:
                     continue
 
                 if shots or want_frame:
-                    refine = refine_due or (bool(kf_requests) and not pending
-                                            and settle.settled(now))
+                    refine = refine_due and not kf_requests
                     full_grab = need_full or refine or bool(shots)
                     try:
                         changed = self._frame_step(
@@ -266,6 +266,11 @@ class CaptureEncodeWorker:
             for enc in self.encoders.values():
                 enc.close()
             self.encoders.clear()
+
+    def _settle_tracker(self) -> SettleTracker:
+        s = self.s
+        return SettleTracker(s.refresh_delay_s, s.width, s.height, passes=s.refine_passes,
+                             done_bytes=max(2048, s.width * s.height // 512))
 
     def _wait(self, timeout: float | None) -> None:
         if self.capture.wait_damage(timeout, self.inbox.wake_r):
@@ -334,6 +339,7 @@ class CaptureEncodeWorker:
         self._last_pts = pts
         region = settle.dirty if refine else None
         any_encoded = False
+        refine_size = 0
         for codec, enc in self.encoders.items():
             keyframe = codec in kf_requests
             if changed is None and not keyframe and not refine:
@@ -350,13 +356,14 @@ class CaptureEncodeWorker:
             st.keyframes += encoded.keyframe
             if refine:
                 st.refine_bytes[codec] += len(encoded.data)
-            if not refine:
-                settle.encoded_lossy(None if encoded.keyframe else changed)
+                refine_size = max(refine_size, len(encoded.data))
+            else:
+                settle.encoded_lossy(None if encoded.keyframe else changed, now)
             with self._in_flight_lock:
                 self._in_flight += 1
             self._schedule(self._on_loop, encoded, time.monotonic())
         if refine and any_encoded:
-            settle.refined()
+            settle.refined(now, refine_size)
             st.refinements += 1
         if any_encoded:
             st.rate.add(now)

@@ -111,41 +111,70 @@ def test_rate_meter_counts_the_window() -> None:
 # -- SettleTracker ------------------------------------------------------------
 
 
-def test_settle_refines_once_after_motion_stops() -> None:
-    settle = SettleTracker(0.15, 1600, 900)
+def test_settle_refines_after_motion_stops_then_goes_quiet() -> None:
+    settle = SettleTracker(0.15, 1600, 900, passes=2, done_bytes=4096)
     assert settle.due_at() is None  # nothing encoded lossy: nothing to refine
     for i in range(10):  # scrolling at 60 Hz
         now = i / 60
         settle.changed(now)
-        settle.encoded_lossy(Rect(0, 100, 1600, 700))
+        settle.encoded_lossy(Rect(0, 100, 1600, 700), now)
         assert not settle.due(now)
     last = 9 / 60
     assert settle.due_at() == pytest.approx(last + 0.15)
     assert not settle.due(last + 0.149)
     assert settle.due(last + 0.15)
-    assert settle.refined() == Rect(0, 100, 1600, 700)
+    # A big first pass (the VBV cap may have held it back): a second one follows.
+    assert settle.refined(last + 0.15, 200_000) == Rect(0, 100, 1600, 700)
+    assert settle.due_at() == pytest.approx(last + 0.30)
+    assert settle.refined(last + 0.30, 50_000) == Rect(0, 100, 1600, 700)
     assert settle.due_at() is None and not settle.due(100.0)  # static: nothing more
+    assert settle.refinements == 2
+
+
+def test_settle_small_pass_ends_the_series() -> None:
+    settle = SettleTracker(0.1, 800, 600, passes=3, done_bytes=4096)
+    settle.changed(0.0)
+    settle.encoded_lossy(Rect(0, 0, 64, 64), 0.0)
+    assert settle.refined(0.1, 3000) == Rect(0, 0, 64, 64)
+    assert settle.due_at() is None
 
 
 def test_settle_timer_restarts_on_every_change() -> None:
     settle = SettleTracker(0.2, 800, 600)
     settle.changed(0.0)
-    settle.encoded_lossy(Rect(0, 0, 10, 10))
+    settle.encoded_lossy(Rect(0, 0, 10, 10), 0.0)
     settle.changed(0.19)
-    settle.encoded_lossy(Rect(100, 100, 10, 10))
+    settle.encoded_lossy(Rect(100, 100, 10, 10), 0.19)
     assert not settle.due(0.25)
     assert settle.due(0.39)
-    assert settle.refined() == Rect(0, 0, 110, 110)  # the union of what was lossy
+    assert settle.refined(0.39, 100) == Rect(0, 0, 110, 110)  # the union of what was lossy
 
 
-def test_settle_lossy_keyframe_dirties_the_whole_picture() -> None:
+def test_settle_motion_between_passes_starts_over() -> None:
+    settle = SettleTracker(0.1, 800, 600, passes=2)
+    settle.changed(0.0)
+    settle.encoded_lossy(Rect(0, 0, 10, 10), 0.0)
+    settle.refined(0.1, 100_000)  # first pass; a second is due at 0.2
+    settle.changed(0.15)
+    settle.encoded_lossy(Rect(50, 50, 10, 10), 0.15)
+    assert settle.due_at() == pytest.approx(0.25)
+    settle.refined(0.25, 100_000)
+    assert settle.dirty is not None  # two passes again after new motion
+    settle.refined(0.35, 100_000)
+    assert settle.dirty is None
+
+
+def test_settle_keyframe_on_a_still_screen_is_refined_after() -> None:
     settle = SettleTracker(0.1, 800, 600)
     settle.changed(1.0)
-    settle.encoded_lossy(None)
-    assert settle.dirty == Rect(0, 0, 800, 600)
     assert settle.settled(1.1) and not settle.settled(1.05)
+    settle.encoded_lossy(None, 5.0)  # a keyframe (a viewer joined, the recorder asked)
+    assert settle.dirty == Rect(0, 0, 800, 600)
+    assert settle.due_at() == pytest.approx(5.1)
 
 
-def test_settle_rejects_a_zero_delay() -> None:
+def test_settle_rejects_nonsense() -> None:
     with pytest.raises(ValueError):
         SettleTracker(0, 10, 10)
+    with pytest.raises(ValueError):
+        SettleTracker(0.1, 10, 10, passes=0)
