@@ -227,8 +227,12 @@ class DockerBackend(SessionBackend):
         paths = session_paths(request.session_dir, request.runtime_dir)
         w, h = request.spec.resolution
         self._remove_container(handle["app"])
-        net: dict[str, Any] = ({"network": handle["net"]} if handle["net"]
-                               else {"network_mode": "none"})
+        # Egress sessions get no IPv6, not even a link-local address that would reach
+        # host services listening on [::] through the session's bridge.
+        net: dict[str, Any] = ({"network": handle["net"],
+                                "sysctls": {"net.ipv6.conf.all.disable_ipv6": "1",
+                                            "net.ipv6.conf.default.disable_ipv6": "1"}}
+                               if handle["net"] else {"network_mode": "none"})
         container = self._client.containers.run(
             command=["app"],
             user=f"{APP_UID}:{APP_UID}",

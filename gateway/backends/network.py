@@ -11,6 +11,12 @@ own iptables chains, hooked into INPUT and FORWARD for ``vrh+`` interfaces:
   (cloud metadata) addresses, is dropped; other outbound traffic is allowed;
   inbound traffic to a session is allowed only for connections it opened.
 
+IPv6: sessions get none. IPv6 is disabled on both ends of the veth (no
+link-local ``fe80::`` address either, which would otherwise reach every host
+service listening on ``[::]``), and ``ip6tables`` chains ``VR6-INPUT`` and
+``VR6-FORWARD`` drop all IPv6 from and to ``vrh+`` links in case something
+re-enables it (defence in depth: the IPv4 rules have no IPv6 twin to allow).
+
 ``network: "none"`` needs none of this: the sandbox gets an empty namespace
 with only loopback.
 """
@@ -42,6 +48,16 @@ _CHAINS: dict[str, list[str]] = {
         "-o vrh+ -j DROP",
     ],
 }
+_CHAIN6_IN = "VR6-INPUT"
+_CHAIN6_FWD = "VR6-FORWARD"
+_CHAINS6: dict[str, list[str]] = {_CHAIN6_IN: ["-j DROP"], _CHAIN6_FWD: ["-j DROP"]}
+_HOOKS6: list[tuple[str, str, list[str]]] = [
+    ("filter", "INPUT", ["-i", "vrh+", "-j", _CHAIN6_IN]),
+    ("filter", "FORWARD", ["-i", "vrh+", "-j", _CHAIN6_FWD]),
+    ("filter", "FORWARD", ["-o", "vrh+", "-j", _CHAIN6_FWD]),
+]
+_IPV6 = Path("/proc/sys/net/ipv6")
+"""Absent when the kernel runs without IPv6 (``ipv6.disable=1``): nothing to do then."""
 _HOOKS: list[tuple[str, str, list[str]]] = [
     ("filter", "INPUT", ["-i", "vrh+", "-j", _CHAIN_IN]),
     ("filter", "FORWARD", ["-i", "vrh+", "-j", _CHAIN_FWD]),
@@ -98,18 +114,9 @@ class EgressManager:
         without its rules.
         """
         await run("sysctl", "-q", "-w", "net.ipv4.ip_forward=1")
-        for chain, rules in _CHAINS.items():
-            await run("iptables", "-w", "-N", chain, check=False)
-            _, current = await run("iptables", "-w", "-S", chain)
-            want = [f"-N {chain}"] + [f"-A {chain} {r}" for r in rules]
-            if [line.strip() for line in current.splitlines()] != want:
-                await run("iptables", "-w", "-F", chain)
-                for rule in rules:
-                    await run("iptables", "-w", "-A", chain, *rule.split())
-        for table, chain, spec in _HOOKS:
-            code, _ = await run("iptables", "-w", "-t", table, "-C", chain, *spec, check=False)
-            if code != 0:
-                await run("iptables", "-w", "-t", table, "-I", chain, "1", *spec)
+        await _ensure_chains("iptables", _CHAINS, _HOOKS)
+        if _IPV6.is_dir():
+            await _ensure_chains("ip6tables", _CHAINS6, _HOOKS6)
 
     async def create(self, egress: Egress) -> None:
         async with self._lock:
@@ -119,7 +126,14 @@ class EgressManager:
         await self.remove(egress)
         await run("ip", "netns", "add", ns)
         await run("ip", "link", "add", egress.host_if, "type", "veth", "peer", "name", peer)
+        if _IPV6.is_dir():  # before the links come up: not even a link-local address
+            await run("sysctl", "-q", "-w", f"net.ipv6.conf.{egress.host_if}.disable_ipv6=1")
+            await run("sysctl", "-q", "-w", f"net.ipv6.conf.{peer}.disable_ipv6=1")
         await run("ip", "link", "set", peer, "netns", ns)
+        if _IPV6.is_dir():  # the move resets the link's settings to the namespace's defaults
+            await run("ip", "netns", "exec", ns, "sysctl", "-q", "-w",
+                      "net.ipv6.conf.default.disable_ipv6=1",
+                      f"net.ipv6.conf.{peer}.disable_ipv6=1")
         await run("ip", "addr", "add", f"{egress.host_ip}/30", "dev", egress.host_if)
         await run("ip", "link", "set", egress.host_if, "up")
         await run("ip", "-n", ns, "link", "set", "lo", "up")
@@ -137,6 +151,23 @@ class EgressManager:
     async def aclose(self) -> None:
         """Nothing to release: the chains stay (inert without ``vrh+`` links) because
         other gateways on this machine, or re-adopted sessions, rely on them."""
+
+
+async def _ensure_chains(binary: str, chains: dict[str, list[str]],
+                         hooks: list[tuple[str, str, list[str]]]) -> None:
+    """Make *binary*'s (iptables, ip6tables) *chains* and *hooks* exactly what they must be."""
+    for chain, rules in chains.items():
+        await run(binary, "-w", "-N", chain, check=False)
+        _, current = await run(binary, "-w", "-S", chain)
+        want = [f"-N {chain}"] + [f"-A {chain} {r}" for r in rules]
+        if [line.strip() for line in current.splitlines()] != want:
+            await run(binary, "-w", "-F", chain)
+            for rule in rules:
+                await run(binary, "-w", "-A", chain, *rule.split())
+    for table, chain, spec in hooks:
+        code, _ = await run(binary, "-w", "-t", table, "-C", chain, *spec, check=False)
+        if code != 0:
+            await run(binary, "-w", "-t", table, "-I", chain, "1", *spec)
 
 
 def list_namespaces() -> list[str]:
