@@ -157,6 +157,7 @@ class CdpProxy:
 
     def describe(self) -> dict[str, Any]:
         return {"connected": self._client is not None, "connections": self.connections,
+                "holding": self._client.holding if self._client is not None else 0,
                 "dropped": dict(self.dropped), "browser_generation": self._link.generation}
 
     # ----------------------------------------------------------- handlers

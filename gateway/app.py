@@ -16,7 +16,7 @@ from gateway.appkeys import AUTH, BACKEND, CONFIG, MANAGER
 from gateway.backends import create_backend
 from gateway.config import GatewayConfig
 from gateway.errors import ProblemError, problem_response
-from gateway.http import api, ops, viewer
+from gateway.http import api, cdp, ops, viewer
 from gateway.media import files, recordings
 from gateway.security.auth import Authenticator
 from gateway.security.hardening import hardening_middleware, setup_hardening
@@ -92,5 +92,6 @@ def create_app(config: GatewayConfig, api_token: str) -> web.Application:
     files.setup_routes(app)
     recordings.setup_routes(app)
     viewer.setup_routes(app)
+    cdp.setup_routes(app)
     ops.setup_routes(app)
     return app
