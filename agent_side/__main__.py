@@ -27,6 +27,9 @@ from .limits import ViewerAdmission, ViewerLimits
 from .media import MediaConfig, VideoSource
 from .peers import PeerManager
 from .recorder import Recorder, RecorderConfig
+from .remote import add_arguments as add_link_arguments
+from .remote import attach as attach_link
+from .remote import listener_from, mirror_from, start_tcp_site
 from .sctpguard import install as install_sctp_guard
 from .server import create_app
 from .vnc import VncBridge, VncServer
@@ -62,6 +65,7 @@ def parse_args(argv: list[str] | None = None) -> AgentConfig:
                         help="the DevTools relay's unix socket (serves GET /cdp)")
     parser.add_argument("--ice-deadline", type=float, default=defaults.ice_deadline_s,
                         help="seconds a WebRTC peer may take to connect before it is closed")
+    add_link_arguments(parser)
     args = parser.parse_args(argv)
     try:
         width, height = (int(v) for v in args.resolution.lower().split("x"))
@@ -81,6 +85,7 @@ def parse_args(argv: list[str] | None = None) -> AgentConfig:
                            session_offers_per_minute=args.session_offers_per_minute,
                            datachannel_max_bytes=args.datachannel_max_bytes,
                            ice_deadline_s=args.ice_deadline),
+                       listen=listener_from(args, parser), mirror=mirror_from(args, parser),
                        cdp_socket=args.cdp_socket)
 
 
@@ -125,12 +130,15 @@ async def serve(config: AgentConfig) -> int:
     cdp = (CdpProxy(BrowserLink(config.cdp_socket, sid), gate, sid)
            if config.cdp_socket is not None else None)
     app = create_app(source, gate, peers, streams=streams, vnc=vnc, cdp=cdp)
+    attach_link(app, config.listen, config.mirror)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     config.socket.unlink(missing_ok=True)
     site = web.UnixSite(runner, str(config.socket))
     await site.start()
     os.chmod(config.socket, 0o600)
+    if config.listen is not None:
+        await start_tcp_site(runner, config.listen)
     logger.info("session %s: runtime agent serving on %s (%dx%d)", sid, config.socket,
                 config.width, config.height)
 

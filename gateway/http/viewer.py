@@ -116,14 +116,14 @@ async def _proxy(request: web.Request, agent_path: str, protocols: tuple[str, ..
                            headers={"Upgrade": "websocket"})
     agent = manager.agent(session)
     sid = session.session_id
-    http = aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=str(agent.socket_path)),
-                                 timeout=aiohttp.ClientTimeout(total=None, connect=5))
+    http = agent.open_http(connect_timeout=5)
     try:
         try:
             upstream = await http.ws_connect(
-                "http://agent" + agent_path, protocols=protocols, autoping=True, heartbeat=None,
+                agent.url(agent_path), protocols=protocols, autoping=True, heartbeat=None,
                 compress=0, max_msg_size=0, autoclose=True,
                 headers={agent_api.TOKEN_KIND_HEADER: who.kind, agent_api.TOKEN_ID_HEADER: who.token_id},
+                **agent.request_options,
             )
         except aiohttp.WSServerHandshakeError as e:
             if e.status == 429 or (e.status == 503 and e.headers and "Retry-After" in e.headers):

@@ -1,6 +1,11 @@
-"""The gateway's link to one session's runtime agent: HTTP over its unix socket.
+"""The gateway's link to one session's runtime agent.
 
-The routes and headers are the shared contract in :mod:`wire.agent_api`.
+HTTP over the agent's unix socket when it runs on this machine, or over TCP
+with TLS and the session's secret when it runs on another node
+(:class:`~gateway.backends.remote.AgentEndpoint`, :mod:`wire.remote`). The
+routes and headers are the shared contract in :mod:`wire.agent_api`; every
+caller (requests, WebSocket proxies) goes through :meth:`AgentClient.open_http`
+and :meth:`AgentClient.url`, so both links carry the same traffic.
 """
 
 from __future__ import annotations
@@ -12,8 +17,9 @@ from typing import Any
 
 import aiohttp
 
+from gateway.backends.remote import AgentEndpoint, client_ssl_context
 from gateway.errors import GatewayError
-from wire import agent_api
+from wire import agent_api, remote
 
 logger = logging.getLogger(__name__)
 
@@ -38,19 +44,42 @@ class AgentReply:
 
 
 class AgentClient:
-    """One keep-alive connection pool to a runtime agent's unix socket."""
+    """One keep-alive connection pool to a runtime agent (unix socket or TCP+TLS)."""
 
-    def __init__(self, socket_path: Path, session_id: str) -> None:
-        self.socket_path = socket_path
+    def __init__(self, endpoint: AgentEndpoint | Path, session_id: str) -> None:
+        self.endpoint = (endpoint if isinstance(endpoint, AgentEndpoint)
+                         else AgentEndpoint(socket=endpoint))
+        self.socket_path = self.endpoint.socket
+        """The unix socket (None over TCP); prefer :meth:`open_http`."""
+        self._ssl = client_ssl_context(self.endpoint.cert_pem) if self.endpoint.cert_pem else None
         self._session_id = session_id
         self._http: aiohttp.ClientSession | None = None
 
+    def url(self, path: str) -> str:
+        return self.endpoint.base_url + path
+
+    @property
+    def request_options(self) -> dict[str, Any]:
+        """Keyword arguments for ``request``/``ws_connect`` on :meth:`open_http`'s session
+        (the pinned certificate's name)."""
+        return {"server_hostname": remote.TLS_SERVER_NAME} if self._ssl is not None else {}
+
+    def open_http(self, connect_timeout: float = 3.0) -> aiohttp.ClientSession:
+        """A new client session on this link (the caller closes it); requests on it
+        carry the session's secret."""
+        connector: aiohttp.BaseConnector
+        if self.endpoint.socket is not None:
+            connector = aiohttp.UnixConnector(path=str(self.endpoint.socket))
+        else:
+            connector = aiohttp.TCPConnector(ssl=self._ssl if self._ssl is not None else False)
+        return aiohttp.ClientSession(
+            connector=connector, headers=self.endpoint.headers,
+            timeout=aiohttp.ClientTimeout(total=None, connect=connect_timeout),
+        )
+
     def _session(self) -> aiohttp.ClientSession:
         if self._http is None or self._http.closed:
-            self._http = aiohttp.ClientSession(
-                connector=aiohttp.UnixConnector(path=str(self.socket_path)),
-                timeout=aiohttp.ClientTimeout(total=None, connect=3),
-            )
+            self._http = self.open_http()
         return self._http
 
     async def request(
@@ -65,8 +94,8 @@ class AgentClient:
     ) -> AgentReply:
         try:
             async with self._session().request(
-                method, "http://agent" + path, json=json_body, data=data, headers=headers,
-                timeout=aiohttp.ClientTimeout(total=timeout),
+                method, self.url(path), json=json_body, data=data, headers=headers,
+                timeout=aiohttp.ClientTimeout(total=timeout), **self.request_options,
             ) as resp:
                 body = await resp.read()
                 return AgentReply(resp.status, dict(resp.headers), body)

@@ -177,6 +177,10 @@ class SessionManager:
                 f"{len(live)} of {self._config.max_sessions} sessions are in use; "
                 "stop one or retry later"
             )
+        room = await self._backend.capacity()
+        if room is not None and room < 1:
+            raise CapacityProblem(f"the {self._backend.name} backend has no room for another "
+                                  "session now (see `doctor`); stop one or retry later")
         sid = new_session_id()
         slot = self._slots.acquire(sid)
         tokens = {"view": new_token(), "control": new_token()}
@@ -504,7 +508,7 @@ class SessionManager:
     def _client(self, session: Session) -> AgentClient:
         client = self._agents.get(session.session_id)
         if client is None:
-            client = AgentClient(self._backend.agent_socket(session.pod), session.session_id)
+            client = AgentClient(self._backend.agent_endpoint(session.pod), session.session_id)
             self._agents[session.session_id] = client
         return client
 
