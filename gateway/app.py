@@ -19,6 +19,7 @@ from gateway.errors import ProblemError, problem_response
 from gateway.http import api, cdp, ops, viewer
 from gateway.media import files, recordings
 from gateway.security.auth import Authenticator
+from gateway.security.cors import cors_middleware, setup_cors
 from gateway.security.hardening import hardening_middleware, setup_hardening
 from gateway.sessions.events import EventHub
 from gateway.sessions.manager import SessionManager
@@ -58,10 +59,11 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
 
 
 def create_app(config: GatewayConfig, api_token: str) -> web.Application:
-    app = web.Application(middlewares=[problem_middleware, hardening_middleware],
+    app = web.Application(middlewares=[problem_middleware, hardening_middleware, cors_middleware],
                           client_max_size=1024 * 1024)
     app[CONFIG] = config
     setup_hardening(app, config)
+    setup_cors(app)
     app[AUTH] = Authenticator(api_token)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:

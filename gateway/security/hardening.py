@@ -35,6 +35,7 @@ from aiohttp import hdrs, web
 from gateway.appkeys import AUTH, CONFIG
 from gateway.config import WEB_DIR, GatewayConfig
 from gateway.errors import ProblemError, forbidden, not_found
+from gateway.security.cors import frame_ancestors
 from gateway.security.csp import viewer_policy
 from gateway.security.host import allowed_host_names, host_allowed
 from gateway.security.origin import origin_allowed
@@ -180,12 +181,13 @@ async def _security_headers(request: web.Request, response: web.StreamResponse) 
         return
     config = request.app[CONFIG]
     headers.setdefault("Referrer-Policy", "no-referrer")
-    if config.frame_ancestors.strip() == "'none'":
+    ancestors = frame_ancestors(config)
+    if ancestors.strip() == "'none'":
         headers.setdefault("X-Frame-Options", "DENY")
     if hdrs.CONTENT_SECURITY_POLICY not in headers:
         page = _PAGES.get(_canonical(request) or "")
         headers[hdrs.CONTENT_SECURITY_POLICY] = viewer_policy(
-            config.frame_ancestors, WEB_DIR / page if page else None)
+            ancestors, WEB_DIR / page if page else None)
 
 
 _TOKEN_IN_URL = re.compile(r"([?&;]token=)[^&\s\"]*")
