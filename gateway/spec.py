@@ -22,7 +22,15 @@ class SessionSpec:
     enable_file_transfer: bool = True
     network: str = "egress"
     start_url: str | None = None
+    agent_resolution: tuple[int, int] | None = None
+    """Size of the picture the agent sees and points in (``None``: the resolution)."""
 
     @property
     def resolution_str(self) -> str:
         return f"{self.resolution[0]}x{self.resolution[1]}"
+
+    @property
+    def agent_resolution_str(self) -> str | None:
+        if self.agent_resolution is None:
+            return None
+        return f"{self.agent_resolution[0]}x{self.agent_resolution[1]}"

@@ -22,8 +22,12 @@ _CREATE_FIELDS = frozenset(
         "enable_file_transfer",
         "network",
         "start_url",
+        "agent_resolution",
     }
 )
+_AGENT_RESOLUTION = re.compile(r"^([0-9]{2,4})x([0-9]{2,4})$")
+MIN_AGENT_SIDE = 64
+"""Smallest agent picture side: below it no interface is legible."""
 
 
 async def read_json_object(request: web.Request, *, allow_empty: bool = False) -> dict[str, Any]:
@@ -113,6 +117,7 @@ def parse_create_session(body: dict[str, Any]) -> SessionSpec:
     if network not in ("none", "egress"):
         errors.append(FieldError("network", f"must be 'none' or 'egress', got {network!r}"))
     start_url = parse_start_url(body.get("start_url"), errors)
+    agent_resolution = parse_agent_resolution(body.get("agent_resolution"), resolution, errors)
     if errors:
         raise ValidationProblem(errors)
     return SessionSpec(
@@ -123,7 +128,29 @@ def parse_create_session(body: dict[str, Any]) -> SessionSpec:
         enable_file_transfer=files,
         network=str(network),
         start_url=start_url,
+        agent_resolution=agent_resolution,
     )
+
+
+def parse_agent_resolution(value: object, resolution: tuple[int, int],
+                           errors: list[FieldError]) -> tuple[int, int] | None:
+    """``"1280x720"`` or null; each side between 64 and the session's (never larger)."""
+    if value is None:
+        return None
+    match = _AGENT_RESOLUTION.match(value) if isinstance(value, str) else None
+    if match is None:
+        errors.append(FieldError("agent_resolution",
+                                 f"must be null or a string like '1280x720', got {value!r:.60}"))
+        return None
+    width, height = int(match.group(1)), int(match.group(2))
+    if not (MIN_AGENT_SIDE <= width <= resolution[0] and MIN_AGENT_SIDE <= height <= resolution[1]):
+        errors.append(FieldError(
+            "agent_resolution", f"{value} must be at least {MIN_AGENT_SIDE}x{MIN_AGENT_SIDE} and "
+                                f"at most the resolution {resolution[0]}x{resolution[1]}"))
+        return None
+    if (width, height) == resolution:
+        return None
+    return width, height
 
 
 def parse_control_request(body: dict[str, Any]) -> str:

@@ -93,7 +93,7 @@ def test_openai_batches_keep_order_and_index() -> None:
     assert steps[0].action["text"] == "SHIFT" and steps[2].action["text"] == "CTRL"
     assert {s.action["scroll_direction"] for s in steps[:2]} == {"up", "right"}
     batch = openai.translate(calls("computer")["batch"], SCREEN)
-    assert batch[1].action == {"action": "type", "text": "echo f_ga_XX"}
+    assert batch[1].action == {"action": "type", "text": "echo f_gaXX"}
     assert [s.prefix for s in batch][:2] == ["actions[0].", "actions[1]."]
 
 
