@@ -17,6 +17,8 @@ from gateway.backends import create_backend
 from gateway.config import GatewayConfig
 from gateway.errors import ProblemError, problem_response
 from gateway.http import api, cdp, ops, viewer
+from gateway.http.actions import setup_routes as setup_action_routes
+from gateway.mcp import setup_mcp
 from gateway.media import files, recordings
 from gateway.security.auth import Authenticator
 from gateway.security.cors import cors_middleware, setup_cors
@@ -96,4 +98,6 @@ def create_app(config: GatewayConfig, api_token: str) -> web.Application:
     viewer.setup_routes(app)
     cdp.setup_routes(app)
     ops.setup_routes(app)
+    setup_action_routes(app)
+    setup_mcp(app, api_token)
     return app

@@ -139,6 +139,7 @@ class Session:
             "stop_reason": self.stop_reason.value if self.stop_reason else None,
             "backend": self.backend,
             "resolution": self.spec.resolution_str,
+            "agent_resolution": self.spec.agent_resolution_str,
             "timeout_minutes": self.spec.timeout_minutes,
             "idle_timeout_minutes": self.spec.idle_timeout_minutes,
             "enable_recording": self.spec.enable_recording,

@@ -41,6 +41,7 @@ def _encode(session: Session) -> str:
             "enable_file_transfer": spec.enable_file_transfer,
             "network": spec.network,
             "start_url": spec.start_url,
+            "agent_resolution": list(spec.agent_resolution) if spec.agent_resolution else None,
         },
         "backend": session.backend,
         "created_at": session.created_at.isoformat(),
@@ -74,6 +75,8 @@ def _decode(session_id: str, raw: str) -> Session:
         enable_file_transfer=s["enable_file_transfer"],
         network=s["network"],
         start_url=s["start_url"],
+        agent_resolution=((int(s["agent_resolution"][0]), int(s["agent_resolution"][1]))
+                          if s.get("agent_resolution") else None),
     )
     created = _dt(r["created_at"])
     assert created is not None
