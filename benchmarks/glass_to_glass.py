@@ -71,6 +71,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urljoin
 
 import aiohttp
 import av
@@ -710,7 +711,7 @@ async def main_async(samples: int, static_s: float, width: int = WIDTH, height: 
         await late.close()
         assert bench.http is not None
         for loc in (location, late_location):
-            async with bench.http.delete(bench.base + loc):
+            async with bench.http.delete(urljoin(bench.base, loc)):
                 pass
         await receiver.close()
 

@@ -15,6 +15,7 @@ import re
 import socket
 import time
 from typing import Any
+from urllib.parse import urljoin
 
 import aiohttp
 import av
@@ -185,7 +186,7 @@ class Viewer:
     async def delete(self) -> int | None:
         if self.location is None:
             return None
-        async with self.http.delete(self.base_url + self.location,
+        async with self.http.delete(urljoin(self.base_url, self.location),
                                     headers={"Authorization": f"Bearer {self.token}"},
                                     timeout=aiohttp.ClientTimeout(total=30)) as resp:
             await resp.read()

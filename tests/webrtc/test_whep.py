@@ -92,7 +92,8 @@ async def test_h264_viewer_through_whep(light_gateway: Gateway) -> None:
     try:
         await viewer.connect()
         assert viewer.location is not None
-        assert re.fullmatch(rf"/api/visual-sessions/{sid}/whep/[A-Za-z0-9_-]+", viewer.location)
+        assert re.fullmatch(rf"{re.escape(gw.base_url)}/api/visual-sessions/{sid}/whep/[A-Za-z0-9_-]+",
+                            viewer.location)
         assert "a=candidate:" in viewer.answer_sdp
         assert re.search(r"a=rtpmap:\d+ H264/90000", viewer.answer_sdp)
         assert "packetization-mode=1" in viewer.answer_sdp
@@ -232,18 +233,19 @@ async def test_bad_offers_are_problems(light_gateway: Gateway) -> None:
             assert resp.content_type == "application/problem+json", resp.content_type
             return resp.status, await resp.json()
 
+    # an offer the agent cannot answer is 422 (400 misleads WHEP players into sending none)
     status, problem = await post("hello, not SDP", "application/sdp")
-    assert status == 400 and problem["status"] == 400, problem
+    assert status == 422 and problem["status"] == 422, problem
     status, problem = await post("", "application/sdp")
     assert status == 400, problem
     status, problem = await post(AUDIO_ONLY_OFFER, "application/sdp")
-    assert status == 400 and "video" in problem["detail"], problem
+    assert status == 422 and "video" in problem["detail"], problem
     status, problem = await post("v=0\r\n", "application/json")
     assert status == 415 and problem["status"] == 415, problem
     sendonly = AUDIO_ONLY_OFFER.replace("m=audio 9 UDP/TLS/RTP/SAVPF 111", "m=video 9 UDP/TLS/RTP/SAVPF 96") \
         .replace("a=rtpmap:111 opus/48000/2", "a=rtpmap:96 VP8/90000").replace("a=recvonly", "a=sendonly")
     status, problem = await post(sendonly, "application/sdp")
-    assert status == 400 and "recvonly" in problem["detail"], problem
+    assert status == 422 and "recvonly" in problem["detail"], problem
     async with gw.http.post(url, data=b"v=0", headers={"Content-Type": "application/sdp"}) as resp:
         assert resp.status == 401
         assert resp.content_type == "application/problem+json"

@@ -147,7 +147,7 @@ class WhepViewer:
 
     async def delete(self) -> int:
         assert self.location is not None
-        async with self.gw.http.delete(self.gw.url(self.location),
+        async with self.gw.http.delete(self.location,
                                        headers={"Authorization": f"Bearer {self.token}"}) as resp:
             return resp.status
 
