@@ -14,7 +14,6 @@ from gateway.errors import (
     ProblemError,
     ValidationProblem,
     bad_request,
-    conflict,
     forbidden,
     not_found,
     unsupported_media_type,
@@ -23,10 +22,8 @@ from gateway.http.schemas import parse_control_request, parse_create_session, re
 from gateway.http.viewer_limits import is_viewer_limit, viewer_limit_problem
 from gateway.sessions.agent_link import AgentUnavailable
 from gateway.sessions.events import read_ndjson
-from gateway.sessions.session import Controller, Session, SessionStatus, rfc3339
+from gateway.sessions.session import Session, SessionStatus, rfc3339
 from wire import agent_api
-from wire.actions import validate_action
-from wire.errors import ActionError
 
 logger = logging.getLogger(__name__)
 
@@ -137,67 +134,6 @@ async def post_control(request: web.Request) -> web.Response:
     except AgentUnavailable as e:
         raise _unavailable(session, e) from e
     return web.json_response(_control_body(session))
-
-
-async def post_action(request: web.Request) -> web.Response:
-    request.app[AUTH].api(request)
-    manager = request.app[MANAGER]
-    session = _session(request)
-    body = await read_json_object(request)
-    width, height = session.spec.resolution
-    try:
-        validate_action(body, width, height)
-    except ActionError as e:
-        raise ValidationProblem([FieldError(e.field, e.message)]) from e
-    agent = manager.agent(session)
-    if session.controller is Controller.HUMAN:
-        raise _human_in_control(session)
-    manager.note_action(session)
-    timeout = 15.0 + float(body.get("duration", 0) or 0) + len(str(body.get("text", ""))) * 0.05
-    try:
-        reply = await agent.request("POST", agent_api.ACTIONS, json_body=body, timeout=timeout)
-    except AgentUnavailable as e:
-        raise _unavailable(session, e) from e
-    data = reply.json()
-    if reply.status == 409:
-        raise _human_in_control(session)
-    if reply.status == 422:
-        raise ValidationProblem([FieldError(str(data.get("field", "action")),
-                                            str(data.get("detail", "invalid")))])
-    if reply.status != 200:
-        raise ProblemError(500, "action-failed", "Action failed",
-                           str(data.get("detail", "the action could not be carried out")))
-    manager.events.emit(session.session_id, "action", action=body.get("action"),
-                        **{k: v for k, v in body.items() if k in ("coordinate", "start_coordinate",
-                                                                 "scroll_direction", "scroll_amount",
-                                                                 "duration")})
-    return web.json_response(data)
-
-
-def _human_in_control(session: Session) -> ProblemError:
-    return conflict("human-in-control",
-                    f"a human holds control of session {session.session_id} since "
-                    f"{rfc3339(session.controller_since)}; wait for a 'control' event",
-                    "Human in control")
-
-
-async def get_screenshot(request: web.Request) -> web.Response:
-    session = _session(request)
-    request.app[AUTH].session(request, session)
-    agent = request.app[MANAGER].agent(session)
-    try:
-        reply = await agent.request("GET", agent_api.SCREENSHOT)
-    except AgentUnavailable as e:
-        raise _unavailable(session, e) from e
-    if reply.status != 200 or not reply.body.startswith(PNG_SIGNATURE):
-        # e.g. the X server died under the agent: never pass its error page off as a PNG.
-        logger.warning("session %s: screenshot failed (agent status %s)", session.session_id,
-                       reply.status)
-        raise ProblemError(502, "screenshot-failed", "Screenshot failed",
-                           "the session's runtime agent could not take a screenshot; try again",
-                           headers={"Retry-After": "1"})
-    return web.Response(body=reply.body, content_type="image/png",
-                        headers={"Cache-Control": "no-store"})
 
 
 async def whep_offer(request: web.Request) -> web.Response:
@@ -345,8 +281,6 @@ def setup_routes(app: web.Application) -> None:
     r.add_post(base + "/{session_id}/tokens", issue_token)
     r.add_get(base + "/{session_id}/control", get_control)
     r.add_post(base + "/{session_id}/control", post_control)
-    r.add_post(base + "/{session_id}/actions", post_action)
-    r.add_get(base + "/{session_id}/screenshot", get_screenshot)
     r.add_post(base + "/{session_id}/whep", whep_offer)
     r.add_delete(base + "/{session_id}/whep/{peer_id}", whep_delete)
     r.add_patch(base + "/{session_id}/whep/{peer_id}", whep_patch)
