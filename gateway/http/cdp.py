@@ -33,7 +33,7 @@ from gateway.appkeys import AUTH, MANAGER
 from gateway.errors import ProblemError, forbidden
 from gateway.http.viewer import SOCKETS, pump
 from gateway.security.auth import Principal
-from gateway.sessions.agent_link import AgentUnavailable
+from gateway.sessions.agent_link import AgentClient, AgentUnavailable
 from gateway.sessions.session import Session
 from wire import agent_api
 
@@ -123,13 +123,12 @@ async def cdp_socket(request: web.Request) -> web.StreamResponse:
     sid = session.session_id
     conn = secrets.token_hex(6)
     query = {k: v for k, v in request.query.items() if k in ("on_human", "hold_timeout")}
-    http = aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=str(agent.socket_path)),
-                                 timeout=aiohttp.ClientTimeout(total=None, connect=5))
+    http = agent.open_http(connect_timeout=5)
     try:
         try:
             upstream = await http.ws_connect(
-                "http://agent" + agent_api.CDP, params=query, autoping=True, heartbeat=None,
-                compress=0, max_msg_size=0, autoclose=True,
+                agent.url(agent_api.CDP), params=query, autoping=True, heartbeat=None,
+                compress=0, max_msg_size=0, autoclose=True, **agent.request_options,
                 headers={**_headers(who), agent_api.CDP_CONNECTION_HEADER: conn})
         except aiohttp.WSServerHandshakeError as e:
             logger.info("session %s: CDP connection refused by the agent (%d)", sid, e.status)
@@ -153,7 +152,7 @@ async def cdp_socket(request: web.Request) -> web.StreamResponse:
             sockets.discard(ws)
             closing = request.app[CLOSING].tasks
             task = asyncio.get_running_loop().create_task(
-                _finish(request.app, sid, conn, upstream, agent.socket_path))
+                _finish(request.app, sid, conn, upstream, agent))
             closing.add(task)
             task.add_done_callback(closing.discard)
             if upstream.close_code == WSCloseCode.SERVICE_RESTART:
@@ -167,10 +166,10 @@ async def cdp_socket(request: web.Request) -> web.StreamResponse:
 
 
 async def _finish(app: web.Application, sid: str, conn: str,
-                  upstream: aiohttp.ClientWebSocketResponse, socket_path: Any) -> None:
+                  upstream: aiohttp.ClientWebSocketResponse, agent: AgentClient) -> None:
     """Close the agent side, then file the connection's summary as an event."""
     await upstream.close()
-    summary = await _summary(socket_path, conn)
+    summary = await _summary(agent, conn)
     if MANAGER in app:
         app[MANAGER].events.emit(sid, "cdp", status="closed", connection=conn, **summary)
     logger.info("session %s: CDP connection %s closed: %s", sid, conn, summary)
@@ -185,13 +184,12 @@ def _refusal_detail(status: int) -> str:
     }.get(status, f"the runtime agent refused the connection (status {status})")
 
 
-async def _summary(socket_path: Any, conn: str) -> dict[str, Any]:
+async def _summary(agent: AgentClient, conn: str) -> dict[str, Any]:
     """The agent's summary of a finished connection (empty if it cannot say)."""
     try:
-        async with aiohttp.ClientSession(
-                connector=aiohttp.UnixConnector(path=str(socket_path)),
-                timeout=aiohttp.ClientTimeout(total=20)) as http, http.get(
-                f"http://agent{agent_api.CDP_SUMMARY}/{conn}") as resp:
+        async with agent.open_http() as http, http.get(
+                agent.url(f"{agent_api.CDP_SUMMARY}/{conn}"), timeout=aiohttp.ClientTimeout(total=20),
+                **agent.request_options) as resp:
             if resp.status == 200:
                 data = await resp.json()
                 if isinstance(data, dict):
