@@ -28,7 +28,7 @@ from aiohttp import web
 from gateway.appkeys import AUTH, MANAGER
 from gateway.errors import FieldError, ProblemError, ValidationProblem, conflict
 from gateway.http.schemas import read_json_object
-from gateway.media.imaging import ImagingError, crop_and_fit, resize_png
+from gateway.media.imaging import ImagingError, crop_and_resize, fit_within, resize_png
 from gateway.sessions.agent_link import AgentUnavailable
 from gateway.sessions.manager import SessionManager
 from gateway.sessions.session import Controller, Session, rfc3339
@@ -103,7 +103,7 @@ class _Run:
         results = []
         for i, (step, action) in enumerate(zip(self.steps, self.screen, strict=True)):
             try:
-                results.append(await self._one(action))
+                results.append(await self._one(step, action))
             except ProblemError as e:
                 if len(self.steps) > 1 or self.dialect == "openai":
                     done = len({s.index for s in self.steps[:i]} - {step.index})
@@ -111,7 +111,7 @@ class _Run:
                 raise
         return results
 
-    async def _one(self, action: dict[str, Any]) -> dict[str, Any]:
+    async def _one(self, step: Step, action: dict[str, Any]) -> dict[str, Any]:
         session, manager = self.session, self.manager
         manager.agent(session)  # 409 unless the session runs
         if session.controller is Controller.HUMAN:
@@ -119,7 +119,8 @@ class _Run:
         manager.note_action(session)
         name = action["action"]
         if name in ("screenshot", "zoom"):
-            png = await screenshot(manager, session, region=action.get("region"))
+            png = await screenshot(manager, session, region=action.get("region"),
+                                   zoom_size=self._zoom_size(step))
             result: dict[str, Any] = {"ok": True,
                                       "base64_image": base64.b64encode(png).decode("ascii")}
         else:
@@ -133,6 +134,13 @@ class _Run:
         manager.events.emit(session.session_id, "action", action=name,
                             **{k: v for k, v in action.items() if k in _EVENT_FIELDS})
         return result
+
+    def _zoom_size(self, step: Step) -> tuple[int, int] | None:
+        """A zoom fills the agent's picture with the region as the agent saw it."""
+        if step.action["action"] != "zoom":
+            return None
+        x0, y0, x1, y1 = step.action["region"]
+        return fit_within(x1 - x0, y1 - y0, self.scale.agent_width, self.scale.agent_height)
 
     async def _agent_action(self, action: dict[str, Any]) -> dict[str, Any]:
         session = self.session
@@ -158,11 +166,14 @@ class _Run:
 
 
 async def screenshot(manager: SessionManager, session: Session, *, full: bool = False,
-                     region: list[int] | None = None) -> bytes:
+                     region: list[int] | None = None,
+                     zoom_size: tuple[int, int] | None = None) -> bytes:
     """PNG of the screen at the agent's size (``full``: the screen's), or a zoomed region.
 
-    ``region`` is a screen box (already mapped): its pixels enlarged to fill the
-    agent's picture, keeping their aspect.
+    ``region`` is a screen box (already mapped), scaled to ``zoom_size``: the
+    agent's region enlarged, keeping the aspect it has in the agent's picture,
+    to fill the agent's picture (``zoom`` of computer_20251124: "scaled up to
+    fill the image budget").
     """
     agent = manager.agent(session)
     try:
@@ -178,10 +189,10 @@ async def screenshot(manager: SessionManager, session: Session, *, full: bool = 
                            headers={"Retry-After": "1"})
     scale = scale_of(session)
     try:
-        if region is not None:
+        if region is not None and zoom_size is not None:
             x0, y0, x1, y1 = region
-            return await asyncio.to_thread(crop_and_fit, reply.body, (x0, y0, x1, y1),
-                                           scale.agent_width, scale.agent_height)
+            return await asyncio.to_thread(crop_and_resize, reply.body, (x0, y0, x1, y1),
+                                           *zoom_size)
         if full or scale.is_identity:
             return reply.body
         return await asyncio.to_thread(resize_png, reply.body, scale.agent_width,

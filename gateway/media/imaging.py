@@ -18,7 +18,7 @@ import av
 import numpy as np
 from av.video.reformatter import Interpolation
 
-__all__ = ["ImagingError", "crop_and_fit", "fit_within", "png_size", "resize_png"]
+__all__ = ["ImagingError", "crop_and_resize", "fit_within", "png_size", "resize_png"]
 
 PNG_SIGNATURE: Final = b"\x89PNG\r\n\x1a\n"
 
@@ -84,14 +84,11 @@ def resize_png(png: bytes, width: int, height: int) -> bytes:
     return _encode(_resize(_decode(png), width, height))
 
 
-def crop_and_fit(png: bytes, box: tuple[int, int, int, int], max_width: int,
-                 max_height: int) -> bytes:
-    """The half-open ``box`` (x0, y0, x1, y1) of the PNG, scaled to fill the budget."""
+def crop_and_resize(png: bytes, box: tuple[int, int, int, int], width: int, height: int) -> bytes:
+    """The half-open ``box`` (x0, y0, x1, y1) of the PNG, scaled to ``width`` x ``height``."""
     rgb = _decode(png)
     x0, y0, x1, y1 = box
-    height, width = rgb.shape[:2]
-    if not (0 <= x0 < x1 <= width and 0 <= y0 < y1 <= height):
-        raise ImagingError(f"box {box} is outside the {width}x{height} picture")
-    crop = rgb[y0:y1, x0:x1]
-    out_w, out_h = fit_within(x1 - x0, y1 - y0, max_width, max_height)
-    return _encode(_resize(crop, out_w, out_h))
+    src_h, src_w = rgb.shape[:2]
+    if not (0 <= x0 < x1 <= src_w and 0 <= y0 < y1 <= src_h):
+        raise ImagingError(f"box {box} is outside the {src_w}x{src_h} picture")
+    return _encode(_resize(rgb[y0:y1, x0:x1], width, height))
