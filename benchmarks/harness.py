@@ -20,6 +20,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -35,9 +36,11 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from benchmarks.suite import Result, machine  # noqa: E402
+from gateway.backends.xauth import read_cookie  # noqa: E402
 
 __all__ = ["ServedGateway", "TOKEN", "census", "cpu_map", "cpu_pct", "descendants",
-           "find_agent_pid", "link_display", "load_note", "memory_mib", "pod_pids", "print_result",
+           "authorize_display", "find_agent_pid", "link_display", "load_note", "memory_mib",
+           "pod_pids", "print_result",
            "proc_name", "wait_for", "write_result"]
 
 TOKEN = "cost-benchmark-token-0123456789"
@@ -175,8 +178,29 @@ def link_display(x_socket: Path) -> tuple[str, list[Path]]:
         os.close(fd)
         sock.parent.mkdir(exist_ok=True)
         sock.symlink_to(x_socket)
+        authorize_display(n, x_socket)
         return f":{n}", [sock, lock]
     raise RuntimeError("no free display number for a pod display link")
+
+
+def authorize_display(number: int, x_socket: Path) -> None:
+    """Add the pod's X cookie (``<runtime>/<sid>/Xauthority``, beside the socket's
+    folder) for display ``:<number>`` to this process's ``XAUTHORITY`` file, for
+    libX11 clients (FamilyWild) and python-xlib (FamilyLocal, this host name)."""
+    cookie = read_cookie(x_socket.parent.parent / "Xauthority")
+    path = Path(f"/tmp/vr-bench-{os.getpid()}.xauth")
+
+    def field(data: bytes) -> bytes:
+        return len(data).to_bytes(2, "big") + data
+
+    entries = b"".join(
+        family.to_bytes(2, "big") + field(address) + field(str(number).encode())
+        + field(b"MIT-MAGIC-COOKIE-1") + field(cookie)
+        for family, address in ((0xFFFF, b""), (256, socket.gethostname().encode())))
+    with open(path, "ab") as f:
+        os.fchmod(f.fileno(), 0o600)
+        f.write(entries)
+    os.environ["XAUTHORITY"] = str(path)
 
 
 def find_agent_pid(sid: str) -> int:

@@ -91,7 +91,7 @@ from Xlib import display as xdisplay
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.harness import find_agent_pid  # noqa: E402
+from benchmarks.harness import authorize_display, find_agent_pid  # noqa: E402
 from gateway.app import create_app  # noqa: E402
 from gateway.config import GatewayConfig  # noqa: E402
 
@@ -353,6 +353,7 @@ class Stimulus:
             number += 1
         self.link = self.link_dir / f"X{number}"
         self.link.symlink_to(socket_path)
+        authorize_display(number, socket_path)
         self.d = xdisplay.Display(f":{number}")
         screen = self.d.screen()
         self.screen = screen

@@ -13,7 +13,9 @@ session.screen0.workspaces: 1
 FLUX
 echo "background: none" > "$HOME/.fluxbox/overlay"
 
-Xvfb :0 -screen 0 "${VR_RESOLUTION}x24" -nolisten tcp -noreset -dpi 96 \
+# -auth: only clients with the pod's cookie (gateway/backends/xauth.py) open the display.
+Xvfb :0 ${XAUTHORITY:+-auth "$XAUTHORITY"} -screen 0 "${VR_RESOLUTION}x24" -nolisten tcp \
+  -noreset -dpi 96 \
   +extension DAMAGE +extension MIT-SHM +extension XTEST &
 XVFB=$!
 i=0

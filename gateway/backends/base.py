@@ -21,6 +21,7 @@ from wire.agent_api import viewer_limit_flag
 
 from ..config import GatewayConfig
 from ..errors import BackendError
+from .xauth import secure_x11_dir, write_xauthority
 from .remote import AgentEndpoint
 
 logger = logging.getLogger(__name__)
@@ -135,15 +136,16 @@ def prepare_session_dirs(request: PodRequest, uid_app: int, uid_agent: int) -> d
 
     The runtime agent alone owns its run folder (its unix socket) and the
     recording folder (written outside the app sandbox); the session user owns
-    the shared folder; the X socket folder is sticky and world-writable like
-    /tmp/.X11-unix.
+    the shared folder; the X socket folder and the X cookie are the pod's two
+    uids' only (:mod:`.xauth`).
     """
     paths = session_paths(request.session_dir, request.runtime_dir)
     for key in ("run", "x11", "home", "files", "logs"):
         paths[key].mkdir(parents=True, exist_ok=True)
     request.session_dir.chmod(0o755)
     request.runtime_dir.chmod(0o755)
-    paths["x11"].chmod(0o1777)
+    secure_x11_dir(paths["x11"], uid_app, uid_agent)
+    write_xauthority(paths["xauth"], uid_app, uid_agent)
     os.chown(paths["run"], uid_agent, uid_agent)
     paths["run"].chmod(0o700)
     os.chown(paths["files"], uid_app, uid_app)
@@ -160,6 +162,7 @@ def session_paths(session_dir: Path, runtime_dir: Path) -> dict[str, Path]:
     return {
         "run": runtime_dir / "run",
         "x11": runtime_dir / "x11",
+        "xauth": runtime_dir / "Xauthority",
         "home": session_dir / "home",
         "files": session_dir / "home" / "Downloads",
         "logs": session_dir / "logs",

@@ -77,6 +77,7 @@ from .cgroup import limit_events_of
 from .devtools import POD_DIR, POD_SOCKET, host_cdp_dir, prepare_cdp_dir
 from .local import AGENT_RECORDING, LocalBackend, _chromium_flags, _describe_status
 from .network import run
+from .xauth import XAUTHORITY_IN_POD
 
 logger = logging.getLogger(__name__)
 
@@ -251,6 +252,7 @@ class DockerBackend(SessionBackend):
             hostname="visual-runtime",
             mounts=[
                 Mount("/tmp/.X11-unix", str(paths["x11"]), type="bind"),
+                Mount(XAUTHORITY_IN_POD, str(paths["xauth"]), type="bind", read_only=True),
                 Mount(f"{HOME}/Downloads", str(paths["files"]), type="bind"),
                 Mount(POD_DIR, str(host_cdp_dir(request.runtime_dir)), type="bind"),
                 Mount(f"{LOG_DIR}/app.log", str(paths["logs"] / "app.log"), type="bind"),
@@ -258,6 +260,7 @@ class DockerBackend(SessionBackend):
             environment={
                 "HOME": HOME,
                 "USER": "user",
+                "XAUTHORITY": XAUTHORITY_IN_POD,
                 "VR_ROLE": "app",
                 "VR_SESSION_ID": sid,
                 "VR_RESOLUTION": f"{w}x{h}",
@@ -284,6 +287,7 @@ class DockerBackend(SessionBackend):
             command += ["--cdp-socket", POD_SOCKET]
         mounts = [
             Mount("/tmp/.X11-unix", str(paths["x11"]), type="bind"),
+            Mount(XAUTHORITY_IN_POD, str(paths["xauth"]), type="bind", read_only=True),
             Mount(AGENT_RUN, str(paths["run"]), type="bind"),
             Mount(POD_DIR, str(host_cdp_dir(request.runtime_dir)), type="bind"),
             Mount(f"{LOG_DIR}/agent.log", str(paths["logs"] / "agent.log"), type="bind"),
@@ -309,6 +313,7 @@ class DockerBackend(SessionBackend):
             environment={
                 "HOME": "/tmp",
                 "DISPLAY": ":0",
+                "XAUTHORITY": XAUTHORITY_IN_POD,
                 "VR_ROLE": "agent",
                 "VR_SESSION_ID": sid,
                 "VR_LOG_FILE": f"{LOG_DIR}/agent.log",

@@ -51,6 +51,7 @@ from .devtools import (
     relay_script,
 )
 from .network import Egress, EgressManager, list_namespaces, resolv_conf
+from .xauth import POD_HOSTNAME, XAUTHORITY_IN_POD
 
 logger = logging.getLogger(__name__)
 
@@ -128,7 +129,8 @@ def _launcher(spec_width: int, spec_height: int, apps: tuple[str, ...], start_ur
         "#!/bin/sh",
         "# Visual Runtime app sandbox: X first, then the desktop apps.",
         "set -u",
-        f"Xvfb {X_DISPLAY} -screen 0 {spec_width}x{spec_height}x24 -nolisten tcp -noreset "
+        f"Xvfb {X_DISPLAY} -auth {XAUTHORITY_IN_POD} -screen 0 {spec_width}x{spec_height}x24 "
+        "-nolisten tcp -noreset "
         "-dpi 96 +extension DAMAGE +extension MIT-SHM +extension XTEST &",
         "XVFB=$!",
         "i=0",
@@ -305,6 +307,9 @@ class LocalBackend(SessionBackend):
             "--ro-bind", str(pod / "resolv.conf"), "/etc/resolv.conf",
             "--perms", "1777", "--size", str(256 * 1024 * 1024), "--tmpfs", "/dev/shm",
             "--bind", str(paths["x11"]), "/tmp/.X11-unix",
+            *_parent_dirs(XAUTHORITY_IN_POD),
+            "--ro-bind", str(paths["xauth"]), XAUTHORITY_IN_POD,
+            "--setenv", "XAUTHORITY", XAUTHORITY_IN_POD,
             "--bind", str(paths["home"]), SANDBOX_HOME,
             *_parent_dirs("/opt/visual-runtime/launch.sh"),
             "--ro-bind", str(pod / "launch.sh"), "/opt/visual-runtime/launch.sh",
@@ -338,6 +343,10 @@ class LocalBackend(SessionBackend):
             argv += ["--ro-bind", str(d), str(d)]
         argv += [
             "--bind", str(paths["x11"]), "/tmp/.X11-unix",
+            *_parent_dirs(XAUTHORITY_IN_POD),
+            "--ro-bind", str(paths["xauth"]), XAUTHORITY_IN_POD,
+            "--setenv", "XAUTHORITY", XAUTHORITY_IN_POD,
+            "--hostname", POD_HOSTNAME,  # python-xlib finds the cookie by host name
             "--bind", str(paths["run"]), AGENT_RUN,
             *_parent_dirs(POD_SOCKET),
             "--bind", str(host_cdp_dir(request.runtime_dir)), POD_DIR,

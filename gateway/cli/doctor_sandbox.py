@@ -146,6 +146,12 @@ def check_xshm(options: DoctorOptions) -> Check:
     """Xvfb in an app-like sandbox, the capture code in an agent-like one joined to its
     IPC namespace, each as its own uid: does the capture use MIT-SHM?"""
     from gateway.backends.local import _parent_dirs, agent_python_dirs
+    from gateway.backends.xauth import (
+        POD_HOSTNAME,
+        XAUTHORITY_IN_POD,
+        secure_x11_dir,
+        write_xauthority,
+    )
 
     if shutil.which("Xvfb") is None or shutil.which("bwrap") is None:
         return Check("XShm in a pod", False, False, "needs Xvfb and bwrap (see above)",
@@ -155,14 +161,19 @@ def check_xshm(options: DoctorOptions) -> Check:
     x11 = tmp / "x11"
     x11.mkdir()
     tmp.chmod(0o755)
-    x11.chmod(0o1777)
+    # As a pod has them: the X socket folder and the cookie for the two uids only.
+    secure_x11_dir(x11, uid_app, uid_agent)
+    write_xauthority(tmp / "Xauthority", uid_app, uid_agent)
+    xauth = ["--ro-bind", str(tmp / "Xauthority"), XAUTHORITY_IN_POD,
+             "--setenv", "XAUTHORITY", XAUTHORITY_IN_POD, "--hostname", POD_HOSTNAME]
     read_fd, write_fd = os.pipe()
     app_argv = ["bwrap", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-net",
                 "--die-with-parent", *_base_fs(),
                 "--perms", "1777", "--tmpfs", "/dev/shm",
-                "--bind", str(x11), "/tmp/.X11-unix", *_SANDBOX_PATH,
+                "--bind", str(x11), "/tmp/.X11-unix", *xauth, *_SANDBOX_PATH,
                 "--info-fd", str(write_fd), "--",
-                *_drop(uid_app), "Xvfb", ":0", "-screen", "0", "320x240x24", "-nolisten",
+                *_drop(uid_app), "Xvfb", ":0", "-auth", XAUTHORITY_IN_POD, "-screen", "0",
+                "320x240x24", "-nolisten",
                 "tcp", "+extension", "MIT-SHM"]
     deadline = time.monotonic() + options.xshm_timeout_s
     app = subprocess.Popen(app_argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
@@ -192,7 +203,7 @@ def check_xshm(options: DoctorOptions) -> Check:
                  *_base_fs(), *_parent_dirs(*(str(d / "x") for d in dirs))]
         for d in dirs:
             probe += ["--ro-bind", str(d), str(d)]
-        probe += ["--bind", str(x11), "/tmp/.X11-unix",
+        probe += ["--bind", str(x11), "/tmp/.X11-unix", *xauth,
                   "--setenv", "PYTHONPATH", str(_PROJECT_ROOT), "--setenv", "DISPLAY", ":0",
                   "--setenv", "HOME", "/tmp", *_SANDBOX_PATH, "--chdir", "/tmp", "--",
                   *_drop(uid_agent), sys.executable, "-c", _XSHM_PROBE]

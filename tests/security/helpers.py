@@ -25,6 +25,7 @@ from typing import Any
 
 from gateway.appkeys import MANAGER
 from gateway.backends.cgroup import Cgroup
+from gateway.backends.xauth import XAUTHORITY_IN_POD
 from tests.gateway_fixtures import Gateway
 
 PROBE_PRELUDE = r'''
@@ -99,7 +100,8 @@ def _local_argv(gw: Gateway, sid: str, argv: list[str]) -> list[str]:
             "setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--no-new-privs",
             "--inh-caps=-all", "--bounding-set=-all", "--",
             "/usr/bin/env", "-i", "HOME=/home/user", "USER=user", "LANG=C.UTF-8",
-            "PATH=/usr/local/bin:/usr/bin:/bin", "DISPLAY=:0", *argv]
+            "PATH=/usr/local/bin:/usr/bin:/bin", "DISPLAY=:0",
+            f"XAUTHORITY={XAUTHORITY_IN_POD}", *argv]
 
 
 async def run_in_app(gw: Gateway, sid: str, argv: list[str], timeout: float = 60) -> ProbeResult:
@@ -132,7 +134,8 @@ def _docker_exec(gw: Gateway, sid: str, argv: list[str], timeout: float) -> Prob
         exec_id = client.api.exec_create(container.id, ["timeout", "-s", "KILL", str(int(timeout)),
                                                         *argv],
                                          user="10001:10001", workdir="/home/user",
-                                         environment={"HOME": "/home/user", "DISPLAY": ":0"})
+                                         environment={"HOME": "/home/user", "DISPLAY": ":0",
+                                                      "XAUTHORITY": XAUTHORITY_IN_POD})
         out, err = client.api.exec_start(exec_id, demux=True)
         code = client.api.exec_inspect(exec_id)["ExitCode"]
     finally:

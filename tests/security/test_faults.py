@@ -26,6 +26,7 @@ import aiohttp
 import pytest
 
 from gateway.appkeys import MANAGER
+from gateway.backends.xauth import XAUTHORITY_IN_POD
 from gateway.sessions.events import EventHub
 from tests.gateway_fixtures import (
     API_TOKEN,
@@ -180,7 +181,7 @@ async def _nudge_screen(state: Path, sid: str) -> None:
     proc = await asyncio.create_subprocess_exec(
         "nsenter", f"--target={ns_pid}", "--mount", "--pid", "--ipc", "--net", "--",
         "setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--no-new-privs",
-        "--", "env", "DISPLAY=:0", "sh", "-c", script,
+        "--", "env", "DISPLAY=:0", f"XAUTHORITY={XAUTHORITY_IN_POD}", "sh", "-c", script,
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     await proc.wait()
 

@@ -16,6 +16,8 @@ from unittest import mock
 from Xlib import display as xdisplay
 from Xlib.support import unix_connect
 
+from gateway.backends.xauth import read_cookie
+
 
 def open_session_display(x_socket: Path) -> xdisplay.Display:
     def get_socket(dname: str, protocol: Any, host: Any, dno: int) -> socket.socket:
@@ -23,7 +25,12 @@ def open_session_display(x_socket: Path) -> xdisplay.Display:
         s.connect(str(x_socket))
         return s
 
-    with mock.patch.object(unix_connect, "get_socket", get_socket):
+    # The pod's X server wants its cookie (gateway/backends/xauth.py); root reads it
+    # from the runtime folder beside the socket's folder.
+    cookie = read_cookie(x_socket.parent.parent / "Xauthority")
+    with mock.patch.object(unix_connect, "get_socket", get_socket), \
+            mock.patch.object(unix_connect, "get_auth",
+                              lambda *_: (b"MIT-MAGIC-COOKIE-1", cookie)):
         return xdisplay.Display(":0")
 
 
