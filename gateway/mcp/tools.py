@@ -85,7 +85,7 @@ def build_server(provide: ClientProvider) -> MCPServer:
             except ClientError as e:
                 raise _tool_error(e) from e
             info = _public(session.info)
-            token = session.info.get("tokens", {}).get("control")
+            token = (session.tokens or {}).get("control")
             if token:
                 info["viewer_url"] = f"{base}/sessions/{session.session_id}/?token={token}"
         return json.dumps(info)
