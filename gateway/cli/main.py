@@ -19,6 +19,7 @@ from aiohttp import web
 from gateway.app import create_app
 from gateway.cli.commands import URL_FILE, add_client_commands
 from gateway.cli.demo_agent import drive
+from gateway.cli.mcp_command import add_mcp_command
 from gateway.config import GatewayConfig, env_default
 from gateway.errors import BackendError, StateFileError
 from gateway.sessions.tokens import load_or_create_api_token
@@ -297,6 +298,7 @@ def main(argv: list[str] | None = None) -> int:
     doctor.add_argument("--json", action="store_true", help="machine-readable report")
     doctor.set_defaults(func=cmd_doctor)
     add_client_commands(sub)
+    add_mcp_command(sub)
     args = parser.parse_args(argv)
     logging.basicConfig(level=getattr(args, "log_level", "INFO").upper(),
                         format="%(asctime)s %(levelname)s %(name)s %(message)s",
