@@ -208,10 +208,14 @@ async def test_data_channel_garbage_is_dropped_and_counted(light_gateway: Gatewa
         viewer.pc.sctp._remote_max_message_size = 0
         before = await _stats(gw, sid)
         cursor = await _cursor(gw, sid)
-        for _, raw in CASES:
+        # Messages over the data-channel limit (256 KiB + one fragment) close the peer
+        # before they are reassembled (agent_side/sctpguard.py): sent last, below.
+        small = [(r, m) for r, m in CASES if len(m) <= 1024 * 1024]
+        big = [(r, m) for r, m in CASES if len(m) > 1024 * 1024]
+        for _, raw in small:
             viewer._channel.send(raw)
-        expected = Counter(reason for reason, _ in CASES)
-        assert await _wait_dropped(gw, sid, before["input_dropped"], len(CASES)) == expected
+        expected = Counter(reason for reason, _ in small)
+        assert await _wait_dropped(gw, sid, before["input_dropped"], len(small)) == expected
         after = await _stats(gw, sid)
         assert after["inputs_applied"] == before["inputs_applied"]  # nothing reached X
         assert await _cursor(gw, sid) == cursor
@@ -238,7 +242,17 @@ async def test_data_channel_garbage_is_dropped_and_counted(light_gateway: Gatewa
         assert applied > before["inputs_applied"]
         assert await _cursor(gw, sid) == [123, 77]
         assert viewer.pc.connectionState == "connected"
-        assert await _metric_total(gw, sid) >= len(CASES) + flood
+        assert await _metric_total(gw, sid) >= len(small) + flood
+
+        # 1.5 MiB on the data channel: the peer is closed, nothing is applied.
+        assert big
+        viewer._channel.send(big[0][1])
+        deadline = time.monotonic() + 60
+        while (stats := await _stats(gw, sid))["limits"]["closed"]["datachannel_oversize"] < 1:
+            assert time.monotonic() < deadline, "the oversize message did not close the peer"
+            await asyncio.sleep(0.2)
+        assert stats["viewers_by_transport"]["webrtc"] == 0
+        assert stats["inputs_applied"] == applied
     finally:
         await viewer.close()
     await gw.stop(sid)
