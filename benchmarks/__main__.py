@@ -44,6 +44,7 @@ from benchmarks.suite import Options, Result, machine  # noqa: E402
 
 MODULES: tuple[str, ...] = (
     "viewer_latency",      # Chromium: WebRTC, WS+WebCodecs, noVNC; x11vnc+noVNC baselines
+    "page_content",        # a real page in the session's Chromium at 60 Hz vs x11vnc+noVNC
     "glass_to_glass",      # aiortc receiver; naive fixed-tick baseline
     "agent_pipeline",      # encoder CPU and PSNR vs a naive pipeline (full mode only)
     "idle",                # idle session CPU
