@@ -126,3 +126,23 @@ def test_host_names() -> None:
     assert "10.1.2.3" in (allowed_host_names("10.1.2.3", ()) or ())
     assert allowed_host_names("127.0.0.1", ("*",)) is None
     assert host_allowed("anything", None)
+
+
+def test_every_viewer_limit_setting_is_a_runtime_agent_flag(tmp_path: Path) -> None:
+    from agent_side.__main__ import parse_args
+    from gateway.backends.base import viewer_limit_args
+    from gateway.cli.main import _viewer_limits
+    from gateway.config import GatewayConfig
+    from wire.agent_api import VIEWER_LIMITS
+
+    values = {name: float(i + 2) for i, name in enumerate(VIEWER_LIMITS)}
+    values["datachannel_max_bytes"] = 4096.0
+    items = [f"{name}={value:g}" for name, value in values.items()]
+    config = GatewayConfig(state_dir=tmp_path, viewer_limits=_viewer_limits(items))
+    agent = parse_args(["--socket", "/tmp/x.sock", "--display", ":9", "--resolution", "64x64",
+                        *viewer_limit_args(config)])
+    assert {name: float(getattr(agent.limits, name)) for name in VIEWER_LIMITS} == values
+    with pytest.raises(ValueError):
+        GatewayConfig(state_dir=tmp_path, viewer_limits=(("max_everything", 1.0),))
+    with pytest.raises(SystemExit):
+        _viewer_limits(["max_ws=lots"])
