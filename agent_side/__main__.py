@@ -65,6 +65,8 @@ def parse_args(argv: list[str] | None = None) -> AgentConfig:
                         help="the DevTools relay's unix socket (serves GET /cdp)")
     parser.add_argument("--ice-deadline", type=float, default=defaults.ice_deadline_s,
                         help="seconds a WebRTC peer may take to connect before it is closed")
+    parser.add_argument("--x11vnc-own-netns", action="store_true",
+                        help="run x11vnc in a network namespace of its own (agent in the host's)")
     add_link_arguments(parser)
     args = parser.parse_args(argv)
     try:
@@ -86,7 +88,7 @@ def parse_args(argv: list[str] | None = None) -> AgentConfig:
                            datachannel_max_bytes=args.datachannel_max_bytes,
                            ice_deadline_s=args.ice_deadline),
                        listen=listener_from(args, parser), mirror=mirror_from(args, parser),
-                       cdp_socket=args.cdp_socket)
+                       cdp_socket=args.cdp_socket, x11vnc_own_netns=args.x11vnc_own_netns)
 
 
 async def _watch_worker(source: VideoSource, stop: asyncio.Event) -> None:
@@ -125,7 +127,8 @@ async def serve(config: AgentConfig) -> int:
     install_sctp_guard(config.limits.datachannel_max_bytes)  # before any data channel opens
     peers = PeerManager(source, gate, injector, sid, ViewerAdmission(config.limits, sid))
     streams = StreamViewers(source, peers.inputs, sid)
-    vnc = VncBridge(VncServer(config.display, config.socket.parent / "vnc.sock", sid),
+    vnc = VncBridge(VncServer(config.display, config.socket.parent / "vnc.sock", sid,
+                              own_netns=config.x11vnc_own_netns),
                     peers.inputs, sid)
     cdp = (CdpProxy(BrowserLink(config.cdp_socket, sid), gate, sid)
            if config.cdp_socket is not None else None)

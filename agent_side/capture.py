@@ -27,6 +27,7 @@ from Xlib import display as xdisplay
 from Xlib import error as xerror
 
 from .errors import AgentSideError
+from .xconnect import XConnectError, mss_via_socket_file, open_xlib
 
 __all__ = ["CaptureError", "Rect", "ScreenCapture"]
 
@@ -121,7 +122,8 @@ class ScreenCapture:
     def open(self) -> None:
         """Connect to the display, pick the grab backend and damage source."""
         try:
-            self._sct = mss.MSS(backend="xshmgetimage", display=self._display_name)
+            with mss_via_socket_file(self._display_name):
+                self._sct = mss.MSS(backend="xshmgetimage", display=self._display_name)
         except Exception as e:  # mss raises ScreenShotError and OSError variants
             raise CaptureError(f"cannot open display {self._display_name!r}: {e}") from e
         monitor = self._sct.monitors[0]
@@ -191,8 +193,8 @@ class ScreenCapture:
 
     def _setup_damage(self) -> None:
         try:
-            disp = xdisplay.Display(self._display_name)
-        except (xerror.DisplayError, OSError) as e:
+            disp = open_xlib(self._display_name)
+        except (xerror.DisplayError, OSError, XConnectError) as e:
             logger.warning("capture %s: Xlib connection failed (%s); using diff",
                            self._display_name, e)
             return

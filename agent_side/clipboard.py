@@ -15,10 +15,10 @@ from typing import Any, Final
 
 from Xlib import X, Xatom
 from Xlib import error as xerror
-from Xlib.display import Display
 from Xlib.protocol import event as xevent
 
 from .errors import InjectorError
+from .xconnect import XConnectError, open_xlib
 
 __all__ = ["CLIPBOARD_TIMEOUT_S", "SelectionOwner"]
 
@@ -37,8 +37,8 @@ class SelectionOwner:
 
     def __init__(self, display: str) -> None:
         try:
-            self._d = Display(display)
-        except (xerror.DisplayError, xerror.ConnectionClosedError, OSError) as e:
+            self._d = open_xlib(display)
+        except (xerror.DisplayError, xerror.ConnectionClosedError, OSError, XConnectError) as e:
             raise InjectorError(f"cannot open X display {display!r}") from e
         self._window = self._d.screen().root.create_window(
             -10, -10, 1, 1, 0, X.CopyFromParent, X.InputOnly, X.CopyFromParent,

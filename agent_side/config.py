@@ -44,6 +44,11 @@ class AgentConfig:
     another machine (:mod:`agent_side.remote`); None: the unix socket only."""
     mirror: tuple[tuple[str, Path], ...] = ()
     """Folders served to the gateway for copying (kind, folder): :mod:`agent_side.mirror`."""
+    pooled: bool = False
+    """Wait warm for a claim (``agent_side.pooled``); width/height are the largest size."""
+    x11vnc_own_netns: bool = False
+    """Run x11vnc in a network namespace of its own: set where the agent shares the host's
+    (local backend), so x11vnc cannot reach another X server's abstract socket."""
 
     def __post_init__(self) -> None:
         if self.width % 2 or self.height % 2 or self.width <= 0 or self.height <= 0:

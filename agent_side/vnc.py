@@ -72,6 +72,16 @@ MAX_CUT_TEXT: Final = 1024 * 1024
 message, so a bigger declared length would let one viewer exhaust the agent's memory."""
 
 
+OWN_NETNS: Final = ("unshare", "--user", "--map-root-user", "--net", "--")
+"""x11vnc (libX11 on libxcb) tries the *abstract* socket ``@/tmp/.X11-unix/X<n>`` before
+the socket file, and abstract sockets belong to a network namespace. Where the runtime
+agent shares the host's (the local backend), that is whatever X server the host runs on
+the same display number, not the session's. In an empty network namespace of its own
+(an unprivileged user namespace makes that possible) x11vnc finds no abstract socket and
+connects through the session's socket file; it serves on a unix socket, which needs no
+network. The agent's own X connections avoid the abstract socket in
+:mod:`agent_side.xconnect`."""
+
 class VncError(AgentSideError):
     """x11vnc could not be started or reached."""
 
@@ -84,10 +94,12 @@ class VncServer:
     """One x11vnc on the session's display, listening on a unix socket."""
 
     def __init__(self, display: str, socket_path: Path, session_id: str = "",
-                 binary: str = "x11vnc", view_only: bool = False) -> None:
+                 binary: str = "x11vnc", view_only: bool = False, own_netns: bool = False) -> None:
         self.display = display
         self.socket_path = socket_path
         self.view_only = view_only
+        self.own_netns = own_netns
+        """Run x11vnc in a network namespace of its own (see :data:`OWN_NETNS`)."""
         self._session_id = session_id
         self._binary = binary
         self._proc: asyncio.subprocess.Process | None = None
@@ -111,6 +123,8 @@ class VncServer:
             self.socket_path.unlink(missing_ok=True)
             argv = [exe, "-display", self.display, "-unixsock", str(self.socket_path),
                     *X11VNC_ARGS, *(X11VNC_VIEW_ONLY_ARGS if self.view_only else ())]
+            if self.own_netns:
+                argv = [*OWN_NETNS, *argv]
             self._proc = await asyncio.create_subprocess_exec(
                 *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
                 env={**os.environ, "DISPLAY": self.display},
@@ -243,7 +257,7 @@ class VncBridge:
         self._server = server
         self._view_server = view_server or VncServer(
             server.display, server.socket_path.with_name("vnc-view.sock"), session_id,
-            view_only=True)
+            view_only=True, own_netns=server.own_netns)
         """The ``-viewonly -nosel`` x11vnc that view tokens are connected to."""
         self._inputs = inputs
         self._session_id = session_id

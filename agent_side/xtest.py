@@ -25,7 +25,6 @@ from dataclasses import dataclass
 
 from Xlib import X
 from Xlib import error as xerror
-from Xlib.display import Display
 from Xlib.ext import xtest
 
 from wire.actions import MouseButton
@@ -43,6 +42,7 @@ from .injection import (
     combo_of,
     resolve_keysym,
 )
+from .xconnect import XConnectError, open_xlib
 from .xkeymap import KeyboardMap
 
 __all__ = ["XTestInjector"]
@@ -72,8 +72,8 @@ class XTestInjector(InputInjector):
         self._lock = threading.RLock()
         self._closed = False
         try:
-            self._d = Display(display)
-        except (xerror.DisplayError, xerror.ConnectionClosedError, OSError) as e:
+            self._d = open_xlib(display)
+        except (xerror.DisplayError, xerror.ConnectionClosedError, OSError, XConnectError) as e:
             raise InjectorError(f"cannot open X display {display!r}") from e
         if not self._d.has_extension("XTEST"):
             self._d.close()

@@ -365,6 +365,7 @@ class LocalBackend(SessionBackend):
             "--socket", f"{AGENT_RUN}/agent.sock",
             "--display", X_DISPLAY,
             "--resolution", f"{w}x{h}",
+            "--x11vnc-own-netns",  # the agent shares the host's network namespace
             f"--session-id={request.session_id}",  # ids may start with "-"
         ]
         if "chromium" in self._config.apps:
