@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from gateway.http.openapi_meta import finish
+
 _PROBLEM = {"$ref": "#/components/responses/Problem"}
 _SID = {"name": "session_id", "in": "path", "required": True, "schema": {"type": "string"}}
 
@@ -81,14 +83,23 @@ OPENAPI: dict[str, Any] = {
                 params=[_SID], body={"required": True, **_json("ControlRequest")}),
         },
         "/api/visual-sessions/{session_id}/actions": {
-            "post": _op("Run a computer-use action (API token)", {
+            "post": _op("Run one Anthropic computer-use call: a tool input or a toolset member call "
+                        "(API token)", {
                 "200": {"description": "Result", **_json("ActionResult")}, **_errors, **_agent},
-                params=[_SID], body={"required": True, **_json("Action")}),
+                params=[_SID], body={"required": True, **_json("AnthropicCall")}),
+        },
+        "/api/visual-sessions/{session_id}/actions/openai": {
+            "post": _op("Run one OpenAI computer call: an action, a batch or a computer_call "
+                        "item; answers with a screenshot (API token)", {
+                "200": {"description": "Result", **_json("OpenAIResult")}, **_errors, **_agent},
+                params=[_SID], body={"required": True, **_json("OpenAICall")}),
         },
         "/api/visual-sessions/{session_id}/screenshot": {
-            "get": _op("PNG of the screen at the session's resolution", {
+            "get": _op("PNG of the screen, at the agent's size (agent_resolution) unless "
+                       "size=full", {
                 "200": {"description": "PNG", "content": {"image/png": {}}}, **_errors, **_agent},
-                params=[_SID]),
+                params=[_SID, {"name": "size", "in": "query",
+                               "schema": {"enum": ["agent", "full"], "default": "agent"}}]),
         },
         "/api/visual-sessions/{session_id}/whep": {
             "post": _op("WHEP: offer recvonly video, get the answer", {
@@ -223,7 +234,11 @@ OPENAPI: dict[str, Any] = {
                 "enable_recording": {"type": "boolean", "default": True},
                 "enable_file_transfer": {"type": "boolean", "default": True},
                 "network": {"enum": ["none", "egress"], "default": "egress"},
-                "start_url": {"type": ["string", "null"], "format": "uri"}}},
+                "start_url": {"type": ["string", "null"], "format": "uri"},
+                "agent_resolution": {
+                    "type": ["string", "null"], "pattern": "^[0-9]{2,4}x[0-9]{2,4}$",
+                    "description": "size of the screenshots the agent sees and of its "
+                                   "coordinates; at most the resolution (null: the resolution)"}}},
             "Session": {"type": "object", "properties": {
                 "session_id": {"type": "string"},
                 "status": {"enum": ["starting", "running", "stopping", "stopped", "expired",
@@ -232,6 +247,7 @@ OPENAPI: dict[str, Any] = {
                                          "shutdown"]},
                 "backend": {"enum": ["local", "docker"]},
                 "resolution": {"type": "string"},
+                "agent_resolution": {"type": ["string", "null"]},
                 "timeout_minutes": {"type": "integer"},
                 "idle_timeout_minutes": {"type": "integer"},
                 "enable_recording": {"type": "boolean"},
@@ -256,20 +272,6 @@ OPENAPI: dict[str, Any] = {
             "ControlRequest": {"type": "object", "required": ["action"],
                                "additionalProperties": False,
                                "properties": {"action": {"enum": ["take", "release"]}}},
-            "Action": {"type": "object", "required": ["action"], "properties": {
-                "action": {"enum": [
-                    "screenshot", "mouse_move", "left_click", "right_click", "middle_click",
-                    "double_click", "triple_click", "left_click_drag", "left_mouse_down",
-                    "left_mouse_up", "scroll", "type", "key", "hold_key", "cursor_position",
-                    "wait"]},
-                "coordinate": {"type": "array", "items": {"type": "integer"}, "minItems": 2,
-                               "maxItems": 2},
-                "start_coordinate": {"type": "array", "items": {"type": "integer"},
-                                     "minItems": 2, "maxItems": 2},
-                "scroll_direction": {"enum": ["up", "down", "left", "right"]},
-                "scroll_amount": {"type": "integer", "minimum": 1, "maximum": 100},
-                "text": {"type": "string"},
-                "duration": {"type": "number", "minimum": 0, "maximum": 100}}},
             "ViewerInfo": {"type": "object", "properties": {
                 "session_id": {"type": "string"}, "status": {"type": "string"},
                 "token_kind": {"enum": ["api", "view", "control"]},
@@ -277,10 +279,7 @@ OPENAPI: dict[str, Any] = {
                 "holds_control": {"type": "boolean"}, "width": {"type": "integer"},
                 "height": {"type": "integer"}, "enable_recording": {"type": "boolean"},
                 "enable_file_transfer": {"type": "boolean"}}},
-            "ActionResult": {"type": "object", "properties": {
-                "ok": {"type": "boolean"},
-                "cursor": {"type": "array", "items": {"type": "integer"}},
-                "base64_image": {"type": "string"}}},
         },
     },
 }
+finish(OPENAPI)
