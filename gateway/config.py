@@ -99,6 +99,9 @@ class GatewayConfig:
     allowed_hosts: tuple[str, ...] = ()
     """Host names and addresses the gateway answers for besides localhost, 127.0.0.1, ::1
     and the address it serves on; others get 421. ``*`` answers for any."""
+    ice_servers: tuple[str, ...] = ()
+    """STUN/TURN servers offered to viewers (WHEP ``Link`` headers, the viewer page's
+    RTCPeerConnection): ``URL`` or ``URL;username=U;credential=C`` (:func:`parse_ice_server`)."""
 
     def __post_init__(self) -> None:
         if self.backend not in ("local", "docker"):
@@ -130,6 +133,8 @@ class GatewayConfig:
             raise ValueError(f"max_body_kb must be 1-1024, not {self.max_body_kb}")
         if not self.frame_ancestors.strip() or any(c in self.frame_ancestors for c in ";,\r\n"):
             raise ValueError(f"frame_ancestors must be one CSP source list, not {self.frame_ancestors!r}")
+        for server in self.ice_servers:
+            parse_ice_server(server)
 
     @property
     def token_file(self) -> Path:
@@ -142,6 +147,44 @@ class GatewayConfig:
     @property
     def sessions_dir(self) -> Path:
         return self.state_dir / "sessions"
+
+
+@dataclass(frozen=True)
+class IceServer:
+    """One STUN/TURN server as a viewer is told about it (RFC 7064/7065 URL)."""
+
+    url: str
+    """``stun:``, ``stuns:``, ``turn:`` or ``turns:`` URL, e.g. ``turn:turn.example:3478?transport=udp``."""
+    username: str | None = None
+    """TURN user name (long-term credential); None for STUN."""
+    credential: str | None = None
+    """TURN password for ``username``."""
+
+
+_ICE_SCHEMES = ("stun:", "stuns:", "turn:", "turns:")
+_ICE_BAD = frozenset(' \t\r\n"<>,;\\')
+
+
+def parse_ice_server(text: str) -> IceServer:
+    """``URL`` or ``URL;username=U;credential=C`` (TURN needs both, STUN takes neither);
+    ValueError naming what is wrong. Values may not hold quotes, ``,``, ``;``, ``<``,
+    ``>``, ``\\`` or white space, so they go into a ``Link`` header unescaped."""
+    url, *params = text.strip().split(";")
+    scheme = url[: url.find(":") + 1].lower()
+    if scheme not in _ICE_SCHEMES or len(url) <= len(scheme) or _ICE_BAD & set(url):
+        raise ValueError(f"ice server {text!r}: expected a stun:, stuns:, turn: or turns: URL")
+    values: dict[str, str] = {}
+    for param in params:
+        key, sep, value = param.partition("=")
+        if key not in ("username", "credential") or not sep or not value or key in values \
+                or _ICE_BAD & set(value) or not value.isprintable():
+            raise ValueError(f"ice server {text!r}: parameters are username=U and credential=C")
+        values[key] = value
+    if scheme.startswith("turn") and len(values) != 2:
+        raise ValueError(f"ice server {text!r}: a TURN server needs username= and credential=")
+    if scheme.startswith("stun") and values:
+        raise ValueError(f"ice server {text!r}: a STUN server takes no credentials")
+    return IceServer(url, values.get("username"), values.get("credential"))
 
 
 def env_default(name: str, fallback: str | None, environ: Mapping[str, str] | None = None) -> str | None:

@@ -92,6 +92,11 @@ def _add_server_flags(p: argparse.ArgumentParser) -> None:
                         "the --host address (others: 421); '*' for any")
     p.add_argument("--frame-ancestors", default=env_default("frame_ancestors", "'none'"),
                    help="CSP frame-ancestors of the viewer pages, e.g. \"'self' https://app.example\"")
+    p.add_argument("--ice-server", action="append", metavar="URL",
+                   default=[v for v in (env_default("ice_server", "") or "").split(",") if v],
+                   help="a STUN/TURN server offered to viewers (WHEP Link headers, the viewer "
+                        "page), repeatable: stun:HOST:PORT or "
+                        "turn:HOST:PORT?transport=udp;username=U;credential=C")
     p.add_argument("--max-body-kb", type=int,
                    default=int(env_default("max_body_kb", "64") or 64),
                    help="largest JSON or SDP request body in KiB (uploads: --max-upload-mb)")
@@ -119,6 +124,7 @@ def _config(args: argparse.Namespace) -> GatewayConfig:
         frame_ancestors=args.frame_ancestors, max_body_kb=args.max_body_kb,
         viewer_limits=_viewer_limits(args.viewer_limit),
         allowed_hosts=tuple(h.strip() for h in str(args.allowed_hosts).split(",") if h.strip()),
+        ice_servers=tuple(s.strip() for s in args.ice_server if s.strip()),
     )
 
 

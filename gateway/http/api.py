@@ -6,7 +6,7 @@ import json
 import logging
 from typing import Any
 
-from aiohttp import ClientConnectionResetError, web
+from aiohttp import ClientConnectionResetError, hdrs, web
 
 from gateway.appkeys import AUTH, MANAGER
 from gateway.errors import (
@@ -18,6 +18,7 @@ from gateway.errors import (
     not_found,
     unsupported_media_type,
 )
+from gateway.http.ice import ice_servers_for, link_headers
 from gateway.http.schemas import parse_control_request, parse_create_session, read_json_object
 from gateway.http.viewer_limits import is_viewer_limit, viewer_limit_problem
 from gateway.sessions.agent_link import AgentUnavailable
@@ -185,8 +186,11 @@ async def whep_offer(request: web.Request) -> web.Response:
     # absolute, as the WHEP draft asks (clients resolve it against the endpoint anyway)
     location = (f"{request.scheme}://{request.host}"
                 f"/api/visual-sessions/{session.session_id}/whep/{peer_id}")
-    return web.Response(status=201, body=reply.body, content_type="application/sdp",
-                        headers={"Location": location, "Cache-Control": "no-store"})
+    response = web.Response(status=201, body=reply.body, content_type="application/sdp",
+                            headers={"Location": location, "Cache-Control": "no-store"})
+    for link in link_headers(ice_servers_for(request, who)):
+        response.headers.add(hdrs.LINK, link)
+    return response
 
 
 async def whep_delete(request: web.Request) -> web.Response:

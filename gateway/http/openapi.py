@@ -104,7 +104,11 @@ OPENAPI: dict[str, Any] = {
         "/api/visual-sessions/{session_id}/whep": {
             "post": _op("WHEP: offer recvonly video, get the answer", {
                 "201": {"description": "Answer", "content": {"application/sdp": {}},
-                        "headers": {"Location": {"schema": {"type": "string"}}}},
+                        "headers": {"Location": {"schema": {"type": "string"}},
+                                    "Link": {"description": "one per --ice-server: "
+                                             "<URL>; rel=\"ice-server\" (TURN: username, "
+                                             "credential, credential-type)",
+                                             "schema": {"type": "string"}}}},
                 **_errors, **_agent}, params=[_SID],
                 body={"required": True, "content": {"application/sdp": {}}}),
         },
@@ -278,7 +282,11 @@ OPENAPI: dict[str, Any] = {
                 "may_control": {"type": "boolean"}, "controller": {"enum": ["agent", "human"]},
                 "holds_control": {"type": "boolean"}, "width": {"type": "integer"},
                 "height": {"type": "integer"}, "enable_recording": {"type": "boolean"},
-                "enable_file_transfer": {"type": "boolean"}}},
+                "enable_file_transfer": {"type": "boolean"},
+                "ice_servers": {"type": "array", "items": {"type": "object", "properties": {
+                    "urls": {"type": "array", "items": {"type": "string"}},
+                    "username": {"type": "string"}, "credential": {"type": "string"}}}},
+                "embed_origins": {"type": "array", "items": {"type": "string"}}}},
         },
     },
 }

@@ -7,7 +7,8 @@ Routes:
   Both check the token (``?token=`` allowed) so a bad link fails with 401/403
   instead of a page that cannot connect.
 * ``GET /sessions/{id}/info`` — JSON for the page: its token's kind, whether
-  it holds control, the remote size.
+  it holds control, the remote size, the ICE servers for its WebRTC peer and
+  the origins its embed mode may talk to (``--allowed-origins``).
 * ``GET /viewer/...`` — the page's static ES modules, CSS and the vendored
   noVNC (``web/vendor/novnc``, fetched by ``scripts/fetch-novnc.sh``); no
   secrets, no auth.
@@ -28,10 +29,12 @@ from typing import Final
 import aiohttp
 from aiohttp import WSMsgType, web
 
-from gateway.appkeys import AUTH, MANAGER
+from gateway.appkeys import AUTH, CONFIG, MANAGER
 from gateway.config import WEB_DIR
 from gateway.errors import ProblemError, not_found
+from gateway.http.ice import ice_servers_for, rtc_ice_servers
 from gateway.http.viewer_limits import viewer_limit_problem
+from gateway.security.cors import allowed as allowed_origins
 from gateway.sessions.session import Controller
 from gateway.sessions.tokens import token_hash
 from wire import agent_api
@@ -103,6 +106,8 @@ async def viewer_info(request: web.Request) -> web.Response:
         "width": width, "height": height,
         "enable_recording": session.spec.enable_recording,
         "enable_file_transfer": session.spec.enable_file_transfer,
+        "ice_servers": rtc_ice_servers(ice_servers_for(request, who)),
+        "embed_origins": sorted(allowed_origins(request.app[CONFIG])),
     }, headers={"Cache-Control": "no-store"})
 
 

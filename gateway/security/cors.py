@@ -33,7 +33,7 @@ from gateway.config import GatewayConfig
 from gateway.errors import forbidden
 from gateway.security.origin import normalise_origin, own_origin
 
-__all__ = ["cors_middleware", "frame_ancestors", "in_scope", "setup_cors"]
+__all__ = ["allowed", "cors_middleware", "frame_ancestors", "in_scope", "setup_cors"]
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -44,6 +44,7 @@ MAX_AGE_S: Final = 600
 
 
 def allowed(config: GatewayConfig) -> frozenset[str]:
+    """The allowed origins, normalised (``scheme://host[:port]``)."""
     return frozenset(o for o in (normalise_origin(a) for a in config.allowed_origins) if o)
 
 

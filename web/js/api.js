@@ -13,6 +13,8 @@ export class SessionApi {
         this.sessionId = sessionId;
         this.token = token;
         this.base = `/api/visual-sessions/${encodeURIComponent(sessionId)}`;
+        /** RTCIceServer entries for WebRTC (set from /info's ice_servers). */
+        this.iceServers = [];
     }
 
     headers(extra = {}) {

@@ -3,6 +3,7 @@
 
 import { SessionApi } from "./api.js";
 import { ORDER, TransportChain } from "./chain.js";
+import { EmbedBridge, embedMode } from "./embed.js";
 import { InputCapture } from "./input.js";
 
 const $ = (id) => document.getElementById(id);
@@ -16,9 +17,13 @@ export class ViewerApp extends EventTarget {
         this.api = new SessionApi(this.sessionId, params.get("token") || "");
         this.forced = ORDER.includes(params.get("transport")) ? params.get("transport") : null;
         this.mode = params.get("mode") === "1:1" ? "1:1" : "fit";
+        this.embed = embedMode(params.get("embed"));
+        if (this.embed) document.body.dataset.embed = this.embed;
+        this.bridge = null;
         this.stage = $("stage");
         this.transport = null;
         this.state = "connecting";
+        this.stateDetail = "";
         this.controller = "agent";
         this.holdsControl = false;
         this.info = null;
@@ -36,6 +41,11 @@ export class ViewerApp extends EventTarget {
             return;
         }
         this.size = { width: this.info.width, height: this.info.height };
+        this.api.iceServers = this.info.ice_servers || [];
+        if (this.embed) {
+            this.bridge = new EmbedBridge(this, this.info.embed_origins || []);
+            this.bridge.start();
+        }
         this.applyInfo(this.info);
         if (this.info.status === "starting") {
             this.setState("connecting", "waiting for the session to start");
@@ -118,6 +128,7 @@ export class ViewerApp extends EventTarget {
         btn.textContent = mine ? "Release control" : "Take control";
         btn.disabled = this.controller === "human" && !mine;
         if (mine) this.stage.focus({ preventScroll: true });
+        this.dispatchEvent(new CustomEvent("control", { detail: { controller: this.controller, mine } }));
     }
 
     async refreshControl() {
@@ -130,14 +141,21 @@ export class ViewerApp extends EventTarget {
 
     async toggleControl() {
         const mine = this.controller === "human" && this.holdsControl;
-        const btn = $("btn-control");
-        btn.disabled = true;
+        $("btn-control").disabled = true;
         try {
-            await this.api.setControl(mine ? "release" : "take");
+            await this.requestControl(mine ? "release" : "take");
         } catch (e) {
             this.flash(`control: ${e.message}`);
         }
-        await this.refreshControl();
+    }
+
+    /** Take or release control ("take" | "release"); throws the API's error. */
+    async requestControl(action) {
+        try {
+            await this.api.setControl(action);
+        } finally {
+            await this.refreshControl();
+        }
     }
 
     onServerMessage(message) {
@@ -202,6 +220,7 @@ export class ViewerApp extends EventTarget {
 
     setState(state, detail = "") {
         this.state = state;
+        this.stateDetail = detail;
         document.body.dataset.state = state;
         $("state").textContent = state;
         $("state").title = detail;

@@ -17,7 +17,8 @@ export class WebRtcTransport extends Transport {
         this.stage.prepend(video);
         this.meter = new RateMeter();
 
-        const pc = new RTCPeerConnection({ iceServers: [] });
+        // STUN/TURN from the gateway's --ice-server (GET /sessions/{id}/info), else none
+        const pc = new RTCPeerConnection({ iceServers: this.api.iceServers || [] });
         this.pc = pc;
         const transceiver = pc.addTransceiver("video", { direction: "recvonly" });
         preferH264(transceiver);
