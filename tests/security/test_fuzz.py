@@ -170,6 +170,10 @@ def _tame(case: Any) -> None:
         text = body.get("text")
         if isinstance(text, str) and len(text) > 24:
             body["text"] = text[:24]
+        actions = body.get("actions")
+        if isinstance(actions, list) and len(actions) > 3:
+            # an OpenAI batch of 50 'wait's (1 s each) is valid, and takes 50 s
+            body["actions"] = actions[:3]
 
 
 _KEYS = ("Return", "BackSpace", "Escape", "ctrl+l", "shift+Tab", "a", "F5", "Up")
