@@ -11,5 +11,6 @@ role="${1:-app}"
 case "$role" in
   app) exec /opt/visual-runtime/session.sh ;;
   agent) exec python -m agent_side "$@" ;;
+  pod) exec /opt/visual-runtime/pod.sh "$@" ;;  # the swarm backend: both parts, as root until they start
   *) exec "$role" "$@" ;;
 esac

@@ -24,7 +24,7 @@ class GatewayConfig:
     port: int = 3000
     """TCP port of the one gateway port (0 picks a free one)."""
     backend: str = "local"
-    """Session backend: ``local`` (bubblewrap, no daemon) or ``docker``."""
+    """Session backend: ``local`` (bubblewrap, no daemon), ``docker`` or ``swarm``."""
     state_dir: Path = Path("state")
     """SQLite database, API token, session folders, logs and recordings."""
     runtime_dir: Path = Path("/run/visual-runtime")
@@ -57,6 +57,16 @@ class GatewayConfig:
     """Session image of the ``docker`` backend (built by ``container/build.sh``)."""
     docker_seccomp_profile: Path | None = None
     """Seccomp profile (JSON file) of docker app containers; None: container/seccomp-chromium.json."""
+    swarm_constraints: tuple[str, ...] = ("node.labels.visual-runtime==session",)
+    """Placement constraints of swarm session services (docs/swarm.md)."""
+    swarm_spread: str = "node.labels.visual-runtime.zone"
+    """Placement preference: spread sessions over this node label's values ("" for none)."""
+    swarm_link_port: int = 17100
+    """First TCP port of the runtime agents' link on swarm nodes (a session uses this + slot)."""
+    swarm_reserve_cpus: float = 0.5
+    """CPU cores swarm reserves per session (placement and capacity)."""
+    swarm_reserve_memory_mb: int = 1024
+    """Memory swarm reserves per session (placement and capacity)."""
     ice_port_min: int | None = None
     """Lowest UDP port for WebRTC media (with ``ice_port_max``), for firewalls."""
     ice_port_max: int | None = None
@@ -104,8 +114,8 @@ class GatewayConfig:
     RTCPeerConnection): ``URL`` or ``URL;username=U;credential=C`` (:func:`parse_ice_server`)."""
 
     def __post_init__(self) -> None:
-        if self.backend not in ("local", "docker"):
-            raise ValueError(f"backend must be 'local' or 'docker', not {self.backend!r}")
+        if self.backend not in ("local", "docker", "swarm"):
+            raise ValueError(f"backend must be local, docker or swarm, not {self.backend!r}")
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port out of range: {self.port}")
         if self.max_sessions < 1:

@@ -20,4 +20,8 @@ def create_backend(config: GatewayConfig) -> SessionBackend:
         except ImportError as e:
             raise BackendError("the docker backend is not available in this build") from e
         return DockerBackend(config)  # type: ignore[no-any-return,unused-ignore]
+    if config.backend == "swarm":
+        from .swarm import SwarmBackend
+
+        return SwarmBackend(config)
     raise BackendError(f"unknown backend {config.backend!r}")

@@ -11,7 +11,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from gateway.config import DEFAULT_APPS
+from gateway.config import DEFAULT_APPS, GatewayConfig
 
 __all__ = ["Check", "DoctorOptions", "run_tool"]
 
@@ -53,6 +53,8 @@ class DoctorOptions:
     uid_base: int = 200_000
     xshm_timeout_s: float = 8.0
     """Budget of the sandboxed XShm probe."""
+    config: GatewayConfig | None = None
+    """The whole configuration (the swarm checks read its placement settings)."""
 
 
 

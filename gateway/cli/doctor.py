@@ -33,6 +33,8 @@ from gateway.cli.doctor_sandbox import (
     check_user_namespaces,
     check_xshm,
 )
+from gateway.cli.doctor_swarm import check_swarm
+from gateway.config import GatewayConfig
 
 __all__ = ["Check", "DoctorOptions", "format_check", "format_report", "run_checks", "to_json"]
 
@@ -61,9 +63,9 @@ _PROGRAMS: tuple[_Program, ...] = (
              pattern=r"Chromium \d", app="chromium"),
     _Program("x11vnc", ("-version",), "x11vnc", "the noVNC fallback viewer", required=False),
     _Program("ffmpeg", ("-version",), "ffmpeg", "finalising recordings",
-             backends=frozenset({"local", "docker"})),
+             backends=frozenset({"local", "docker", "swarm"})),
     _Program("ffprobe", ("-version",), "ffmpeg", "checking recordings",
-             backends=frozenset({"local", "docker"})),
+             backends=frozenset({"local", "docker", "swarm"})),
     _Program("bwrap", ("--version",), "bubblewrap", "the session sandboxes"),
     _Program("setpriv", ("--version",), "util-linux", "dropping to the session users"),
     _Program("nsenter", ("--version",), "util-linux", "joining the runtime agent to its pod"),
@@ -322,6 +324,8 @@ def run_checks(options: DoctorOptions,
         add([check_runtime_dir(options)])
     else:
         add(check_docker(options))
+        if options.backend == "swarm":
+            add(check_swarm(options.config or GatewayConfig(backend="swarm")))
     add([check_state_dir(options), check_disk(options), check_port(options)])
     return checks
 

@@ -30,7 +30,7 @@ logger = logging.getLogger("gateway")
 def _add_server_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--host", default=env_default("host", "127.0.0.1"))
     p.add_argument("--port", type=int, default=int(env_default("port", "3000") or 3000))
-    p.add_argument("--backend", choices=("local", "docker"),
+    p.add_argument("--backend", choices=("local", "docker", "swarm"),
                    default=env_default("backend", "local"))
     p.add_argument("--state-dir", type=Path,
                    default=Path(env_default("state_dir", "state") or "state"))
@@ -66,6 +66,19 @@ def _add_server_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--docker-seccomp-profile", type=Path,
                    default=env_default("docker_seccomp_profile", None),
                    help="seccomp JSON of docker app containers (default: container/seccomp-chromium.json)")
+    p.add_argument("--swarm-constraint", action="append", metavar="EXPR",
+                   default=[c for c in (env_default("swarm_constraint", "") or "").split(",") if c],
+                   help="placement constraint of swarm sessions, repeatable "
+                        "(default: node.labels.visual-runtime==session)")
+    p.add_argument("--swarm-link-port", type=int,
+                   default=int(env_default("swarm_link_port", "17100") or 17100),
+                   help="first TCP port of the runtime agents' link on swarm nodes (+ slot)")
+    p.add_argument("--swarm-reserve-cpus", type=float,
+                   default=float(env_default("swarm_reserve_cpus", "0.5") or 0.5),
+                   help="CPU cores swarm reserves per session")
+    p.add_argument("--swarm-reserve-memory-mb", type=int,
+                   default=int(env_default("swarm_reserve_memory_mb", "1024") or 1024),
+                   help="memory swarm reserves per session")
     p.add_argument("--auth-failure-limit", type=int,
                    default=int(env_default("auth_failure_limit", "20") or 20),
                    help="failed token attempts per client address per window before 429")
@@ -115,6 +128,9 @@ def _config(args: argparse.Namespace) -> GatewayConfig:
         recording_min_free_mb=args.recording_min_free_mb, agent_restarts=args.agent_restarts,
         max_upload_mb=args.max_upload_mb, upload_scan_command=args.upload_scan_command or None,
         runtime_dir=Path(args.runtime_dir).resolve(), docker_image=args.docker_image,
+        swarm_constraints=(tuple(args.swarm_constraint) or GatewayConfig.swarm_constraints),
+        swarm_link_port=args.swarm_link_port, swarm_reserve_cpus=args.swarm_reserve_cpus,
+        swarm_reserve_memory_mb=args.swarm_reserve_memory_mb,
         docker_seccomp_profile=(Path(args.docker_seccomp_profile)
                                 if args.docker_seccomp_profile else None),
         auth_failure_limit=args.auth_failure_limit,
@@ -262,7 +278,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         backend=config.backend, state_dir=config.state_dir, runtime_dir=config.runtime_dir,
         host=config.host, port=config.port, apps=config.apps,
         docker_image=config.docker_image, recording_min_free_mb=config.recording_min_free_mb,
-        recording_quota_mb=config.recording_quota_mb, uid_base=config.uid_base)
+        recording_quota_mb=config.recording_quota_mb, uid_base=config.uid_base, config=config)
     if not args.json:
         print(f"Visual Runtime doctor: backend {config.backend}, state dir {config.state_dir}, "
               f"{config.host}:{config.port}", flush=True)

@@ -1,0 +1,61 @@
+#!/bin/bash
+# The swarm backend's pod: both parts of a session in one container, each in its
+# own sandbox (gateway/backends/swarm.py, docs/swarm.md).
+#
+# Runs as root with only CAP_SETUID, CAP_SETGID and CAP_KILL (the service drops
+# every other capability) and does three things:
+#   app    uid 10001, no capabilities, no new privileges, in a user and network
+#          namespace of its own: loopback only (network "none"), so it reaches
+#          neither the node, the gateway, the runtime agent's port nor other
+#          sessions. Xvfb, fluxbox, xterm, Chromium (container/session.sh).
+#   agent  uid 10002, no capabilities, no new privileges, in the node's network
+#          (ICE candidates, the TLS link to the gateway); it alone can read the
+#          link secret and key (Swarm secrets, mode 0400, uid 10002).
+#   both   write their output to /tmp/logs/{app,agent}.log through file
+#          descriptors this script opened (the files are root's: neither part can
+#          rewrite the other's log); the agent serves them to the gateway.
+# When either part exits the other is stopped and the task ends with its status.
+set -u
+umask 022
+mkdir -p /tmp/.X11-unix /tmp/logs
+chmod 1777 /tmp/.X11-unix
+: > /tmp/logs/app.log
+: > /tmp/logs/agent.log
+
+as_user() {
+  local uid="$1"; shift
+  exec setpriv --reuid="$uid" --regid="$uid" --clear-groups --inh-caps=-all --no-new-privs -- "$@"
+}
+
+( as_user 10001 unshare --user --net --map-user=10001 --map-group=10001 -- \
+    env HOME=/tmp/user USER=user DISPLAY=:0 /opt/visual-runtime/session.sh ) >>/tmp/logs/app.log 2>&1 &
+APP=$!
+for _ in $(seq 1 1000); do
+  [ -S /tmp/.X11-unix/X0 ] && break
+  kill -0 "$APP" 2>/dev/null || break
+  sleep 0.02
+done
+if [ ! -S /tmp/.X11-unix/X0 ]; then
+  echo "pod: Xvfb did not start (see app.log)" >>/tmp/logs/agent.log
+  kill -TERM "$APP" 2>/dev/null
+  wait "$APP"
+  exit 1
+fi
+( as_user 10002 /bin/sh -c 'umask 077; mkdir -p /tmp/agent/recording && exec python -m agent_side "$@"' \
+    agent "$@" ) >>/tmp/logs/agent.log 2>&1 &
+AGENT=$!
+
+stop() { kill -TERM "$AGENT" "$APP" 2>/dev/null; }
+trap stop TERM INT
+wait -n "$APP" "$AGENT"
+status=$?
+if kill -0 "$AGENT" 2>/dev/null; then
+  echo "pod: the app sandbox exited with status $status" >>/tmp/logs/agent.log
+else
+  echo "pod: the runtime agent exited with status $status" >>/tmp/logs/agent.log
+fi
+stop
+# The agent finishes the recording on SIGTERM: give it the time the task's grace allows.
+wait "$AGENT" 2>/dev/null
+wait "$APP" 2>/dev/null
+exit "$status"

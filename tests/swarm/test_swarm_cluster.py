@@ -1,0 +1,288 @@
+"""``--backend swarm`` on a real multi-node swarm built on this machine (tests/swarm/cluster.py).
+
+CI runs the two-node version: the host engine as manager (it takes no sessions:
+its default seccomp profile is Docker's, see docs/swarm.md) and one Docker-in-Docker
+worker. With ``VR_SWARM_WORKERS=2`` (the benchmarks' full mode runs it so) the same
+test runs on three nodes and also checks spreading and draining.
+
+One gateway process serves the cluster (``visual-runtime serve --backend swarm``) and
+is killed with SIGKILL halfway, then started again on the same state: it must re-adopt
+the live sessions. Sessions stream to an aiortc viewer (WHEP) and to headless
+Chromium (the viewer page), take actions, record; the pod's isolation is read from the
+node's /proc; a worker is killed and only its sessions fail, with a reason naming it;
+the recording copied before the node died is playable. Nothing is left on any node.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import aiohttp
+import docker
+import pytest
+from playwright.async_api import Browser
+
+from gateway.backends.docker import gateway_label
+from gateway.config import GatewayConfig
+from tests.gateway_fixtures import (
+    API_TOKEN,
+    Gateway,
+    start_served_gateway,
+    stop_served_gateway,
+)
+from tests.swarm.cluster import (
+    Cluster,
+    kill_worker,
+    node_leftovers,
+    set_availability,
+    start_cluster,
+    stop_cluster,
+    swarm_objects,
+    task_of,
+)
+from tests.viewer.pages import open_viewer, wait_connected
+from tests.webrtc.whep_client import Typist, WhepViewer
+
+WORKERS = int(os.environ.get("VR_SWARM_WORKERS", "1"))
+RESERVE_CPUS = 0.9
+"""Each node reports the host's 2 cores: two sessions per worker fit, a third does not."""
+
+
+@pytest.fixture(scope="module")
+def cluster(docker_client: docker.DockerClient, tmp_path_factory: pytest.TempPathFactory
+            ) -> Iterator[Cluster]:
+    run_id = secrets.token_hex(3)
+    state_dir = tmp_path_factory.mktemp("swarm") / "state"
+    made: Cluster | None = None
+    try:
+        made = start_cluster(docker_client, WORKERS, GatewayConfig().docker_image, run_id)
+        made.state_dir = state_dir
+        print(f"\nswarm: {WORKERS} worker(s) + host manager ready in "
+              f"{made.timings['cluster_s']:.1f} s (image load {made.timings['image_load_s']:.1f} s)")
+        yield made
+    finally:
+        if made is not None:
+            left = stop_cluster(made, [gateway_label(state_dir)])
+            assert left == [], f"left behind: {left}"
+
+
+def serve(state_dir: Path, tmp: Path) -> tuple[subprocess.Popen[bytes], Gateway]:
+    proc, url = start_served_gateway(
+        state_dir, "--backend", "swarm", "--runtime-dir", str(tmp / "run"),
+        "--max-sessions", "8", "--swarm-reserve-cpus", str(RESERVE_CPUS),
+        "--swarm-reserve-memory-mb", "512", "--apps", "fluxbox,xterm,chromium")
+    # Keep reading its output (into a file), or a full pipe would block the gateway.
+    log = (tmp / "gateway.log").open("ab")
+    threading.Thread(target=_drain, args=(proc, log), daemon=True).start()
+    return proc, Gateway(url, API_TOKEN, state_dir, aiohttp.ClientSession())
+
+
+def _drain(proc: subprocess.Popen[bytes], log: BinaryIO) -> None:
+    out = proc.stdout
+    assert out is not None
+    with log:
+        try:
+            for line in out:
+                log.write(line)
+                log.flush()
+        except (OSError, ValueError):
+            pass  # closed by stop_served_gateway
+        finally:
+            out.close()
+
+
+@pytest.fixture
+async def served(cluster: Cluster, tmp_path: Path) -> AsyncIterator[dict[str, Any]]:
+    assert cluster.state_dir is not None
+    state_dir = cluster.state_dir
+    holder: dict[str, Any] = {}
+    holder["proc"], holder["gw"] = serve(state_dir, tmp_path)
+    try:
+        yield holder
+    finally:
+        await holder["gw"].http.close()
+        stop_served_gateway(holder["proc"])
+
+
+async def create_running(gw: Gateway, timeout: float = 120, **body: Any) -> dict[str, Any]:
+    created = await gw.create(network="none", **body)
+    sid = created["session_id"]
+    session = await gw.wait_status(sid, {"running", "failed", "stopped"}, timeout=timeout)
+    assert session["status"] == "running", session
+    session["tokens"] = created["tokens"]
+    return session
+
+
+async def action(gw: Gateway, sid: str, body: dict[str, Any]) -> tuple[int, Any]:
+    async with gw.http.post(gw.url(f"/api/visual-sessions/{sid}/actions"), json=body,
+                            headers=gw.auth) as resp:
+        return resp.status, await resp.json()
+
+
+def node_exec(worker: str, *argv: str) -> str:
+    done = subprocess.run(["docker", "exec", worker, *argv], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def pod_processes(worker: str, container_id: str) -> dict[str, dict[str, str]]:
+    """Name -> /proc status fields (and the interfaces of its network namespace)
+    of the pod's Xvfb, Chromium and runtime agent, read from inside the pod."""
+    script = (
+        "for p in /proc/[0-9]*; do c=$(tr '\\0' ' ' < $p/cmdline 2>/dev/null); "
+        "case \"$c\" in Xvfb\\ *|python*-m\\ agent_side*|/usr/lib/chromium/chromium\\ *) "
+        "echo \"== $c\"; grep -E '^(Uid|CapEff|NoNewPrivs):' $p/status; "
+        "echo \"Ifaces: $(tail -n +3 $p/net/dev | cut -d: -f1 | tr -d ' ' | tr '\\n' ' ')\";; "
+        "esac; done")
+    out = node_exec(worker, "docker", "exec", container_id, "sh", "-c", script)
+    procs: dict[str, dict[str, str]] = {}
+    current: dict[str, str] | None = None
+    for line in out.splitlines():
+        if line.startswith("== "):
+            cmd = line[3:]
+            key = ("agent" if "agent_side" in cmd else "xvfb" if "Xvfb" in cmd
+                   else "chromium")
+            current = procs.setdefault(key, {"cmd": cmd})
+        elif current is not None and ":" in line:
+            k, v = line.split(":", 1)
+            current[k.strip()] = v.strip()
+    return procs
+
+
+@pytest.mark.timeout(900)  # building the cluster (image load) is most of it: ~3 min here
+async def test_sessions_across_the_swarm(cluster: Cluster, served: dict[str, Any],
+                                         browser: Browser, tmp_path: Path) -> None:
+    client = cluster.client
+    gw: Gateway = served["gw"]
+    t0 = time.monotonic()
+    first = await create_running(gw, resolution="1280x720", enable_recording=True)
+    print(f"swarm: create -> running {time.monotonic() - t0:.1f} s")
+    second = await create_running(gw)
+    sids = [first["session_id"], second["session_id"]]
+    placed = {sid: task_of(client, sid)["NodeID"] for sid in sids}
+    worker_ids = {w.node_id for w in cluster.workers}
+    assert set(placed.values()) <= worker_ids, "a session ran outside the labelled workers"
+    if WORKERS >= 2:
+        assert len(set(placed.values())) == 2, f"sessions did not spread: {placed}"
+
+    # What the cluster can place: 2 per worker at 0.9 reserved cores each.
+    extra = [await create_running(gw) for _ in range(2 * WORKERS - 2)]
+    async with gw.http.post(gw.url("/api/visual-sessions"), json={"network": "none"},
+                            headers=gw.auth) as resp:
+        problem = await resp.json()
+        assert resp.status == 503, problem
+        assert "no room" in problem["detail"] and resp.headers.get("Retry-After")
+    for s in extra:
+        await gw.stop(s["session_id"])
+
+    # Streams: an aiortc viewer over WHEP and headless Chromium on the viewer page.
+    viewer = WhepViewer(gw, sids[0], first["tokens"]["view"], codec="h264")
+    try:
+        await viewer.connect()
+        async with Typist(gw, sids[0]):
+            frames = await viewer.wait_frames(5, within=60)
+        assert {(f.width, f.height) for f in frames} == {(1280, 720)}
+    finally:
+        await viewer.close()
+    page = await open_viewer(browser, gw, sids[1], second["tokens"]["control"])
+    try:
+        transport = await wait_connected(page, timeout_s=60)
+        assert transport == "webrtc", await page.evaluate("vrViewer.attempts")
+    finally:
+        await page.close()
+    status, body = await action(gw, sids[1], {"action": "mouse_move", "coordinate": [200, 150]})
+    assert status == 200 and body["cursor"] == [200, 150], body
+    async with gw.http.get(gw.url(f"/api/visual-sessions/{sids[1]}/screenshot"),
+                           headers=gw.auth) as resp:
+        assert resp.status == 200 and (await resp.read()).startswith(b"\x89PNG")
+
+    # Isolation, read inside the pod on its node.
+    task = task_of(client, sids[0])
+    worker = cluster.worker(task["NodeID"]).name
+    procs = pod_processes(worker, task["Status"]["ContainerStatus"]["ContainerID"])
+    assert procs["xvfb"]["Uid"].split()[0] == "10001" and procs["xvfb"]["CapEff"] == "0" * 16
+    assert procs["xvfb"]["Ifaces"].split() == ["lo"], procs["xvfb"]
+    assert procs["chromium"]["Ifaces"].split() == ["lo"]
+    assert procs["agent"]["Uid"].split()[0] == "10002" and procs["agent"]["CapEff"] == "0" * 16
+    assert procs["agent"]["NoNewPrivs"] == "1" and procs["xvfb"]["NoNewPrivs"] == "1"
+    assert "lo" in procs["agent"]["Ifaces"] and len(procs["agent"]["Ifaces"].split()) > 1
+    mode = node_exec(worker, "docker", "exec", task["Status"]["ContainerStatus"]["ContainerID"],
+                     "stat", "-c", "%u %a", "/run/secrets/vr-link-secret", "/run/secrets/vr-link-tls")
+    assert mode.split() == ["10002", "400", "10002", "400"]
+
+    # The gateway dies (SIGKILL) and comes back on the same state: both re-adopted.
+    served["proc"].send_signal(signal.SIGKILL)
+    served["proc"].wait()
+    await gw.http.close()
+    await asyncio.sleep(1)
+    served["proc"], gw = serve(gw.state_dir, tmp_path)
+    served["gw"] = gw
+    for sid in sids:
+        session = await gw.get(sid)
+        assert session["status"] == "running", session
+    status, body = await action(gw, sids[0], {"action": "type", "text": "echo readopted\n"})
+    assert status == 200, body
+
+    if WORKERS >= 2:
+        # Draining the second session's node fails it and sends new sessions elsewhere.
+        drained = cluster.worker(placed[sids[1]])
+        set_availability(cluster, drained, "drain")
+        failed = await gw.wait_status(sids[1], {"failed"}, timeout=30)
+        assert drained.name in failed["error"] and "drain" in failed["error"], failed
+        third = await create_running(gw)
+        assert task_of(client, third["session_id"])["NodeID"] != drained.node_id
+        sids.append(third["session_id"])
+        set_availability(cluster, drained, "active")
+
+    # Killing the first session's node fails only its sessions, within seconds.
+    await asyncio.sleep(3)  # a few more recorded fragments
+    victim = cluster.worker(placed[sids[0]])
+    on_victim = [sid for sid in sids
+                 if task_of(client, sid)["NodeID"] == victim.node_id
+                 and (await gw.get(sid))["status"] == "running"]
+    others = [sid for sid in sids if sid not in on_victim
+              and (await gw.get(sid))["status"] == "running"]
+    killed_at = time.monotonic()
+    kill_worker(victim)
+    for sid in on_victim:
+        failed = await gw.wait_status(sid, {"failed"}, timeout=60)
+        assert victim.name in failed["error"], failed
+    print(f"swarm: node killed -> its {len(on_victim)} session(s) failed in "
+          f"{time.monotonic() - killed_at:.1f} s: {failed['error'][:160]}")
+    for sid in others:
+        assert (await gw.get(sid))["status"] == "running"
+
+    # The recording copied before the node died plays.
+    async with gw.http.get(gw.url(f"/api/visual-sessions/{sids[0]}/recording"),
+                           headers=gw.auth) as resp:
+        assert resp.status == 200, await resp.text()
+        video = await resp.read()
+    path = tmp_path / "recording.mp4"
+    path.write_bytes(video)
+    probe = subprocess.run(["ffprobe", "-v", "error", "-show_entries", "format=duration",
+                            "-of", "csv=p=0", str(path)], capture_output=True, text=True)
+    assert probe.returncode == 0 and float(probe.stdout) >= 3, probe
+    logs = gw.state_dir / "sessions" / sids[0] / "logs" / "agent.log"
+    assert "runtime agent serving" in logs.read_text()
+
+    for sid in others:
+        await gw.stop(sid)
+    stop_served_gateway(served["proc"])
+    assert swarm_objects(client, gateway_label(gw.state_dir)) == {"services": [], "secrets": []}
+    for w in cluster.workers:
+        if w is not victim:
+            for _ in range(60):
+                if not node_leftovers(w):
+                    break
+                await asyncio.sleep(0.5)
+            assert node_leftovers(w) == [], w.name
