@@ -30,9 +30,6 @@ from .recorder import Recorder, RecorderConfig
 from .remote import add_arguments as add_link_arguments
 from .remote import attach as attach_link
 from .remote import listener_from, mirror_from, start_tcp_site
-from .remote import add_arguments as add_link_arguments
-from .remote import attach as attach_link
-from .remote import listener_from, mirror_from, start_tcp_site
 from .sctpguard import install as install_sctp_guard
 from .server import create_app
 from .vnc import VncBridge, VncServer
@@ -71,7 +68,6 @@ def parse_args(argv: list[str] | None = None) -> AgentConfig:
     parser.add_argument("--x11vnc-own-netns", action="store_true",
                         help="run x11vnc in a network namespace of its own (agent in the host's)")
     add_link_arguments(parser)
-    add_link_arguments(parser)
     args = parser.parse_args(argv)
     try:
         width, height = (int(v) for v in args.resolution.lower().split("x"))
@@ -91,7 +87,6 @@ def parse_args(argv: list[str] | None = None) -> AgentConfig:
                            session_offers_per_minute=args.session_offers_per_minute,
                            datachannel_max_bytes=args.datachannel_max_bytes,
                            ice_deadline_s=args.ice_deadline),
-                       listen=listener_from(args, parser), mirror=mirror_from(args, parser),
                        listen=listener_from(args, parser), mirror=mirror_from(args, parser),
                        cdp_socket=args.cdp_socket, x11vnc_own_netns=args.x11vnc_own_netns)
 
@@ -139,15 +134,12 @@ async def serve(config: AgentConfig) -> int:
            if config.cdp_socket is not None else None)
     app = create_app(source, gate, peers, streams=streams, vnc=vnc, cdp=cdp)
     attach_link(app, config.listen, config.mirror)
-    attach_link(app, config.listen, config.mirror)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     config.socket.unlink(missing_ok=True)
     site = web.UnixSite(runner, str(config.socket))
     await site.start()
     os.chmod(config.socket, 0o600)
-    if config.listen is not None:
-        await start_tcp_site(runner, config.listen)
     if config.listen is not None:
         await start_tcp_site(runner, config.listen)
     logger.info("session %s: runtime agent serving on %s (%dx%d)", sid, config.socket,

@@ -7,7 +7,6 @@ from pathlib import Path
 
 from .limits import ViewerLimits
 from .remote import RemoteListener
-from .remote import RemoteListener
 
 
 @dataclass(frozen=True)
@@ -40,11 +39,6 @@ class AgentConfig:
     """Caps on viewers, offers and data-channel messages (:mod:`agent_side.limits`)."""
     cdp_socket: Path | None = None
     """The DevTools relay's socket (``container/cdp-relay.py``); None: no ``/cdp``."""
-    listen: RemoteListener | None = None
-    """Also serve the API over TCP (TLS, the session's secret) for a gateway on
-    another machine (:mod:`agent_side.remote`); None: the unix socket only."""
-    mirror: tuple[tuple[str, Path], ...] = ()
-    """Folders served to the gateway for copying (kind, folder): :mod:`agent_side.mirror`."""
     listen: RemoteListener | None = None
     """Also serve the API over TCP (TLS, the session's secret) for a gateway on
     another machine (:mod:`agent_side.remote`); None: the unix socket only."""

@@ -23,7 +23,6 @@ from ..config import GatewayConfig
 from ..errors import BackendError
 from .remote import AgentEndpoint
 from .xauth import secure_x11_dir, write_xauthority
-from .remote import AgentEndpoint
 
 logger = logging.getLogger(__name__)
 
@@ -74,16 +73,6 @@ class SessionBackend(abc.ABC):
     @abc.abstractmethod
     def agent_socket(self, handle: PodHandle) -> Path:
         """Host path of the runtime agent's HTTP unix socket."""
-
-    def agent_endpoint(self, handle: PodHandle) -> AgentEndpoint:
-        """How the gateway reaches the pod's runtime agent: its unix socket by default;
-        backends with agents on other machines give TCP, TLS and the session's secret."""
-        return AgentEndpoint(socket=self.agent_socket(handle))
-
-    async def capacity(self) -> int | None:
-        """Further sessions the backend can place now (None: only ``--max-sessions``
-        limits them). The manager answers 503 when this is 0."""
-        return None
 
     def agent_endpoint(self, handle: PodHandle) -> AgentEndpoint:
         """How the gateway reaches the pod's runtime agent: its unix socket by default;
