@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import logging
 import os
 import signal
 import sys
+import time
 from pathlib import Path
 
 from aiohttp import web
@@ -26,12 +28,13 @@ from .injector import create_injector
 from .limits import ViewerAdmission, ViewerLimits
 from .media import MediaConfig, VideoSource
 from .peers import PeerManager
+from .pooled import wait_for_claim, wait_for_display
 from .recorder import Recorder, RecorderConfig
 from .remote import add_arguments as add_link_arguments
 from .remote import attach as attach_link
 from .remote import listener_from, mirror_from, start_tcp_site
 from .sctpguard import install as install_sctp_guard
-from .server import create_app
+from .server import STARTUP, create_app
 from .vnc import VncBridge, VncServer
 from .wsstream import StreamViewers
 
@@ -67,6 +70,8 @@ def parse_args(argv: list[str] | None = None) -> AgentConfig:
                         help="seconds a WebRTC peer may take to connect before it is closed")
     parser.add_argument("--x11vnc-own-netns", action="store_true",
                         help="run x11vnc in a network namespace of its own (agent in the host's)")
+    parser.add_argument("--pooled", action="store_true",
+                        help="wait warm for a claim (warm pool); --resolution is the largest size")
     add_link_arguments(parser)
     args = parser.parse_args(argv)
     try:
@@ -88,7 +93,8 @@ def parse_args(argv: list[str] | None = None) -> AgentConfig:
                            datachannel_max_bytes=args.datachannel_max_bytes,
                            ice_deadline_s=args.ice_deadline),
                        listen=listener_from(args, parser), mirror=mirror_from(args, parser),
-                       cdp_socket=args.cdp_socket, x11vnc_own_netns=args.x11vnc_own_netns)
+                       cdp_socket=args.cdp_socket, pooled=args.pooled,
+                       x11vnc_own_netns=args.x11vnc_own_netns)
 
 
 async def _watch_worker(source: VideoSource, stop: asyncio.Event) -> None:
@@ -104,6 +110,18 @@ async def _watch_worker(source: VideoSource, stop: asyncio.Event) -> None:
 async def serve(config: AgentConfig) -> int:
     """Run until SIGTERM/SIGINT (exit status 0) or a fatal capture error (1)."""
     sid = config.session_id
+    # Start-up spans (ms) for the gateway's session log: the backend starts this agent
+    # beside Xvfb, not after it, so the imports overlap the X server's start.
+    spans: dict[str, float] = {"agent_imports": _process_age_ms()}
+    spans["x_wait"] = await wait_for_display(config.display) * 1000
+    if config.pooled:
+        claim = await wait_for_claim(config.socket, config.display, config.width,
+                                     config.height, config.cdp_socket, sid)
+        config = dataclasses.replace(config, width=claim.width, height=claim.height,
+                                     recording=config.recording if claim.recording else None,
+                                     pooled=False)
+        spans = {f"claim_{k}": v for k, v in claim.spans.items()}
+    t0 = time.monotonic()
     keyframe_s = config.keyframe_interval_s
     if config.recording is not None:
         keyframe_s = min(keyframe_s, config.recording_keyframe_interval_s)
@@ -112,6 +130,7 @@ async def serve(config: AgentConfig) -> int:
                                      keyframe_interval_s=keyframe_s,
                                      session_id=sid))
     await source.start()
+    spans["first_capture"] = (time.monotonic() - t0) * 1000
     recorder: Recorder | None = None
     if config.recording is not None:
         recorder = Recorder(source, RecorderConfig(
@@ -133,6 +152,8 @@ async def serve(config: AgentConfig) -> int:
     cdp = (CdpProxy(BrowserLink(config.cdp_socket, sid), gate, sid)
            if config.cdp_socket is not None else None)
     app = create_app(source, gate, peers, streams=streams, vnc=vnc, cdp=cdp)
+    spans["serve"] = (time.monotonic() - t0) * 1000 - spans["first_capture"]
+    app[STARTUP] = spans
     attach_link(app, config.listen, config.mirror)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
@@ -168,6 +189,16 @@ async def serve(config: AgentConfig) -> int:
         await source.aclose()
         config.socket.unlink(missing_ok=True)
     return 1 if source.failed is not None else 0
+
+
+def _process_age_ms() -> float:
+    """Milliseconds since this process started (its imports, mostly), from /proc."""
+    try:
+        start_ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        uptime_s = float(Path("/proc/uptime").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 0.0
+    return max(0.0, uptime_s - start_ticks / os.sysconf("SC_CLK_TCK")) * 1000
 
 
 def main(argv: list[str] | None = None) -> int:

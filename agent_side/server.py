@@ -57,6 +57,11 @@ STARTED = web.AppKey("started", float)
 STREAMS = web.AppKey("streams", StreamViewers)
 VNC = web.AppKey("vnc", VncBridge)
 CDP = web.AppKey("cdp", CdpProxy)
+STARTUP = web.AppKey("startup", dict)
+"""Start-up spans in ms (``agent_imports``, ``x_wait``, ``first_capture``, ``serve``; a
+claimed pooled agent: ``claim_resize``, ``claim_browser``...), reported by ``/health``."""
+HEALTH_WAIT_MAX_S = 5.0
+"""Longest ``GET /health?wait=S`` long poll (the gateway waits for the first frame)."""
 
 TYPE_CHUNK = 32
 """Characters typed per gated step, so a ``take`` interrupts long typing quickly."""
@@ -77,8 +82,13 @@ def _error(status: int, code: str, detail: str, **extra: Any) -> web.Response:
 
 async def health(request: web.Request) -> web.Response:
     source = request.app[SOURCE]
-    first = await source.wait_first_frame(0)
-    return web.json_response({"ok": first, "first_frame": first})
+    try:
+        wait = min(max(float(request.query.get("wait", "0")), 0.0), HEALTH_WAIT_MAX_S)
+    except ValueError:
+        wait = 0.0
+    first = await source.wait_first_frame(wait)
+    return web.json_response({"ok": first, "first_frame": first,
+                              "spans": request.app.get(STARTUP, {})})
 
 
 async def stats(request: web.Request) -> web.Response:

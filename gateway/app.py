@@ -1,7 +1,8 @@
 """``create_app(config)``: the one place where the gateway is wired together.
 
-Start order: store -> backend -> session manager (re-adopts pods) -> routes.
-Shutdown reverses it: live SSE readers are closed, every session is stopped
+Start order: store -> backend -> warm pool leftovers removed -> session manager
+(re-adopts pods) -> warm pool refill -> routes. Shutdown reverses it: live SSE
+readers are closed, the warm pool's pods removed, every session is stopped
 (reason ``shutdown``), then the backend and the store are closed.
 """
 
@@ -25,6 +26,7 @@ from gateway.security.cors import cors_middleware, setup_cors
 from gateway.security.hardening import hardening_middleware, setup_hardening
 from gateway.sessions.events import EventHub
 from gateway.sessions.manager import SessionManager
+from gateway.sessions.pool import WarmPool
 from gateway.sessions.store import SessionStore
 
 logger = logging.getLogger(__name__)
@@ -77,10 +79,15 @@ def create_app(config: GatewayConfig, api_token: str) -> web.Application:
         app[BACKEND] = backend
         app[MANAGER] = manager
         app[AUTH].bind(manager.by_id)
+        pool = WarmPool(config, backend, manager.slots, manager.live_count, manager.cold_starts)
+        await pool.remove_leftovers()  # what a crashed gateway left in its pool
         await manager.start()
+        manager.pool = pool
+        await pool.start()
         try:
             yield
         finally:
+            await pool.aclose()
             await manager.aclose()
             await backend.aclose()
             store.close()

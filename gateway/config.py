@@ -113,9 +113,27 @@ class GatewayConfig:
     """STUN/TURN servers offered to viewers (WHEP ``Link`` headers, the viewer page's
     RTCPeerConnection): ``URL`` or ``URL;username=U;credential=C`` (:func:`parse_ice_server`)."""
 
+    pool_size: int = 0
+    """Warm pods of the default pool key kept ready to claim (0: no warm pool)."""
+    pool: tuple[tuple[str, int], ...] = ()
+    """Warm pods per pool key (``WxH`` on ``local``; ``WxH`` or ``WxH/none|egress`` on
+    ``docker``), besides ``pool_size``; see :func:`parse_pool_key`."""
+    pool_max_age_s: float = 1800.0
+    """A pooled pod older than this is replaced (it has not been claimed)."""
+    pool_memory_growth_mb: int = 256
+    """A pooled pod whose memory grew by more than this since it was ready is replaced."""
+    pool_cpu_budget: float = 0.5
+    """Share of one core the pool's refills may use on average (a refill that took *t*
+    seconds is followed by a pause of t * (1/budget - 1))."""
+    pool_max_load: float = 3.0
+    """No refill while the 1-minute load average per core is above this."""
+
     def __post_init__(self) -> None:
         if self.backend not in ("local", "docker", "swarm"):
             raise ValueError(f"backend must be local, docker or swarm, not {self.backend!r}")
+        self.pool_sizes()  # an unknown key or a pool larger than max_sessions fails here
+        if self.pool_max_age_s <= 0 or not 0 < self.pool_cpu_budget <= 1:
+            raise ValueError("pool_max_age_s must be > 0 and pool_cpu_budget in (0, 1]")
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port out of range: {self.port}")
         if self.max_sessions < 1:
@@ -145,6 +163,24 @@ class GatewayConfig:
             raise ValueError(f"frame_ancestors must be one CSP source list, not {self.frame_ancestors!r}")
         for server in self.ice_servers:
             parse_ice_server(server)
+
+    def pool_sizes(self) -> dict[str, int]:
+        """Warm pods by normalised pool key (``pool_size`` counts for the default key)."""
+        sizes: dict[str, int] = {}
+        if self.pool_size < 0:
+            raise ValueError(f"pool_size must be >= 0, not {self.pool_size}")
+        if self.pool_size:
+            sizes[default_pool_key(self.backend)] = self.pool_size
+        for key, n in self.pool:
+            if n < 0:
+                raise ValueError(f"pool size of {key!r} must be >= 0, not {n}")
+            norm = parse_pool_key(key, self.backend)
+            sizes[norm] = sizes.get(norm, 0) + n
+        total = sum(sizes.values())
+        if total > self.max_sessions:
+            raise ValueError(f"the warm pool ({total} pods) is larger than max_sessions "
+                             f"({self.max_sessions}): pooled pods count against it")
+        return {k: n for k, n in sizes.items() if n}
 
     @property
     def token_file(self) -> Path:
@@ -195,6 +231,41 @@ def parse_ice_server(text: str) -> IceServer:
     if scheme.startswith("stun") and values:
         raise ValueError(f"ice server {text!r}: a STUN server takes no credentials")
     return IceServer(url, values.get("username"), values.get("credential"))
+
+
+POOL_RESOLUTION = "1920x1080"
+"""Largest size of the default pool key's pods: they serve any session up to it."""
+
+
+def default_pool_key(backend: str) -> str:
+    return POOL_RESOLUTION if backend == "local" else f"{POOL_RESOLUTION}/egress"
+
+
+def parse_pool_key(key: str, backend: str) -> str:
+    """The normalised form of a pool key, or ValueError naming what is wrong.
+
+    A key is what a pooled pod cannot change when claimed: its largest resolution
+    (``WxH``: Xvfb's framebuffer; sessions up to that size are served by RandR) and,
+    on ``docker`` (whose containers keep their network), the network mode
+    (``WxH/none`` or ``WxH/egress``; plain ``WxH`` means egress). The ``local``
+    backend sets the network at claim, so its keys are plain ``WxH``."""
+    size, _, network = key.strip().partition("/")
+    w, _, h = size.partition("x")
+    if not (w.isdigit() and h.isdigit()):
+        raise ValueError(f"unknown pool key {key!r}: expected WxH"
+                         + ("" if backend == "local" else " or WxH/none|egress"))
+    width, height = int(w), int(h)
+    if not (320 <= width <= 3840 and 240 <= height <= 2160) or width % 2 or height % 2:
+        raise ValueError(f"unknown pool key {key!r}: the size must be even, "
+                         "320-3840 x 240-2160")
+    if backend == "local":
+        if network:
+            raise ValueError(f"unknown pool key {key!r}: the local backend sets the network "
+                             f"at claim, use {width}x{height}")
+        return f"{width}x{height}"
+    if network not in ("", "none", "egress"):
+        raise ValueError(f"unknown pool key {key!r}: the network must be none or egress")
+    return f"{width}x{height}/{network or 'egress'}"
 
 
 def env_default(name: str, fallback: str | None, environ: Mapping[str, str] | None = None) -> str | None:

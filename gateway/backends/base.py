@@ -42,12 +42,18 @@ class PodRequest:
     """Host folder of the session: home/ (with the shared folder), logs/, recordings."""
     runtime_dir: Path
     """Short host folder for sockets (unix socket paths are limited to 108 bytes)."""
+    pooled: bool = False
+    """A warm-pool pod (``gateway.sessions.pool``): *spec* gives the largest resolution
+    and the recording folder; the runtime agent waits for a claim (``--pooled``)."""
 
 
 class SessionBackend(abc.ABC):
     """Starts, inspects and stops pods. Every method is safe to call repeatedly."""
 
     name: str
+    network_at_claim: bool = False
+    """True when a pooled pod's network mode is set at claim (else it is part of the
+    pool key)."""
 
     @abc.abstractmethod
     async def start_pod(self, request: PodRequest) -> PodHandle:
@@ -97,6 +103,14 @@ class SessionBackend(abc.ABC):
         """Start a new runtime agent in a pod whose agent died but whose desktop runs
         (updates *handle*); BackendError when that is not possible."""
         raise BackendError(f"the {self.name} backend cannot restart a runtime agent")
+
+    async def claim_pod(self, handle: PodHandle, request: PodRequest) -> None:
+        """Apply what the backend must change when a pooled pod is claimed for *request*
+        (updates *handle*); BackendError when it cannot."""
+
+    async def memory_bytes(self, handle: PodHandle) -> int | None:
+        """Memory the pod uses now (None when the backend cannot tell)."""
+        return None
 
     def pids_limit(self, configured: int) -> int:
         """The process limit this backend really gives an app sandbox."""

@@ -59,6 +59,16 @@ class Cgroup:
         _write(cpu / "cpu.cfs_quota_us", str(quota))
         _write(pid / "pids.max", str(pids))
 
+    def memory_current(self) -> int | None:
+        """Bytes of memory charged to the cgroup now (None when it is gone)."""
+        d = self.dirs[0]
+        for name in ("memory.current", "memory.usage_in_bytes"):
+            try:
+                return int((d / name).read_text())
+            except (OSError, ValueError):
+                continue
+        return None
+
     def pids(self) -> set[int]:
         found: set[int] = set()
         for f in self.procs_files:

@@ -119,12 +119,20 @@ class EgressManager:
             await _ensure_chains("ip6tables", _CHAINS6, _HOOKS6)
 
     async def create(self, egress: Egress) -> None:
+        await self.remove(egress)
+        await create_namespace(egress.netns)
+        await self.connect(egress)
+
+    async def connect(self, egress: Egress) -> None:
+        """Join an existing (empty) namespace to the host: the veth pair, routes, NAT.
+
+        A pooled pod's sandbox runs in an empty namespace from the start; this is
+        what a claim for an ``egress`` session adds."""
         async with self._lock:
             await self._ensure_rules()
         ns = egress.netns
         peer = egress.host_if.replace("vrh", "vrs", 1)
-        await self.remove(egress)
-        await run("ip", "netns", "add", ns)
+        await run("ip", "link", "delete", egress.host_if, check=False)
         await run("ip", "link", "add", egress.host_if, "type", "veth", "peer", "name", peer)
         if _IPV6.is_dir():  # before the links come up: not even a link-local address
             await run("sysctl", "-q", "-w", f"net.ipv6.conf.{egress.host_if}.disable_ipv6=1")
@@ -136,7 +144,6 @@ class EgressManager:
                       f"net.ipv6.conf.{peer}.disable_ipv6=1")
         await run("ip", "addr", "add", f"{egress.host_ip}/30", "dev", egress.host_if)
         await run("ip", "link", "set", egress.host_if, "up")
-        await run("ip", "-n", ns, "link", "set", "lo", "up")
         await run("ip", "-n", ns, "addr", "add", f"{egress.sandbox_ip}/30", "dev", peer)
         await run("ip", "-n", ns, "link", "set", peer, "up")
         await run("ip", "-n", ns, "route", "add", "default", "via", egress.host_ip)
@@ -151,6 +158,17 @@ class EgressManager:
     async def aclose(self) -> None:
         """Nothing to release: the chains stay (inert without ``vrh+`` links) because
         other gateways on this machine, or re-adopted sessions, rely on them."""
+
+
+async def create_namespace(netns: str) -> None:
+    """An empty network namespace with loopback up (what ``network: "none"`` sees)."""
+    await run("ip", "netns", "add", netns)
+    await run("ip", "-n", netns, "link", "set", "lo", "up")
+
+
+async def delete_namespace(netns: str) -> None:
+    if Path("/run/netns", netns).exists():
+        await run("ip", "netns", "delete", netns, check=False)
 
 
 async def _ensure_chains(binary: str, chains: dict[str, list[str]],

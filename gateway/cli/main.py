@@ -37,6 +37,15 @@ def _add_server_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--token", default=env_default("token", None), help="API token")
     p.add_argument("--max-sessions", type=int,
                    default=int(env_default("max_sessions", "8") or 8))
+    p.add_argument("--pool-size", type=int,
+                   default=int(env_default("pool_size", "0") or 0),
+                   help="warm pods kept ready for the default pool key (0: no warm pool)")
+    p.add_argument("--pool", action="append", metavar="KEY=N",
+                   default=[i for i in (env_default("pool", "") or "").split(",") if i],
+                   help="warm pods for one pool key (WxH; docker: WxH/none|egress); repeatable")
+    p.add_argument("--pool-max-load", type=float,
+                   default=float(env_default("pool_max_load", "3.0") or 3.0),
+                   help="no warm-pool refill while the load average per core is above this")
     p.add_argument("--tls-cert", type=Path, default=env_default("tls_cert", None))
     p.add_argument("--tls-key", type=Path, default=env_default("tls_key", None))
     p.add_argument("--apps", default=env_default("apps", "fluxbox,xterm,chromium"),
@@ -116,11 +125,29 @@ def _add_server_flags(p: argparse.ArgumentParser) -> None:
 
 
 def _config(args: argparse.Namespace) -> GatewayConfig:
+    try:
+        return _build_config(args)
+    except ValueError as e:  # a bad setting is a clear start-up error, not a traceback
+        raise SystemExit(f"visual-runtime: invalid configuration: {e}") from None
+
+
+def _pool_sizes(items: list[str]) -> tuple[tuple[str, int], ...]:
+    out = []
+    for item in items:
+        key, _, n = item.partition("=")
+        if not n.strip().isdigit():
+            raise ValueError(f"--pool {item!r}: expected KEY=N (e.g. 1280x720=2)")
+        out.append((key.strip(), int(n)))
+    return tuple(out)
+
+
+def _build_config(args: argparse.Namespace) -> GatewayConfig:
     apps = tuple(a for a in str(args.apps).split(",") if a)
     return GatewayConfig(
         host=args.host, port=args.port, backend=args.backend,
         state_dir=Path(args.state_dir).resolve(), token=args.token,
         max_sessions=args.max_sessions,
+        pool_size=args.pool_size, pool=_pool_sizes(args.pool), pool_max_load=args.pool_max_load,
         tls_cert=Path(args.tls_cert) if args.tls_cert else None,
         tls_key=Path(args.tls_key) if args.tls_key else None, apps=apps,
         recording_max_age_hours=args.recording_max_age_hours,

@@ -9,7 +9,9 @@ from aiohttp import web
 from gateway.appkeys import MANAGER
 from gateway.http.openapi import OPENAPI
 from gateway.sessions.manager import closed_viewers
+from gateway.sessions.pool import WarmPool
 from gateway.sessions.session import SessionStatus
+from gateway.sessions.startup import StartupHistograms
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -101,8 +103,29 @@ async def metrics(request: web.Request) -> web.Response:
             "Mean encode time per frame.", encode_ms)
     _metric(lines, "visual_runtime_encoded_bytes_total", "counter",
             "Encoded video bytes produced (sent to every viewer).", sent)
+    _pool_metrics(lines, manager.pool, manager.startup)
     return web.Response(text="\n".join(lines) + "\n", content_type="text/plain",
                         charset="utf-8", headers={"X-Content-Type-Options": "nosniff"})
+
+
+def _pool_metrics(lines: list[str], pool: WarmPool | None, startup: StartupHistograms) -> None:
+    """The warm pool (``--pool-size``) and where start-up time goes."""
+    if pool is not None:
+        _metric(lines, "visual_runtime_pool_pods", "gauge",
+                "Warm-pool pods by pool key: target, ready to claim, starting.",
+                [(f'{{key="{key}",state="{state}"}}', float(n))
+                 for key, d in sorted(pool.describe().items()) for state, n in sorted(d.items())])
+        for name, counter, help_ in (
+                ("claims", "claimed", "Sessions served from the warm pool."),
+                ("misses", "misses", "Creates the warm pool could not serve (cold starts)."),
+                ("started", "started", "Warm-pool pods made ready."),
+                ("failed", "failed", "Warm-pool pods that failed to start."),
+                ("replaced", "replaced_stale", "Warm-pool pods replaced for age or memory."),
+                ("dead", "replaced_dead", "Warm-pool pods replaced because they died."),
+                ("evicted", "evicted", "Warm-pool pods given up for a cold start's place.")):
+            _metric(lines, f"visual_runtime_pool_{name}_total", "counter", help_,
+                    [("", float(pool.counters[counter]))])
+    lines.extend(startup.prometheus("visual_runtime_start_span_seconds"))
 
 
 def setup_routes(app: web.Application) -> None:

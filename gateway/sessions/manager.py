@@ -23,6 +23,7 @@ from gateway.errors import BackendError, CapacityProblem, conflict, not_found
 from gateway.sessions.agent_link import AgentClient, AgentUnavailable
 from gateway.sessions.events import EventHub
 from gateway.sessions.limits import LimitReporter, describe_hits
+from gateway.sessions.pool import PooledPod, WarmPool
 from gateway.sessions.session import (
     Controller,
     Session,
@@ -32,6 +33,7 @@ from gateway.sessions.session import (
     utcnow,
 )
 from gateway.sessions.slots import SlotTable
+from gateway.sessions.startup import StartupHistograms
 from gateway.sessions.store import SessionStore
 from gateway.sessions.tokens import new_session_id, new_token, token_hash
 from gateway.spec import SessionSpec
@@ -68,6 +70,10 @@ class SessionManager:
         """``resource_limit`` events and the totals of /metrics."""
         self.restart_hooks: list[OnStop] = []
         """Awaited before a dead runtime agent is restarted (e.g. keep its recording)."""
+        self.pool: WarmPool | None = None
+        """Warm pods to claim from (set by ``create_app`` when ``--pool-size`` is on)."""
+        self.startup = StartupHistograms()
+        """Start-up spans of every session (/metrics)."""
         self.stop_hooks: list[OnStop] = []
         """Awaited after a session's pod stopped, before its terminal state (e.g. finalise
         the recording); a failing hook is logged and does not block the stop."""
@@ -170,7 +176,19 @@ class SessionManager:
         return session
 
     # ------------------------------------------------------------ commands
+    @property
+    def slots(self) -> SlotTable:
+        return self._slots
+
+    def live_count(self) -> int:
+        return sum(1 for s in self._sessions.values() if not s.status.terminal)
+
+    def cold_starts(self) -> int:
+        """Sessions starting a pod of their own right now (the pool waits for them)."""
+        return sum(1 for sid in self._start_tasks if not self._sessions[sid].from_pool)
+
     async def create(self, spec: SessionSpec) -> tuple[Session, dict[str, str]]:
+        t0 = asyncio.get_running_loop().time()
         live = [s for s in self._sessions.values() if not s.status.terminal]
         if len(live) >= self._config.max_sessions:
             raise CapacityProblem(
@@ -181,8 +199,18 @@ class SessionManager:
         if room is not None and room < 1:
             raise CapacityProblem(f"the {self._backend.name} backend has no room for another "
                                   "session now (see `doctor`); stop one or retry later")
-        sid = new_session_id()
-        slot = self._slots.acquire(sid)
+        pooled = self.pool.claim(spec) if self.pool is not None else None
+        if pooled is not None:
+            sid, slot = pooled.session_id, pooled.slot
+        else:
+            # Pooled pods count against max_sessions, but give way to a session.
+            if (self.pool is not None
+                    and len(live) + self.pool.count >= self._config.max_sessions
+                    and not self.pool.evict_one()):
+                raise CapacityProblem(f"{len(live)} of {self._config.max_sessions} sessions "
+                                      "are in use; stop one or retry later")
+            sid = new_session_id()
+            slot = self._slots.acquire(sid)
         tokens = {"view": new_token(), "control": new_token()}
         session = Session(
             session_id=sid,
@@ -193,14 +221,16 @@ class SessionManager:
             control_token_hash=token_hash(tokens["control"]),
             slot=slot,
             minute_s=self._config.minute_s,
+            pod=pooled.handle if pooled is not None else {},
+            from_pool=pooled is not None,
         )
         self._sessions[session.session_id] = session
         self._save(session)
         self.counters["sessions_created"] += 1
         self.events.emit(session.session_id, "status", status=session.status.value)
-        logger.info("session %s: created (%s, network %s)", session.session_id,
-                    spec.resolution_str, spec.network)
-        task = asyncio.create_task(self._start_pod(session))
+        logger.info("session %s: created (%s, network %s%s)", session.session_id,
+                    spec.resolution_str, spec.network, ", from the warm pool" if pooled else "")
+        task = asyncio.create_task(self._start_pod(session, pooled, t0))
         self._start_tasks[session.session_id] = task
         self._hold(task)
         return session, tokens
@@ -306,28 +336,28 @@ class SessionManager:
         self.counters["actions"] += 1
 
     # ----------------------------------------------------------- internals
-    async def _start_pod(self, session: Session) -> None:
+    async def _start_pod(self, session: Session, pooled: PooledPod | None = None,
+                         t0: float | None = None) -> None:
         sid = session.session_id
+        loop = asyncio.get_running_loop()
+        t0 = loop.time() if t0 is None else t0
         request = PodRequest(sid, session.spec, session.slot, self._session_dir(sid),
                              self._config.runtime_dir / sid)
+        spans: dict[str, float] = {}
         try:
-            session.pod = await self._backend.start_pod(request)
+            t1 = loop.time()
+            if pooled is not None and not await self._claim(session, request, spans):
+                pooled = None  # the claim failed and the pod is gone: start cold instead
+            if pooled is None:
+                session.pod = await self._backend.start_pod(request)
+                spans["start_pod"] = (loop.time() - t1) * 1000
+            backend_spans = session.pod.pop("spans", None)
+            if isinstance(backend_spans, dict):
+                spans.update(backend_spans)
             self._save(session)
-            client = self._client(session)
-            deadline = asyncio.get_running_loop().time() + self._config.start_timeout_s
-            while True:
-                if not await self._backend.is_alive(session.pod):
-                    raise BackendError("the pod exited during start-up: "
-                                       + self._log_tail(sid))
-                try:
-                    if await client.health():
-                        break
-                except AgentUnavailable:
-                    pass
-                if asyncio.get_running_loop().time() > deadline:
-                    raise BackendError(
-                        f"no first frame within {self._config.start_timeout_s:.0f} s")
-                await asyncio.sleep(0.05)
+            t1 = loop.time()
+            spans.update(await self._wait_first_frame(session))
+            spans["first_frame_wait"] = (loop.time() - t1) * 1000
         except asyncio.CancelledError:
             raise
         except Exception as e:  # noqa: BLE001 - any start failure fails the session
@@ -344,12 +374,76 @@ class SessionManager:
             self._start_tasks.pop(sid, None)
         async with self._lock(sid):
             if session.status is SessionStatus.STARTING:
+                spans["total"] = (loop.time() - t0) * 1000
                 session.transition(SessionStatus.RUNNING)
                 session.last_activity = utcnow()
                 self._save(session)
+                self.events.emit(sid, "startup", from_pool=session.from_pool,
+                                 spans_ms={k: round(v, 1) for k, v in spans.items()})
+                self.startup.observe(spans, session.from_pool)
                 self.events.emit(sid, "status", status="running")
-                logger.info("session %s: running", sid)
+                logger.info("session %s: running after %.0f ms%s", sid, spans["total"],
+                            " (warm pool)" if session.from_pool else "")
                 await self._notify(sid)
+
+    async def _claim(self, session: Session, request: PodRequest,
+                     spans: dict[str, float]) -> bool:
+        """Turn a claimed pooled pod into *session*'s pod; False (pod removed) on failure."""
+        sid = session.session_id
+        loop = asyncio.get_running_loop()
+        t1 = loop.time()
+        spec = session.spec
+        try:
+            await self._backend.claim_pod(session.pod, request)
+            self._save(session)
+            spans["claim_backend"] = (loop.time() - t1) * 1000
+            reply = await self._client(session).request(
+                "POST", agent_api.CLAIM, timeout=15, json_body={
+                    "resolution": spec.resolution_str, "start_url": spec.start_url,
+                    "recording": spec.enable_recording})
+            if reply.status != 200:
+                raise BackendError(f"the pooled agent refused the claim ({reply.status}): "
+                                   f"{reply.body[:200].decode(errors='replace')}")
+            spans["claim"] = (loop.time() - t1) * 1000
+            return True
+        except (BackendError, AgentUnavailable, OSError) as e:
+            logger.warning("session %s: claiming the pooled pod failed (%s); starting cold",
+                           sid, e)
+            self.counters["errors"] += 1
+            try:
+                await self._backend.stop_pod(session.pod)
+            except Exception:  # noqa: BLE001 - a cold start follows either way
+                logger.exception("session %s: removing the pooled pod failed", sid)
+            client = self._agents.pop(sid, None)
+            if client is not None:
+                await client.aclose()
+            session.pod = {}
+            session.from_pool = False
+            return False
+
+    async def _wait_first_frame(self, session: Session) -> dict[str, float]:
+        """Wait until the runtime agent serves a first frame; its start-up spans."""
+        client = self._client(session)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._config.start_timeout_s
+        while True:
+            if not await self._backend.is_alive(session.pod):
+                raise BackendError("the pod exited during start-up: "
+                                   + self._log_tail(session.session_id))
+            try:
+                # A long poll: the agent answers as soon as it has a frame.
+                reply = await client.request("GET", agent_api.HEALTH + "?wait=1", timeout=3)
+                body = reply.json() if reply.status == 200 else {}
+                if isinstance(body, dict) and body.get("first_frame"):
+                    spans = body.get("spans")
+                    return ({k: float(v) for k, v in spans.items()
+                             if isinstance(v, int | float)} if isinstance(spans, dict) else {})
+            except AgentUnavailable:
+                pass  # no socket yet: the agent is still importing
+            if loop.time() > deadline:
+                raise BackendError(
+                    f"no first frame within {self._config.start_timeout_s:.0f} s")
+            await asyncio.sleep(0.01)
 
     async def _finish(self, session: Session, reason: StopReason) -> None:
         """Stop the pod and move to the terminal state of *reason* (lock held)."""

@@ -112,6 +112,8 @@ class Session:
     """Seconds per timeout minute (60 except in tests)."""
     pod: dict[str, object] = field(default_factory=dict)
     """Backend-specific handle of the pod (pids, paths), persisted for re-adoption."""
+    from_pool: bool = False
+    """The pod was claimed from the warm pool (``gateway.sessions.pool``)."""
 
     @property
     def expires_at(self) -> datetime:
@@ -146,6 +148,7 @@ class Session:
             "enable_file_transfer": self.spec.enable_file_transfer,
             "network": self.spec.network,
             "start_url": self.spec.start_url,
+            "from_pool": self.from_pool,
             "created_at": rfc3339(self.created_at),
             "started_at": rfc3339(self.started_at),
             "expires_at": rfc3339(self.expires_at),

@@ -60,6 +60,7 @@ def _encode(session: Session) -> str:
         "error": session.error,
         "minute_s": session.minute_s,
         "pod": session.pod,
+        "from_pool": session.from_pool,
     }
     return json.dumps(record)
 
@@ -98,6 +99,7 @@ def _decode(session_id: str, raw: str) -> Session:
         error=r["error"],
         minute_s=float(r.get("minute_s", 60.0)),
         pod=r["pod"],
+        from_pool=bool(r.get("from_pool", False)),
     )
     session.controller_since = _dt(r["controller_since"]) or created
     session.last_activity = _dt(r["last_activity"]) or created
