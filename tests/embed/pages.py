@@ -21,6 +21,7 @@ two origins, one of which the test allows.
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -157,6 +158,13 @@ class PageServer:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+
+
+def sync(check: Callable[[], Any]) -> Callable[[], Awaitable[Any]]:
+    """*check* as the coroutine function :func:`tests.viewer.pages.poll` awaits."""
+    async def run() -> Any:
+        return check()
+    return run
 
 
 async def messages(page: Page) -> list[dict[str, Any]]:

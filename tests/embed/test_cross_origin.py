@@ -26,7 +26,7 @@ import pytest
 from PIL import Image
 from playwright.async_api import Browser, ConsoleMessage, Frame, Page
 
-from tests.embed.pages import PageServer, messages
+from tests.embed.pages import PageServer, messages, sync
 from tests.gateway_fixtures import Gateway, in_process_gateway, wait_no_pod_processes
 from tests.viewer.pages import poll
 
@@ -222,7 +222,7 @@ async def test_a_page_on_another_origin_is_refused(
                 result = await page.evaluate("result")
                 assert result["frames"] == 0, result
                 assert any("Failed to fetch" in e for e in result["errors"]), result
-                await poll(_async(lambda c=console: any("blocked by CORS policy" in m for m in c)),
+                await poll(sync(lambda c=console: any("blocked by CORS policy" in m for m in c)),
                            10, f"Chromium's CORS error for {player}")
             finally:
                 await page.close()
@@ -232,7 +232,7 @@ async def test_a_page_on_another_origin_is_refused(
         viewer = gw.url(f"/sessions/{sid}/?token={session['tokens']['control']}&embed=1")
         try:
             await page.goto(f"{pages.other}/embed.html?src={quote(viewer, safe='')}")
-            await poll(_async(lambda: any("frame-ancestors" in m for m in console)), 20,
+            await poll(sync(lambda: any("frame-ancestors" in m for m in console)), 20,
                        "Chromium's frame-ancestors refusal")
             frame = next(f for f in page.frames if f is not page.main_frame)
             assert not frame.url.startswith(gw.base_url + "/sessions/") or \
@@ -242,12 +242,6 @@ async def test_a_page_on_another_origin_is_refused(
             await page.close()
     finally:
         await gw.stop(sid)
-
-
-def _async(check: Any) -> Any:
-    async def run() -> Any:
-        return check()
-    return run
 
 
 @pytest.fixture
@@ -271,7 +265,7 @@ async def test_the_viewer_talks_only_to_allowed_origins(
             page = await browser.new_page()
             try:
                 await page.goto(f"{origin}/embed.html?src={quote(viewer, safe='')}")
-                frame = await poll(_async(lambda p=page: next(
+                frame = await poll(sync(lambda p=page: next(
                     (f for f in p.frames if f.url.startswith(gw.base_url)), None)),
                     20, "the viewer frame")
                 await frame.wait_for_function(
