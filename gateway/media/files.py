@@ -26,14 +26,19 @@ upload leaves nothing behind.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import datetime
+import errno
+import functools
 import logging
 import os
 import shlex
 import stat
 import uuid
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 from aiohttp import web
 
@@ -41,14 +46,31 @@ from gateway.appkeys import AUTH, CONFIG, MANAGER
 from gateway.errors import ProblemError, bad_request, conflict, forbidden, not_found
 from gateway.sessions.session import Session, SessionStatus
 
-__all__ = ["open_no_follow", "send_fd", "setup_routes"]
+__all__ = ["NotARegularFile", "file_io", "open_no_follow", "send_fd", "setup_routes"]
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 CHUNK = 1024 * 1024
 MAX_PATH_BYTES = 1024
 MAX_SEGMENT_BYTES = 255
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
+FILE_IO_THREADS = 4
+"""Threads of the file I/O pool. Downloads, uploads and listings touch folders the
+session controls; on their own pool, whatever they meet (a slow disk, a FIFO) can
+hold at most these threads, never the default executor that session start and stop,
+the store and everything else share."""
+_io_pool: concurrent.futures.ThreadPoolExecutor | None = None
+
+
+async def file_io(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Run blocking file I/O on the gateway's bounded file pool."""
+    global _io_pool
+    if _io_pool is None:
+        _io_pool = concurrent.futures.ThreadPoolExecutor(FILE_IO_THREADS,
+                                                         thread_name_prefix="vr-files")
+    return await asyncio.get_running_loop().run_in_executor(
+        _io_pool, functools.partial(fn, *args, **kwargs))
 
 
 # --------------------------------------------------------------- paths
@@ -104,11 +126,28 @@ def open_no_follow(root: Path, parts: list[str], *, create_dirs: bool = False,
 
 
 def _open_file(root: Path, parts: list[str]) -> int:
+    """An fd of a regular file. ``O_NONBLOCK``: opening a FIFO the session planted
+    must not wait for a writer (it held a thread for ever); anything but a regular
+    file is refused (:class:`NotARegularFile`) before a byte is read."""
     dir_fd = open_no_follow(root, parts[:-1])
     try:
-        return os.open(parts[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+        fd = os.open(parts[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK,
+                     dir_fd=dir_fd)
+    except OSError as e:
+        if e.errno == errno.ENXIO:  # a unix socket
+            raise NotARegularFile(parts[-1]) from None
+        raise
     finally:
         os.close(dir_fd)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise NotARegularFile(parts[-1])
+    os.set_blocking(fd, True)
+    return fd
+
+
+class NotARegularFile(OSError):
+    """A FIFO, socket or device where a file was expected."""
 
 
 def _rfc3339(ts: float) -> str:
@@ -220,7 +259,7 @@ async def send_fd(request: web.Request, fd: int, content_type: str,
             return resp
         offset, remaining = start, length
         while remaining > 0:
-            data = await asyncio.to_thread(os.pread, fd, min(CHUNK, remaining), offset)
+            data = await file_io(os.pread, fd, min(CHUNK, remaining), offset)
             if not data:
                 break  # the file shrank (finalised under us); the client sees a short body
             await resp.write(data)
@@ -260,7 +299,7 @@ async def list_files(request: web.Request) -> web.Response:
     root = request.app[MANAGER].files_dir(session)
     if root.is_symlink():
         raise bad_request("the shared folder has been replaced by a symlink")
-    files = await asyncio.to_thread(_list_files, root)
+    files = await file_io(_list_files, root)
     return web.json_response({"files": files}, headers={"Cache-Control": "no-store"})
 
 
@@ -270,12 +309,11 @@ async def download_file(request: web.Request) -> web.StreamResponse:
     parts = split_path(raw)
     root = request.app[MANAGER].files_dir(session)
     try:
-        fd = await asyncio.to_thread(_open_file, root, parts)
+        fd = await file_io(_open_file, root, parts)
+    except NotARegularFile:
+        raise not_found(f"{raw!r} is not a regular file") from None
     except OSError as e:
         raise _path_error(raw, e) from None
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        os.close(fd)
-        raise not_found(f"{raw!r} is not a file")
     size = os.fstat(fd).st_size
     request.app[MANAGER].events.emit(session.session_id, "file", direction="download",
                                      path=raw, size=size, status="sent")
@@ -308,7 +346,7 @@ async def upload_file(request: web.Request) -> web.Response:
     owner = uid if isinstance(uid, int) else None
     # The parent must already be a real folder chain (or creatable) before we read a byte.
     try:
-        parent_fd = await asyncio.to_thread(open_no_follow, root, parts[:-1])
+        parent_fd = await file_io(open_no_follow, root, parts[:-1])
         os.close(parent_fd)
     except FileNotFoundError:
         pass  # created after the body arrived
@@ -316,9 +354,9 @@ async def upload_file(request: web.Request) -> web.Response:
         raise _path_error(raw, e) from None
 
     staging = manager.session_dir(session) / "upload-staging"
-    await asyncio.to_thread(staging.mkdir, mode=0o700, exist_ok=True)
+    await file_io(staging.mkdir, mode=0o700, exist_ok=True)
     tmp = staging / uuid.uuid4().hex
-    fd = await asyncio.to_thread(os.open, tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL
+    fd = await file_io(os.open, tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL
                                  | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
     size = 0
     done = False
@@ -330,10 +368,10 @@ async def upload_file(request: web.Request) -> web.Response:
                 raise _too_large(config.max_upload_mb)
             buf += chunk
             if len(buf) >= CHUNK:
-                await asyncio.to_thread(_write_all, fd, bytes(buf))
+                await file_io(_write_all, fd, bytes(buf))
                 buf.clear()
         if buf:
-            await asyncio.to_thread(_write_all, fd, bytes(buf))
+            await file_io(_write_all, fd, bytes(buf))
         if owner is not None:
             os.fchown(fd, owner, owner)
         os.close(fd)
@@ -343,9 +381,9 @@ async def upload_file(request: web.Request) -> web.Response:
                                      config.upload_scan_timeout_s, sid)
             if not ok:
                 quarantine = manager.session_dir(session) / "quarantine"
-                await asyncio.to_thread(quarantine.mkdir, mode=0o700, exist_ok=True)
+                await file_io(quarantine.mkdir, mode=0o700, exist_ok=True)
                 dest = quarantine / f"{uuid.uuid4().hex[:8]}-{parts[-1]}"
-                await asyncio.to_thread(os.replace, tmp, dest)
+                await file_io(os.replace, tmp, dest)
                 done = True
                 logger.warning("session %s: upload %r quarantined: %s", sid, raw, detail)
                 manager.events.emit(sid, "file", direction="upload", path=raw, size=size,
@@ -354,7 +392,7 @@ async def upload_file(request: web.Request) -> web.Response:
                                    f"the scanner refused {raw!r}; it was not stored "
                                    "in the shared folder")
         try:
-            existed = await asyncio.to_thread(_place, tmp, root, parts, owner)
+            existed = await file_io(_place, tmp, root, parts, owner)
         except OSError as e:
             raise _path_error(raw, e) from None
         done = True
