@@ -25,7 +25,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -74,17 +76,45 @@ def _docker_leftovers(state_dir: Path) -> int:
         client.close()
 
 
-async def measure_backend(backend: str, runs: int) -> dict[str, Any]:
+async def _pool_ready(gw: ServedGateway) -> int:
+    """Warm pods ready to claim, from the gateway's /metrics."""
+    assert gw.http is not None
+    async with gw.http.get(gw.url("/metrics")) as resp:
+        text = await resp.text()
+    return sum(int(float(m.group(1))) for m in re.finditer(
+        r'^visual_runtime_pool_pods\{key="[^"]*",state="ready"\} (\S+)$', text, re.M))
+
+
+async def _wait_pool(gw: ServedGateway, n: int, timeout: float = 300.0) -> float:
+    """Seconds until *n* warm pods are ready."""
+    t0 = time.perf_counter()
+    while await _pool_ready(gw) < n:
+        if time.perf_counter() - t0 > timeout:
+            raise RuntimeError(f"the warm pool did not reach {n} ready pods in {timeout:.0f} s")
+        await asyncio.sleep(0.1)
+    return time.perf_counter() - t0
+
+
+POOL_ARGS = ("--pool-max-load", "1000")
+"""The benchmark machine is shared: refills must not wait for it to calm down."""
+
+
+async def measure_backend(backend: str, runs: int, pool: int = 0) -> dict[str, Any]:
+    extra = ("--pool-size", str(pool), *POOL_ARGS) if pool else ()
     gw = ServedGateway(backend=backend, apps=("fluxbox", "xterm", "chromium"),
-                       name=f"start-{backend}")
+                       name=f"start-{backend}{'-pool' if pool else ''}", extra_args=extra)
     running: list[float] = []
     first: list[float] = []
     leftovers = 0
     try:
         await gw.start()
         for _ in range(runs):
+            if pool:
+                await _wait_pool(gw, 1)
             t0 = time.perf_counter()
             created = await gw.create(resolution=RESOLUTION)
+            if pool and not created.get("from_pool"):
+                raise RuntimeError("a create with a warm pod ready was not served from the pool")
             sid = created["session_id"]
             try:
                 await gw.wait_running(sid)
@@ -103,10 +133,91 @@ async def measure_backend(backend: str, runs: int) -> dict[str, Any]:
         await gw.aclose()
         if backend == "docker":
             leftovers = await asyncio.to_thread(_docker_leftovers, gw.state_dir)
-    return {"backend": backend, "runs": runs, "running_s": running, "first_frame_s": first,
+    return {"backend": backend, "runs": runs, "pool": pool, "running_s": running, "first_frame_s": first,
             "running_p50": pct(running, 0.5), "running_p95": pct(running, 0.95),
             "first_frame_p50": pct(first, 0.5), "first_frame_p95": pct(first, 0.95),
             "docker_leftovers": leftovers}
+
+
+async def measure_burst(creates: int, pool: int) -> dict[str, Any]:
+    """*creates* creates at once against a pool of *pool* (local, Xvfb + xterm): each
+    session is deleted once running. Errors, create -> running times, and how long the
+    pool takes to be full again after the burst."""
+    gw = ServedGateway(backend="local", apps=("xterm",), name="start-burst",
+                       extra_args=("--pool-size", str(pool), "--max-sessions",
+                                   str(creates + pool), *POOL_ARGS))
+    times: list[float] = []
+    errors: list[str] = []
+    from_pool = 0
+    try:
+        await gw.start()
+        await _wait_pool(gw, pool)
+
+        async def one() -> None:
+            nonlocal from_pool
+            t0 = time.perf_counter()
+            try:
+                created = await gw.create(resolution="1280x720")
+                from_pool += bool(created.get("from_pool"))
+                session = await gw.wait_running(created["session_id"])
+                if session["status"] != "running":
+                    errors.append(f"{session['status']}: {session.get('error')}")
+                else:
+                    times.append(time.perf_counter() - t0)
+                await gw.delete(created["session_id"])
+            except Exception as e:  # noqa: BLE001 - counted and reported
+                errors.append(str(e)[:200])
+
+        await asyncio.gather(*(one() for _ in range(creates)))
+        recovery = await _wait_pool(gw, pool, timeout=600)
+    finally:
+        await gw.aclose()
+    return {"creates": creates, "pool": pool, "errors": errors, "running_s": times,
+            "from_pool": from_pool, "running_p50": pct(times, 0.5),
+            "running_p95": pct(times, 0.95), "recovery_s": recovery}
+
+
+def _cgroup_usage(sid: str) -> tuple[float, int]:
+    """CPU seconds and memory bytes of pod *sid*'s cgroups (local backend, cgroup v2)."""
+    cpu, mem = 0.0, 0
+    for role in ("app", "agent"):
+        d = Path("/sys/fs/cgroup/visual-runtime") / f"{sid}.{role}"
+        for line in (d / "cpu.stat").read_text().splitlines():
+            if line.startswith("usage_usec "):
+                cpu += int(line.split()[1]) / 1e6
+        mem += int((d / "memory.current").read_text())
+    return cpu, mem
+
+
+async def measure_idle(pool: int, window_s: float) -> dict[str, Any]:
+    """CPU and memory of idle warm pods (full desktop) over *window_s*, against the same
+    pods' figures once claimed (an idle running session without viewers)."""
+    gw = ServedGateway(backend="local", apps=("fluxbox", "xterm", "chromium"),
+                       name="start-idle", extra_args=("--pool-size", str(pool), *POOL_ARGS))
+    try:
+        await gw.start()
+        await _wait_pool(gw, pool)
+        await asyncio.sleep(2)  # let the last pod's start settle
+        pods = json.loads((gw.state_dir / "pool.json").read_text())
+        sids = [sid for sid, p in pods.items() if p.get("ready")][:pool]
+        before = [_cgroup_usage(sid) for sid in sids]
+        await asyncio.sleep(window_s)
+        after = [_cgroup_usage(sid) for sid in sids]
+        pooled_cpu = [(a[0] - b[0]) / window_s * 100 for a, b in zip(after, before, strict=True)]
+        pooled_mem = [a[1] / 2**20 for a in after]
+        created = await gw.create(resolution=RESOLUTION)
+        sid = created["session_id"]
+        await gw.wait_running(sid)
+        await asyncio.sleep(2)
+        b0 = _cgroup_usage(sid)
+        await asyncio.sleep(window_s)
+        b1 = _cgroup_usage(sid)
+        await gw.delete(sid)
+    finally:
+        await gw.aclose()
+    return {"pods": len(sids), "window_s": window_s, "pooled_cpu_pct": pooled_cpu,
+            "pooled_mem_mib": pooled_mem,
+            "session_cpu_pct": (b1[0] - b0[0]) / window_s * 100, "session_mem_mib": b1[1] / 2**20}
 
 
 async def x11vnc_once() -> float:
@@ -141,13 +252,26 @@ async def x11vnc_once() -> float:
 
 
 async def measure(opts: Options, runs: int | None = None,
-                  backends: tuple[str, ...] = BACKENDS) -> Result:
+                  backends: tuple[str, ...] = BACKENDS, pool_runs: int | None = None,
+                  burst: tuple[int, int] | None = None,
+                  idle_window_s: float | None = None) -> Result:
     runs = runs or (3 if opts.quick else 10)
+    pool_runs = runs if pool_runs is None else pool_runs
+    if burst is None:
+        burst = (8, 4) if opts.quick else (50, 8)
+    if idle_window_s is None:
+        idle_window_s = 5.0 if opts.quick else 20.0
     notes = [load_note("at start")]
     before = census()
     results: dict[str, Any] = {}
     for backend in backends:
         results[backend] = await measure_backend(backend, runs)
+        if pool_runs:
+            results[f"{backend}_pool"] = await measure_backend(backend, pool_runs, pool=1)
+    if burst and burst[0]:
+        results["burst"] = await measure_burst(*burst)
+    if idle_window_s:
+        results["idle"] = await measure_idle(2, idle_window_s)
     vnc_times = [await x11vnc_once() for _ in range(runs)]
     results["x11vnc"] = {"runs": runs, "first_update_s": vnc_times,
                          "first_update_p50": pct(vnc_times, 0.5),
@@ -180,6 +304,32 @@ def _result(results: dict[str, Any], runs: int, notes: list[str]) -> Result:
         figures.append(Figure(
             f"create -> running p50, {backend} backend", r["running_p50"], "s",
             o["running_p50"] if o else None, f"{other} backend, same run" if o else None))
+    for backend in ("local", "docker"):
+        warm, cold = results.get(f"{backend}_pool"), results.get(backend)
+        if warm is None:
+            continue
+        for q, target in (("p50", "<= 300 ms"), ("p95", "<= 500 ms")):
+            figures.append(Figure(
+                f"warm pool: create -> running -> first frame {q}, {backend} backend",
+                warm[f"first_frame_{q}"], "s", cold[f"first_frame_{q}"] if cold else None,
+                f"cold start, {backend} backend, same run" if cold else None, target=target))
+    burst = results.get("burst")
+    if burst is not None:
+        figures.append(Figure(
+            f"burst of {burst['creates']} creates, pool of {burst['pool']}: create -> running "
+            "p95", burst["running_p95"], "s", None, None,
+            note=f"{len(burst['errors'])} errors, {burst['from_pool']} from the pool"))
+        figures.append(Figure(f"burst: pool of {burst['pool']} full again after",
+                              burst["recovery_s"], "s"))
+    idle = results.get("idle")
+    if idle is not None and idle["pooled_cpu_pct"]:
+        figures.append(Figure(
+            "idle warm pod CPU (mean of pods)", statistics.mean(idle["pooled_cpu_pct"]),
+            "% of a core", idle["session_cpu_pct"], "the same pod claimed, idle, no viewer",
+            target="<= 1 %"))
+        figures.append(Figure(
+            "idle warm pod memory (mean of pods)", statistics.mean(idle["pooled_mem_mib"]),
+            "MiB", idle["session_mem_mib"], "the same pod claimed, idle, no viewer"))
     if local is not None:
         figures.append(Figure("start to first frame p50, local backend, vs bare x11vnc",
                               local["first_frame_p50"], "s", vnc["first_update_p50"],
@@ -208,14 +358,24 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--runs", type=int, default=None, help="per backend (quick 3, full 10)")
     parser.add_argument("--backends", default=",".join(BACKENDS))
+    parser.add_argument("--pool-runs", type=int, default=None,
+                        help="warm-pool runs per backend (default: --runs; 0 skips)")
+    parser.add_argument("--burst", default=None,
+                        help="CREATES,POOL for the burst (quick 8,4; full 50,8; 0,0 skips)")
+    parser.add_argument("--idle-window", type=float, default=None,
+                        help="seconds idle warm pods are measured (quick 5, full 20; 0 skips)")
     parser.add_argument("--out-dir", type=Path, default=Options().out_dir)
     args = parser.parse_args()
     t0 = time.monotonic()
     opts = Options(quick=args.quick, out_dir=args.out_dir)
-    result = asyncio.run(measure(opts, args.runs, tuple(args.backends.split(","))))
+    burst = tuple(int(v) for v in args.burst.split(",")) if args.burst else None
+    result = asyncio.run(measure(
+        opts, args.runs, tuple(args.backends.split(",")), args.pool_runs,
+        (burst[0], burst[1]) if burst and burst[0] else (0, 0) if burst else None,
+        args.idle_window))
     result.seconds = time.monotonic() - t0
     print_result(result)
-    for key in ("local", "docker"):
+    for key in ("local", "docker", "local_pool", "docker_pool"):
         r = result.series.get(key)
         if r:
             print(f"  {key:6s} running {_secs(r['running_s'])} s, first frame "

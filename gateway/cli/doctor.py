@@ -327,7 +327,24 @@ def run_checks(options: DoctorOptions,
         if options.backend == "swarm":
             add(check_swarm(options.config or GatewayConfig(backend="swarm")))
     add([check_state_dir(options), check_disk(options), check_port(options)])
+    if options.config is not None:
+        add([check_pool(options.config)])
     return checks
+
+
+def check_pool(config: GatewayConfig) -> Check:
+    """The warm pool ``serve`` would keep (--pool-size/--pool) and the pods pooled now."""
+    sizes = config.pool_sizes()  # valid: the config was built
+    if not sizes:
+        return Check("warm pool", False, True, "off (--pool-size 0): every session starts cold")
+    try:
+        pooled = len(json.loads((config.state_dir / "pool.json").read_text()))
+    except (OSError, ValueError):
+        pooled = 0
+    keys = ", ".join(f"{n} x {key}" for key, n in sizes.items())
+    return Check("warm pool", False, True,
+                 f"{keys} ({sum(sizes.values())} of max {config.max_sessions} sessions); "
+                 f"{pooled} pod(s) pooled now")
 
 
 def format_check(check: Check) -> str:

@@ -257,6 +257,8 @@ OPENAPI: dict[str, Any] = {
                 "enable_recording": {"type": "boolean"},
                 "enable_file_transfer": {"type": "boolean"},
                 "network": {"enum": ["none", "egress"]},
+                "from_pool": {"type": "boolean", "description": "the session's pod was "
+                              "claimed from the warm pool (--pool-size) rather than started"},
                 "created_at": {"type": "string", "format": "date-time"},
                 "started_at": {"type": ["string", "null"], "format": "date-time"},
                 "expires_at": {"type": "string", "format": "date-time"},
