@@ -111,7 +111,7 @@ class GatewayConfig:
     and the address it serves on; others get 421. ``*`` answers for any."""
     ice_servers: tuple[str, ...] = ()
     """STUN/TURN servers offered to viewers (WHEP ``Link`` headers, the viewer page's
-    RTCPeerConnection): ``URL`` or ``URL;username=U;credential=C`` (:func:`parse_ice_server`)."""
+    RTCPeerConnection): ``URL`` or, for TURN, ``URL;username=U;credential=C``."""
 
     pool_size: int = 0
     """Warm pods of the default pool key kept ready to claim (0: no warm pool)."""
