@@ -56,7 +56,7 @@ exec(X_SETUP, _ns)  # noqa: S102 - the same probe code in-process (as root) and 
 x_setup: Callable[..., int | str] = _ns["x_setup"]
 
 
-def _as_nobody(code: str) -> str:
+def as_nobody(code: str) -> str:
     out = subprocess.run(
         ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", "--",
          sys.executable, "-c", X_SETUP + code],
@@ -81,8 +81,8 @@ async def test_only_the_pod_opens_its_display(light_gateway: Gateway) -> None:
         uid_app, uid_agent, 0o440)
 
     # Another local user: cannot reach the socket, cannot read the cookie.
-    assert _as_nobody(f"print(x_setup({str(x_socket)!r}))") == "EACCES"
-    assert _as_nobody(f"""
+    assert as_nobody(f"print(x_setup({str(x_socket)!r}))") == "EACCES"
+    assert as_nobody(f"""
 try:
     open({str(xauth)!r}, "rb")
     print("read")
