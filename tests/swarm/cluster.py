@@ -236,9 +236,9 @@ def stop_cluster(cluster: Cluster, gateway_labels: list[str]) -> list[str]:
                                                     filters={"label": f"{TEST_LABEL}={cluster.run_id}"})]
     left += [v.name for v in client.volumes.list(filters={"label": f"{TEST_LABEL}={cluster.run_id}"})]
     if not cluster.initialised:
-        names = {w.name for w in cluster.workers}
+        worker_names = {w.name for w in cluster.workers}
         left += [n.attrs["Description"]["Hostname"] for n in client.nodes.list()
-                 if n.attrs["Description"]["Hostname"] in names]
+                 if n.attrs["Description"]["Hostname"] in worker_names]
     else:
         if client.info()["Swarm"].get("LocalNodeState") != "inactive":
             left.append("the host is still in swarm mode")
@@ -255,6 +255,7 @@ def task_of(client: docker.DockerClient, session_id: str) -> dict[str, Any]:
     """The swarm task of a session's service."""
     services = client.api.services(filters={"label": f"visual-runtime.session={session_id}"})
     assert services, f"no swarm service for session {session_id}"
-    tasks = client.api.tasks(filters={"service": services[0]["ID"]})
+    tasks: list[dict[str, Any]] = [dict(t) for t in
+                                   client.api.tasks(filters={"service": services[0]["ID"]})]
     assert tasks, f"no swarm task for session {session_id}"
-    return dict(max(tasks, key=lambda t: str(t.get("CreatedAt", ""))))
+    return max(tasks, key=lambda t: str(t.get("CreatedAt", "")))

@@ -6,7 +6,7 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-import yaml  # type: ignore[import-untyped]
+import yaml
 
 from gateway.cli.settings_doc import serve_parser
 from tests.conftest import require_binary
