@@ -78,7 +78,7 @@ def test_openai_mapping() -> None:
         {"action": "left_click_drag", "start_coordinate": [100, 100], "coordinate": [200, 160],
          "path": [[150, 130]]}]
     assert _actions(openai.translate(c["keypress"], SCREEN)) == [{"action": "key", "text": "ENTER"}]
-    # 106 px = two Chromium wheel steps of 53 px
+    # 240 px = two wheel clicks of 120 px
     assert _actions(openai.translate(c["scroll"], SCREEN)) == [
         {"action": "scroll", "coordinate": [320, 220], "scroll_direction": "down",
          "scroll_amount": 2}]
@@ -106,11 +106,12 @@ def test_openai_keys_combine_case_insensitively() -> None:
 
 def test_openai_pixel_scrolls_scale_with_the_agent_picture() -> None:
     half = Scale(512, 384, 1024, 768)
-    # 53 agent px = 106 screen px = two wheel clicks; long scrolls split at 100 clicks
-    steps = openai.translate({"type": "scroll", "x": 1, "y": 1, "scroll_x": 0, "scroll_y": 53}, half)
+    # 120 agent px = 240 screen px = two wheel clicks; long scrolls split at 100 clicks
+    steps = openai.translate({"type": "scroll", "x": 1, "y": 1, "scroll_x": 0, "scroll_y": 120},
+                             half)
     assert steps[0].action["scroll_amount"] == 2
     steps = openai.translate({"type": "scroll", "x": 1, "y": 1, "scroll_x": 0,
-                              "scroll_y": -53 * 150}, SCREEN)
+                              "scroll_y": -120 * 150}, SCREEN)
     assert [s.action["scroll_amount"] for s in steps] == [100, 50]
     assert {s.action["scroll_direction"] for s in steps} == {"up"}
     # a small non-zero scroll is one click, never none

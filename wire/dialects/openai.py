@@ -46,8 +46,9 @@ MAX_BATCH: Final = 50
 """Most actions in one batch; a longer ``actions`` list is refused whole."""
 MAX_PATH: Final = 100
 """Most points in one ``drag`` path."""
-PIXELS_PER_CLICK: Final = 53
-"""Screen pixels one wheel click scrolls: Chromium's X11 wheel step (``kWheelScrollAmount``)."""
+PIXELS_PER_CLICK: Final = 120
+"""Screen pixels one wheel click scrolls in the session's Chromium (measured there, wheel
+deltas of 120 per X button 4/5 click: tests/dialects/test_chromium.py)."""
 MAX_CLICKS_PER_STEP: Final = 100
 """A canonical scroll carries at most this many clicks; longer scrolls become several."""
 WAIT_S: Final = 1.0
