@@ -7,8 +7,10 @@ own iptables chains, hooked into INPUT and FORWARD for ``vrh+`` interfaces:
 * ``VR-INPUT``: everything a session sends to the host itself is dropped, so
   the gateway, the runtime agents and any other host service are unreachable
   (loopback inside the namespace is the session's own);
-* ``VR-FORWARD``: traffic from one session to another, and to link-local
-  (cloud metadata) addresses, is dropped; other outbound traffic is allowed;
+* ``VR-FORWARD``: traffic from one session to another, to link-local
+  (cloud metadata) addresses, and connections the host DNAT-ed (ports published
+  by Docker, Kubernetes NodePorts: they would otherwise reach host services
+  through FORWARD) are dropped; other outbound traffic is allowed;
   inbound traffic to a session is allowed only for connections it opened.
 
 IPv6: sessions get none. IPv6 is disabled on both ends of the veth (no
@@ -58,7 +60,13 @@ _HOOKS6: list[tuple[str, str, list[str]]] = [
 ]
 _IPV6 = Path("/proc/sys/net/ipv6")
 """Absent when the kernel runs without IPv6 (``ipv6.disable=1``): nothing to do then."""
+_DNAT_DROP = ["-i", "vrh+", "-m", "conntrack", "--ctstate", "DNAT", "-j", "DROP"]
 _HOOKS: list[tuple[str, str, list[str]]] = [
+    # A host port published by Docker (or a NodePort) is DNAT-ed in PREROUTING, before
+    # any filter rule: it reaches FORWARD with the container's address as destination,
+    # never INPUT. No session connection has a reason to be DNAT-ed. (A hook of its
+    # own, so a gateway of an older version rebuilding VR-FORWARD keeps it.)
+    ("filter", "FORWARD", _DNAT_DROP),
     ("filter", "INPUT", ["-i", "vrh+", "-j", _CHAIN_IN]),
     ("filter", "FORWARD", ["-i", "vrh+", "-j", _CHAIN_FWD]),
     ("filter", "FORWARD", ["-o", "vrh+", "-j", _CHAIN_FWD]),
@@ -115,6 +123,11 @@ class EgressManager:
         """
         await run("sysctl", "-q", "-w", "net.ipv4.ip_forward=1")
         await _ensure_chains("iptables", _CHAINS, _HOOKS)
+        # dockerd puts its own FORWARD rules (which accept DNAT-ed published ports)
+        # first whenever it restarts; only DOCKER-USER is guaranteed to come before.
+        code, _ = await run("iptables", "-w", "-L", "DOCKER-USER", "-n", check=False)
+        if code == 0:
+            await _ensure_chains("iptables", {}, [("filter", "DOCKER-USER", _DNAT_DROP)])
         if _IPV6.is_dir():
             await _ensure_chains("ip6tables", _CHAINS6, _HOOKS6)
 
