@@ -29,6 +29,7 @@ import logging
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from urllib.parse import unquote_plus
 
 from aiohttp import hdrs, web
 
@@ -190,7 +191,18 @@ async def _security_headers(request: web.Request, response: web.StreamResponse) 
             ancestors, WEB_DIR / page if page else None)
 
 
-_TOKEN_IN_URL = re.compile(r"([?&;]token=)[^&\s\"]*")
+_QUERY_PARAM = re.compile(r"([?&;])([^=&;\s\"]*)=([^&;\s\"]*)")
+
+
+def redact_tokens(message: str) -> str:
+    """*message* with the value of every ``token`` query parameter replaced, however
+    its name is written: ``?%74oken=`` and ``?t%6Fken=`` decode to ``token`` and are
+    accepted as such, so they are redacted as such (and ``TOKEN=`` too)."""
+    def one(m: re.Match[str]) -> str:
+        if unquote_plus(m.group(2)).strip().casefold() == "token":
+            return f"{m.group(1)}{m.group(2)}=REDACTED"
+        return m.group(0)
+    return _QUERY_PARAM.sub(one, message)
 
 
 class RedactTokens(logging.Filter):
@@ -198,9 +210,11 @@ class RedactTokens(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        if "token=" in message:
-            record.msg = _TOKEN_IN_URL.sub(r"\1REDACTED", message)
-            record.args = None
+        if "=" in message:
+            redacted = redact_tokens(message)
+            if redacted != message:
+                record.msg = redacted
+                record.args = None
         return True
 
 
