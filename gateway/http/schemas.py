@@ -30,6 +30,26 @@ MIN_AGENT_SIDE = 64
 """Smallest agent picture side: below it no interface is legible."""
 
 
+MAX_JSON_DEPTH = 32
+"""Deepest nesting a request body may have (no API body needs more than a few levels;
+deeper ones used to overflow the parser's or a validator's recursion: a 500)."""
+
+
+def _depth(value: Any) -> int:
+    """Nesting depth of a parsed JSON value, without recursion."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        deepest = max(deepest, level)
+        if level > MAX_JSON_DEPTH:
+            break
+        if isinstance(item, dict):
+            stack.extend((v, level + 1) for v in item.values())
+        elif isinstance(item, list):
+            stack.extend((v, level + 1) for v in item)
+    return deepest
+
+
 async def read_json_object(request: web.Request, *, allow_empty: bool = False) -> dict[str, Any]:
     """Body as a JSON object: 415 for another content type, 400 when malformed."""
     raw = await request.read()
@@ -41,6 +61,10 @@ async def read_json_object(request: web.Request, *, allow_empty: bool = False) -
         body = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise bad_request(f"body is not valid JSON: {e}") from e
+    except RecursionError:
+        raise bad_request(f"body is nested deeper than {MAX_JSON_DEPTH} levels") from None
+    if _depth(body) > MAX_JSON_DEPTH:
+        raise bad_request(f"body is nested deeper than {MAX_JSON_DEPTH} levels")
     if not isinstance(body, dict):
         raise bad_request(f"body must be a JSON object, not {type(body).__name__}")
     return body
