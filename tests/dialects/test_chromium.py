@@ -3,7 +3,8 @@
 A page in the shared folder logs every wheel event's ``deltaY`` and every
 mouse button; on F9 it downloads the log into ``~/Downloads``. A scroll of
 ``scroll_y`` pixels must arrive as wheel deltas adding up to those pixels (whole
-wheel clicks of ``PIXELS_PER_CLICK``), and ``click`` with ``button: "back"`` must
+wheel clicks of ``PIXELS_PER_CLICK``) and move the page that way, and
+``click`` with ``button: "back"`` must
 make Chromium go back a page (and ``forward`` forward again).
 """
 
@@ -41,10 +42,13 @@ function download() {
 addEventListener("keydown", (e) => {
   if (e.key !== "F9") return;
   e.preventDefault();
-  // report once smooth scrolling has come to rest
-  let last = -1;
-  const settle = () => { if (scrollY === last) download(); else { last = scrollY;
-                                                                  setTimeout(settle, 300); } };
+  // report once smooth scrolling has come to rest: scrollY unchanged for 2 s
+  let last = -1, still = 0;
+  const settle = () => {
+    still = scrollY === last ? still + 1 : 0;
+    last = scrollY;
+    if (still >= 10) download(); else setTimeout(settle, 200);
+  };
   settle();
 }, true);
 </script></body></html>
@@ -88,29 +92,41 @@ async def test_openai_pixel_scroll_and_back_button_in_chromium(gateway: Gateway)
             if attempt == 2:
                 raise
 
-    # ten wheel clicks down, then two up
+    async def report(n: int) -> dict[str, Any]:
+        """Press F9; the page downloads its log once scrolling has come to rest."""
+        await act_ok(gw, sid, action="key", text="F9")
+        path = downloads(gw, sid) / report_name.replace(".json", f" ({n}).json" if n else ".json")
+
+        def done() -> dict[str, Any] | None:
+            try:
+                return dict(json.loads(path.read_text()))
+            except (OSError, ValueError):
+                return None
+
+        result: dict[str, Any] = await poll(done, timeout=30, what=f"the page's report {n}")
+        return result
+
+    def wheel_sum(log: list[dict[str, Any]]) -> int:
+        wheels = [e for e in log if e["type"] == "wheel"]  # Chromium coalesces some events
+        assert wheels and all(e["mode"] == 0 for e in wheels), wheels  # deltas in pixels
+        return sum(int(e["dy"]) for e in wheels)
+
+    # ten wheel clicks down: the page gets wheel deltas adding up to the pixels asked for.
+    # Where the page comes to rest is Chromium's business: its smooth-scroll animation
+    # sometimes stops short of a fast burst (seen 708-1200 for 1200), never past it.
+    await post_ok(gw, sid, {"type": "scroll", "x": 640, "y": 500, "scroll_x": 0,
+                            "scroll_y": 10 * PIXELS_PER_CLICK}, "openai")
+    first = await report(0)
+    assert wheel_sum(first["log"]) == 10 * PIXELS_PER_CLICK
+    assert 0 < first["y"] <= 10 * PIXELS_PER_CLICK
+    # two up (a separate call: reversing mid-animation retargets from where Chromium is)
     await post_ok(gw, sid, {"actions": [
-        {"type": "scroll", "x": 640, "y": 500, "scroll_x": 0, "scroll_y": 10 * PIXELS_PER_CLICK},
         {"type": "scroll", "x": 640, "y": 500, "scroll_x": 0, "scroll_y": -2 * PIXELS_PER_CLICK},
         {"type": "click", "button": "left", "x": 640, "y": 500}]}, "openai")
-    await act_ok(gw, sid, action="key", text="F9")
-    path = downloads(gw, sid) / report_name
-
-    def done() -> dict[str, Any] | None:
-        try:
-            return dict(json.loads(path.read_text()))
-        except (OSError, ValueError):
-            return None
-
-    report = await poll(done, timeout=30, what="the page's report")
-    wheels = [e for e in report["log"] if e["type"] == "wheel"]  # Chromium coalesces some
-    assert wheels and all(e["mode"] == 0 for e in wheels), wheels  # deltas in pixels
-    down = sum(e["dy"] for e in wheels if e["dy"] > 0)
-    up = sum(e["dy"] for e in wheels if e["dy"] < 0)
-    # the wheel deltas Chromium reports add up to the pixels asked for
-    assert (down, up) == (10 * PIXELS_PER_CLICK, -2 * PIXELS_PER_CLICK), wheels
-    assert report["y"] == 8 * PIXELS_PER_CLICK
-    assert [e["button"] for e in report["log"] if e["type"] == "mouseup"] == [0]
+    second = await report(1)
+    assert wheel_sum(second["log"][len(first["log"]):]) == -2 * PIXELS_PER_CLICK
+    assert first["y"] - 2 * PIXELS_PER_CLICK <= second["y"] < first["y"]
+    assert [e["button"] for e in second["log"] if e["type"] == "mouseup"] == [0]
 
     # the side buttons are the browser's: back leaves the page, forward brings it back
     await post_ok(gw, sid, {"type": "click", "button": "back", "x": 640, "y": 500}, "openai")
