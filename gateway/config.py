@@ -112,6 +112,13 @@ class GatewayConfig:
     ice_servers: tuple[str, ...] = ()
     """STUN/TURN servers offered to viewers (WHEP ``Link`` headers, the viewer page's
     RTCPeerConnection): ``URL`` or, for TURN, ``URL;username=U;credential=C``."""
+    turn_urls: tuple[str, ...] = ()
+    """TURN servers (coturn with ``use-auth-secret``) offered with credentials minted per
+    viewer from ``turn_secret_file`` (``gateway.security.turn``), e.g. ``turn:HOST:3478``."""
+    turn_secret_file: Path | None = None
+    """File holding coturn's ``static-auth-secret``; needed with ``turn_urls``."""
+    turn_ttl_s: float = 3600.0
+    """How long a minted TURN credential stays valid."""
 
     pool_size: int = 0
     """Warm pods of the default pool key kept ready to claim (0: no warm pool)."""
@@ -163,6 +170,14 @@ class GatewayConfig:
             raise ValueError(f"frame_ancestors must be one CSP source list, not {self.frame_ancestors!r}")
         for server in self.ice_servers:
             parse_ice_server(server)
+        for url in self.turn_urls:
+            if not url.lower().startswith(("turn:", "turns:")):
+                raise ValueError(f"turn url {url!r}: expected a turn: or turns: URL")
+            parse_ice_server(f"{url};username=u;credential=c")
+        if self.turn_urls and self.turn_secret_file is None:
+            raise ValueError("turn_urls need turn_secret_file (coturn's static-auth-secret)")
+        if self.turn_ttl_s < 60:
+            raise ValueError(f"turn_ttl_s must be >= 60, not {self.turn_ttl_s}")
 
     def pool_sizes(self) -> dict[str, int]:
         """Warm pods by normalised pool key (``pool_size`` counts for the default key)."""

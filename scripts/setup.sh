@@ -17,6 +17,7 @@ APT_PACKAGES=(
   iproute2 iptables util-linux procps x11-utils xdotool
   fonts-dejavu-core xfonts-base ca-certificates curl
   python3 python3-venv python3-dev gcc
+  coturn
 )
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do

@@ -119,6 +119,15 @@ def _add_server_flags(p: argparse.ArgumentParser) -> None:
                    help="a STUN/TURN server offered to viewers (WHEP Link headers, the viewer "
                         "page), repeatable: stun:HOST:PORT or "
                         "turn:HOST:PORT?transport=udp;username=U;credential=C")
+    p.add_argument("--turn-url", action="append", metavar="URL",
+                   default=[v for v in (env_default("turn_url", "") or "").split(",") if v],
+                   help="a TURN server (coturn, use-auth-secret) offered to viewers with "
+                        "credentials minted per viewer, repeatable: turn:HOST:3478?transport=udp")
+    p.add_argument("--turn-secret-file", type=Path, default=env_default("turn_secret_file", None),
+                   help="file with coturn's static-auth-secret (needed with --turn-url)")
+    p.add_argument("--turn-ttl", type=float,
+                   default=float(env_default("turn_ttl", "3600") or 3600),
+                   help="seconds a minted TURN credential stays valid")
     p.add_argument("--max-body-kb", type=int,
                    default=int(env_default("max_body_kb", "64") or 64),
                    help="largest JSON or SDP request body in KiB (uploads: --max-upload-mb)")
@@ -168,6 +177,9 @@ def _build_config(args: argparse.Namespace) -> GatewayConfig:
         viewer_limits=_viewer_limits(args.viewer_limit),
         allowed_hosts=tuple(h.strip() for h in str(args.allowed_hosts).split(",") if h.strip()),
         ice_servers=tuple(s.strip() for s in args.ice_server if s.strip()),
+        turn_urls=tuple(s.strip() for s in args.turn_url if s.strip()),
+        turn_secret_file=Path(args.turn_secret_file) if args.turn_secret_file else None,
+        turn_ttl_s=args.turn_ttl,
     )
 
 

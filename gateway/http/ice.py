@@ -10,14 +10,14 @@ Two places hand them out, both built from :func:`ice_servers_for`:
   ``RTCIceServer``, so the viewer page builds its ``RTCPeerConnection`` with
   them before it makes the offer.
 
-Today the servers are the static ones from the configuration. Per-viewer,
-time-limited TURN credentials (issue 17: coturn's REST-API shared secret)
-plug in here: :func:`ice_servers_for` gets the request and the token that asks,
-so it can mint a user name and password for that viewer.
+The servers are the static ones from the configuration, then the TURN servers
+of ``--turn-url`` with a user name and password minted for the viewer that asks
+(coturn's REST-API shared secret, :mod:`gateway.security.turn`).
 """
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from aiohttp import web
@@ -25,14 +25,27 @@ from aiohttp import web
 from gateway.appkeys import CONFIG
 from gateway.config import IceServer, parse_ice_server
 from gateway.security.auth import Principal
+from gateway.security.turn import TurnError, mint, read_secret
 
 __all__ = ["ice_servers_for", "link_headers", "rtc_ice_servers"]
 
+logger = logging.getLogger(__name__)
+
 
 def ice_servers_for(request: web.Request, who: Principal) -> tuple[IceServer, ...]:
-    """The ICE servers offered to the viewer *who* (checked at start-up by the config)."""
-    del who  # the static servers are the same for everyone; minted TURN credentials are not
-    return tuple(parse_ice_server(text) for text in request.app[CONFIG].ice_servers)
+    """The ICE servers offered to the viewer *who*: the static ones (checked at start-up
+    by the config), then the ``--turn-url`` servers with credentials minted for *who*
+    (:mod:`gateway.security.turn`)."""
+    config = request.app[CONFIG]
+    servers = tuple(parse_ice_server(text) for text in config.ice_servers)
+    if config.turn_urls and config.turn_secret_file is not None:
+        try:
+            secret = read_secret(config.turn_secret_file)
+        except TurnError as e:
+            logger.warning("no TURN credentials for this viewer: %s", e)
+            return servers
+        servers += mint(config.turn_urls, secret, who.token_id, config.turn_ttl_s)
+    return servers
 
 
 def link_headers(servers: tuple[IceServer, ...]) -> list[str]:

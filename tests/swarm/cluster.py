@@ -104,8 +104,11 @@ def _bridge_gateway(client: docker.DockerClient) -> str:
 
 
 def start_cluster(client: docker.DockerClient, workers: int, session_image: str,
-                  run_id: str) -> Cluster:
-    """The host as manager plus *workers* Docker-in-Docker nodes labelled for sessions."""
+                  run_id: str, made: list[Cluster] | None = None) -> Cluster:
+    """The host as manager plus *workers* Docker-in-Docker nodes labelled for sessions.
+
+    The cluster is appended to *made* as soon as it exists, so a caller that is
+    interrupted meanwhile can still remove it; a failure here removes it itself."""
     t0 = time.monotonic()
     image = node_image(client)
     state = client.info()["Swarm"]
@@ -120,6 +123,21 @@ def start_cluster(client: docker.DockerClient, workers: int, session_image: str,
         raise AssertionError("this docker engine is in a swarm but not a manager")
     cluster = Cluster(client, run_id, initialised, had_gwbridge=had_gwbridge)
     cluster.timings["node_image_s"] = time.monotonic() - t0
+    if made is not None:
+        made.append(cluster)
+    try:
+        _add_workers(cluster, workers, image, session_image, manager_addr)
+    except BaseException:
+        stop_cluster(cluster, [])
+        raise
+    cluster.timings["cluster_s"] = time.monotonic() - t0
+    return cluster
+
+
+def _add_workers(cluster: Cluster, workers: int, image: str, session_image: str,
+                 manager_addr: str) -> None:
+    client = cluster.client
+    run_id = cluster.run_id
     client.swarm.reload()
     token = client.swarm.attrs["JoinTokens"]["Worker"]
     for i in range(workers):
@@ -167,8 +185,6 @@ def start_cluster(client: docker.DockerClient, workers: int, session_image: str,
         spec = dict(node.attrs["Spec"])
         spec["Labels"] = {**spec.get("Labels", {}), "visual-runtime": "session"}
         node.update(spec)
-    cluster.timings["cluster_s"] = time.monotonic() - t0
-    return cluster
 
 
 def set_availability(cluster: Cluster, worker: Worker, availability: str) -> None:
@@ -211,8 +227,11 @@ def stop_cluster(cluster: Cluster, gateway_labels: list[str]) -> list[str]:
                      else client.api.remove_secret)(name)
                 except docker.errors.APIError:
                     pass
+    by_host = {n.attrs["Description"]["Hostname"]: n.id for n in client.nodes.list()} \
+        if client.info()["Swarm"].get("LocalNodeState") == "active" else {}
     for worker in cluster.workers:
         subprocess.run(["docker", "rm", "-f", "-v", worker.name], capture_output=True)
+        worker.node_id = worker.node_id or by_host.get(worker.name, "")
         if worker.node_id:
             try:
                 client.api.remove_node(worker.node_id, force=True)
