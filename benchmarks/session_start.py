@@ -178,14 +178,21 @@ async def measure_burst(creates: int, pool: int) -> dict[str, Any]:
 
 
 def _cgroup_usage(sid: str) -> tuple[float, int]:
-    """CPU seconds and memory bytes of pod *sid*'s cgroups (local backend, cgroup v2)."""
+    """CPU seconds (of the processes alive now) and memory bytes of pod *sid*'s cgroups
+    (local backend; cgroup v1 has no CPU total of its own here, so /proc is summed)."""
+    from gateway.backends.cgroup import Cgroup
+
     cpu, mem = 0.0, 0
+    tick = os.sysconf("SC_CLK_TCK")
     for role in ("app", "agent"):
-        d = Path("/sys/fs/cgroup/visual-runtime") / f"{sid}.{role}"
-        for line in (d / "cpu.stat").read_text().splitlines():
-            if line.startswith("usage_usec "):
-                cpu += int(line.split()[1]) / 1e6
-        mem += int((d / "memory.current").read_text())
+        group = Cgroup(f"{sid}.{role}")
+        mem += group.memory_current() or 0
+        for pid in group.pids():
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            cpu += (int(fields[11]) + int(fields[12])) / tick
     return cpu, mem
 
 
