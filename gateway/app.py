@@ -71,6 +71,10 @@ def create_app(config: GatewayConfig, api_token: str) -> web.Application:
     app[AUTH] = Authenticator(api_token)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+        # Recordings, shared folders, logs, the token and the database: root's only
+        # (pods reach their own folders through bind mounts made as root).
+        config.state_dir.mkdir(parents=True, exist_ok=True)
+        config.state_dir.chmod(0o700)
         store = SessionStore(config.db_file)
         store.open()
         backend = create_backend(config)
