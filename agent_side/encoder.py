@@ -87,9 +87,10 @@ class EncoderConfig:
     """x264 preset; ultrafast measured best for desktop content at 30 fps on 2 cores."""
     vbv_buffer_s: float = 1.0
     """VBV buffer size as seconds of the bitrate cap (smaller = burstier frames get capped).
-    1 s lets a refinement after motion through: at 0.5 s a 1600x900 text refinement
-    came out at 47.9 dB instead of 50.1 dB and a keyframe after a scroll at 28.6 dB
-    instead of 40.2 dB (synthetic text, 8 Mbit/s cap)."""
+    Synthetic 1600x900 text after a scroll, 8 Mbit/s cap: a refinement came out at
+    47.9 / 50.1 / 50.1 dB and a keyframe at 29.3 / 40.2 / 44.9 dB with 0.5 / 1 / 2 s.
+    1 s: refinements held back by the cap are followed by more passes
+    (:mod:`agent_side.settle`), and no single frame grows past ~1 s of the cap."""
     threads: int = 1
     """Encoder threads; 2 x264 threads gave no gain on desktop content (MEASUREMENTS.md)."""
     vp8_cpu_used: int = 16
@@ -100,6 +101,10 @@ class EncoderConfig:
     """Minimum time between two bitrate-driven re-creations (each costs a keyframe)."""
     refine_qoffset: float = -0.2
     """Quantiser offset of a refinement, in libx264's ROI scale (x 51 QP; -0.2 ~ -10 QP)."""
+    refine_done_qp: float = 25.0
+    """A refinement whose base quantiser (before the region offset) is at most this
+    was not held back by the bitrate cap: measured 17-22 for complete passes on
+    1600x900 text, 28-39 for passes the VBV cap squeezed."""
     aq_strength: float = 0.01
     """x264 AQ strength: near zero, so AQ only carries the refinement offsets."""
 
@@ -128,6 +133,9 @@ class EncodedFrame:
     """Presentation time in :data:`TIME_BASE` units (wall clock based)."""
     keyframe: bool
     """True for an IDR (H.264) or key frame (VP8); decodable on its own."""
+    qp: float | None = None
+    """The frame's base quantiser as the encoder reported it (libx264: before region
+    offsets; a value well above the motion frames' means the VBV cap held it back)."""
 
     def to_packet(self) -> av.Packet:
         """A fresh :class:`av.Packet` (callers may mutate it, e.g. when muxing)."""
@@ -189,7 +197,10 @@ class VideoEncoder(ABC):
             self._last_recreate = time.monotonic()
             keyframe = True
         interval = int(self.config.keyframe_interval_s * 90000)
-        if self._last_keyframe_pts is None or pts - self._last_keyframe_pts >= interval:
+        # Never turn a refinement into the periodic keyframe: a keyframe is encoded at
+        # motion quality, so it would undo the refinement and start another series.
+        if refine is None and (self._last_keyframe_pts is None
+                               or pts - self._last_keyframe_pts >= interval):
             keyframe = True
         if refine is not None:
             frame = self._refined(frame, refine)
@@ -208,7 +219,8 @@ class VideoEncoder(ABC):
         is_key = any(p.is_keyframe for p in packets)
         if is_key:
             self._last_keyframe_pts = pts
-        return EncodedFrame(codec=self.codec, data=data, pts=pts, keyframe=is_key)
+        return EncodedFrame(codec=self.codec, data=data, pts=pts, keyframe=is_key,
+                            qp=_reported_qp(packets[-1]))
 
     def close(self) -> None:
         """Drop the codec context (no flush: encoders are configured for zero delay)."""
@@ -313,6 +325,18 @@ class Vp8Encoder(VideoEncoder):
         logger.info("vp8 encoder %dx%d opened: cpu-used %d, %d bit/s",
                     self.width, self.height, cfg.vp8_cpu_used, bitrate)
         return ctx
+
+
+FF_QP2LAMBDA = 118
+"""FFmpeg's lambda units per quantiser step (``quality_stats`` side data)."""
+
+
+def _reported_qp(packet: av.Packet) -> float | None:
+    """The quantiser in the packet's ``quality_stats`` side data (libx264 sets it)."""
+    if not packet.has_sidedata("quality_stats"):
+        return None
+    raw = bytes(packet.get_sidedata("quality_stats"))
+    return int.from_bytes(raw[:4], "little") / FF_QP2LAMBDA if len(raw) >= 4 else None
 
 
 def create_encoder(codec: str, width: int, height: int, config: EncoderConfig) -> VideoEncoder:

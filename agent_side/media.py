@@ -69,8 +69,9 @@ class MediaConfig:
     refresh_delay_s: float = 0.15
     """This long after the screen stops changing, one refinement (near-lossless
     refresh of what was encoded lossy) is encoded."""
-    refine_passes: int = 2
-    """Refinements per settle at most (``delay`` apart; see :mod:`agent_side.settle`)."""
+    refine_passes: int = 6
+    """Refinements per settle at most (``refresh_delay_s`` apart; fewer when one is not
+    held back by the bitrate cap; see :mod:`agent_side.settle`)."""
     damage_settle_s: float = 0.003
     """After the first damage of a burst, wait up to this long for more before grabbing.
 

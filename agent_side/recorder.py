@@ -246,14 +246,14 @@ class Recorder:
         assert sub is not None
         cfg = self.config
         next_idle = time.monotonic() + cfg.idle_keyframe_s
-        idle_pending = False
+        idle_since: float | None = None  # when the current idle keyframe was asked for
         while self.state in ("idle", "recording"):
             now = time.monotonic()
             if now >= next_idle:
                 # Static screen: a fresh keyframe closes the open fragment and
                 # gives the held packet its real duration.
                 self.idle_keyframes += 1
-                idle_pending = True
+                idle_since = now
                 sub.request_keyframe()
                 next_idle = now + cfg.idle_repeat_s
             if self.state == "recording" and now >= self._next_disk_check:
@@ -269,8 +269,13 @@ class Recorder:
             except SubscriptionClosed:
                 break
             arrival = time.monotonic()
-            next_idle = arrival + (cfg.idle_repeat_s if idle_pending else cfg.idle_keyframe_s)
-            idle_pending = False
+            if idle_since is not None and arrival - idle_since < cfg.idle_keyframe_s:
+                # The idle keyframe and the refinements that follow it (agent_side.settle)
+                # are not activity: keep the slow idle series going.
+                next_idle = idle_since + cfg.idle_repeat_s
+            else:
+                idle_since = None
+                next_idle = arrival + cfg.idle_keyframe_s
             assert packet.pts is not None
             try:
                 await self._accept(bytes(packet), int(packet.pts), bool(packet.is_keyframe))

@@ -11,9 +11,10 @@ and calls :meth:`SettleTracker.refined`.
 
 Passes: the encoder's VBV cap (the bitrate a viewer can take) may not let one
 frame carry the whole refinement right after a burst of motion or a keyframe,
-so up to ``passes`` refinements follow each other, ``delay_s`` apart; a pass
-of at most ``done_bytes`` means the picture is already as good as refine
-quality makes it, and ends the series. A keyframe is encoded at motion
+so up to ``passes`` refinements follow each other, ``delay_s``, then 2x,
+4x ... that apart (time for the cap's buffer to refill); the series ends
+early with a pass the cap did not hold back (the worker reads the quantiser
+the encoder reports). A keyframe is encoded at motion
 quality (a near-lossless keyframe is several times larger and the VBV cap
 crushes it) and counts as lossy everywhere, so refinements follow it too.
 A static screen then costs nothing: nothing is dirty, nothing is due.
@@ -32,13 +33,11 @@ __all__ = ["SettleTracker"]
 class SettleTracker:
     """Tracks motion and tells when (and where) a refinement is due."""
 
-    def __init__(self, delay_s: float, width: int, height: int, *, passes: int = 2,
-                 done_bytes: int = 4096) -> None:
+    def __init__(self, delay_s: float, width: int, height: int, *, passes: int = 4) -> None:
         if delay_s <= 0 or passes < 1:
             raise ValueError(f"need delay_s > 0 and passes >= 1, got {delay_s!r}, {passes!r}")
         self.delay_s = delay_s
         self.passes = passes
-        self.done_bytes = done_bytes
         self._full = Rect(0, 0, width, height)
         self._dirty: Rect | None = None
         self._last_change = -1e18
@@ -72,21 +71,23 @@ class SettleTracker:
         """When the next refinement is due (None: nothing to refine)."""
         if self._dirty is None:
             return None
-        return max(self._last_change, self._last_encoded) + self.delay_s
+        # Pass k waits delay * 2**k: a held-back pass means the bitrate cap's buffer is
+        # empty, and the next one needs time for it to refill.
+        return max(self._last_change, self._last_encoded) + self.delay_s * (1 << self._pass)
 
     def due(self, now: float) -> bool:
         """True when a refinement should be encoded now."""
         at = self.due_at()
         return at is not None and now >= at
 
-    def refined(self, now: float, size: int) -> Rect | None:
-        """A refinement of *size* bytes was encoded at *now*: returns the region it
-        covered; clears it after the last pass (or a pass of at most ``done_bytes``)."""
+    def refined(self, now: float, complete: bool) -> Rect | None:
+        """A refinement was encoded at *now* (*complete*: at full refine quality):
+        returns the region it covered; clears it after a complete or the last pass."""
         region = self._dirty
         self.refinements += 1
         self._pass += 1
         self._last_encoded = max(self._last_encoded, now)
-        if self._pass >= self.passes or size <= self.done_bytes:
+        if complete or self._pass >= self.passes:
             self._dirty = None
             self._pass = 0
         return region

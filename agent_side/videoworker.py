@@ -224,11 +224,12 @@ class CaptureEncodeWorker:
 
                 if shots or want_frame:
                     refine = refine_due and not kf_requests
-                    full_grab = need_full or refine or bool(shots)
+                    full_grab = need_full
                     try:
                         changed = self._frame_step(
                             converter, shots, kf_requests, pending, settle,
-                            full_grab=full_grab, diff=diff_mode and not full_grab,
+                            full_grab=full_grab,
+                            diff=(diff_mode or refine or bool(shots)) and not full_grab,
                             refine=refine, now=now, governor=governor)
                     except Exception as e:  # noqa: BLE001 - one bad grab must not end the stream
                         failures += 1
@@ -269,8 +270,7 @@ class CaptureEncodeWorker:
 
     def _settle_tracker(self) -> SettleTracker:
         s = self.s
-        return SettleTracker(s.refresh_delay_s, s.width, s.height, passes=s.refine_passes,
-                             done_bytes=max(2048, s.width * s.height // 512))
+        return SettleTracker(s.refresh_delay_s, s.width, s.height, passes=s.refine_passes)
 
     def _wait(self, timeout: float | None) -> None:
         if self.capture.wait_damage(timeout, self.inbox.wake_r):
@@ -318,7 +318,16 @@ class CaptureEncodeWorker:
         if full_grab:
             changed = capture.grab(None)
         elif diff:
+            # Without XDAMAGE, before every refinement and for screenshots: compare the
+            # whole screen.
+            # XDAMAGE can miss a change that lands between reading its events and
+            # resetting the region; a refinement must not polish a stale picture.
+            # A screenshot compares too, so it never costs an encode of an unchanged
+            # screen (each would restart the refinement).
             changed = bounding_box(capture.diff_grab())
+            if changed is not None and capture.damage == "xdamage":
+                refine = False  # encode the missed change first; refine once it settles
+                settle.changed(now)
         else:
             box = bounding_box(pending)
             changed = capture.grab(box) if box is not None else None
@@ -339,7 +348,7 @@ class CaptureEncodeWorker:
         self._last_pts = pts
         region = settle.dirty if refine else None
         any_encoded = False
-        refine_size = 0
+        refine_complete = True
         for codec, enc in self.encoders.items():
             keyframe = codec in kf_requests
             if changed is None and not keyframe and not refine:
@@ -356,14 +365,16 @@ class CaptureEncodeWorker:
             st.keyframes += encoded.keyframe
             if refine:
                 st.refine_bytes[codec] += len(encoded.data)
-                refine_size = max(refine_size, len(encoded.data))
+                # Held back by the VBV cap: the frame's base quantiser went up.
+                if encoded.qp is not None and encoded.qp > self.s.encoder.refine_done_qp:
+                    refine_complete = False
             else:
                 settle.encoded_lossy(None if encoded.keyframe else changed, now)
             with self._in_flight_lock:
                 self._in_flight += 1
             self._schedule(self._on_loop, encoded, time.monotonic())
         if refine and any_encoded:
-            settle.refined(now, refine_size)
+            settle.refined(now, refine_complete)
             st.refinements += 1
         if any_encoded:
             st.rate.add(now)

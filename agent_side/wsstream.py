@@ -173,6 +173,7 @@ class StreamViewers:
         transport = request.transport
         waiting_for_key = False
         backed_up_since: float | None = None
+        last_len = 0
         try:
             while True:
                 packet = await sub.get()
@@ -186,7 +187,12 @@ class StreamViewers:
                 elif now - backed_up_since > SLOW_VIEWER_S:
                     self._cut(viewer, f"{buffered} bytes unread for {SLOW_VIEWER_S:.0f} s")
                     return
-                if not key and (waiting_for_key or buffered > MAX_BUFFERED):
+                # What is still buffered of the last frame sent is no backlog: a keyframe
+                # of a text page (300-500 kB at 1600x900) alone filled the buffer past
+                # MAX_BUFFERED, so the next frame was dropped and another keyframe asked
+                # for, in a loop, as long as the screen showed text.
+                backlog = buffered - last_len
+                if not key and (waiting_for_key or backlog > MAX_BUFFERED):
                     if not waiting_for_key:
                         logger.debug("session %s: stream viewer %s is slow (%d bytes "
                                      "buffered); dropping to the next keyframe",
@@ -204,6 +210,7 @@ class StreamViewers:
                     return
                 viewer.frames_sent += 1
                 viewer.bytes_sent += len(data)
+                last_len = len(data)
         except (SubscriptionClosed, ConnectionResetError):
             return
         except Exception as e:  # a send on a closing socket: the receiver ends the viewer

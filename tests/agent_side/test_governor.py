@@ -112,7 +112,7 @@ def test_rate_meter_counts_the_window() -> None:
 
 
 def test_settle_refines_after_motion_stops_then_goes_quiet() -> None:
-    settle = SettleTracker(0.15, 1600, 900, passes=2, done_bytes=4096)
+    settle = SettleTracker(0.15, 1600, 900, passes=2)
     assert settle.due_at() is None  # nothing encoded lossy: nothing to refine
     for i in range(10):  # scrolling at 60 Hz
         now = i / 60
@@ -123,19 +123,19 @@ def test_settle_refines_after_motion_stops_then_goes_quiet() -> None:
     assert settle.due_at() == pytest.approx(last + 0.15)
     assert not settle.due(last + 0.149)
     assert settle.due(last + 0.15)
-    # A big first pass (the VBV cap may have held it back): a second one follows.
-    assert settle.refined(last + 0.15, 200_000) == Rect(0, 100, 1600, 700)
-    assert settle.due_at() == pytest.approx(last + 0.30)
-    assert settle.refined(last + 0.30, 50_000) == Rect(0, 100, 1600, 700)
+    # The first pass was held back (the VBV cap): a second one follows; the last pass ends it.
+    assert settle.refined(last + 0.15, complete=False) == Rect(0, 100, 1600, 700)
+    assert settle.due_at() == pytest.approx(last + 0.15 + 0.30)  # twice the delay
+    assert settle.refined(last + 0.45, complete=False) == Rect(0, 100, 1600, 700)
     assert settle.due_at() is None and not settle.due(100.0)  # static: nothing more
     assert settle.refinements == 2
 
 
-def test_settle_small_pass_ends_the_series() -> None:
-    settle = SettleTracker(0.1, 800, 600, passes=3, done_bytes=4096)
+def test_settle_complete_pass_ends_the_series() -> None:
+    settle = SettleTracker(0.1, 800, 600, passes=3)
     settle.changed(0.0)
     settle.encoded_lossy(Rect(0, 0, 64, 64), 0.0)
-    assert settle.refined(0.1, 3000) == Rect(0, 0, 64, 64)
+    assert settle.refined(0.1, complete=True) == Rect(0, 0, 64, 64)
     assert settle.due_at() is None
 
 
@@ -147,20 +147,21 @@ def test_settle_timer_restarts_on_every_change() -> None:
     settle.encoded_lossy(Rect(100, 100, 10, 10), 0.19)
     assert not settle.due(0.25)
     assert settle.due(0.39)
-    assert settle.refined(0.39, 100) == Rect(0, 0, 110, 110)  # the union of what was lossy
+    assert settle.refined(0.39, complete=True) == Rect(0, 0, 110, 110)  # the union of what was lossy
 
 
 def test_settle_motion_between_passes_starts_over() -> None:
     settle = SettleTracker(0.1, 800, 600, passes=2)
     settle.changed(0.0)
     settle.encoded_lossy(Rect(0, 0, 10, 10), 0.0)
-    settle.refined(0.1, 100_000)  # first pass; a second is due at 0.2
+    settle.refined(0.1, complete=False)  # first pass; a second is due at 0.3
     settle.changed(0.15)
     settle.encoded_lossy(Rect(50, 50, 10, 10), 0.15)
     assert settle.due_at() == pytest.approx(0.25)
-    settle.refined(0.25, 100_000)
+    settle.refined(0.25, complete=False)
     assert settle.dirty is not None  # two passes again after new motion
-    settle.refined(0.35, 100_000)
+    assert settle.due_at() == pytest.approx(0.45)
+    settle.refined(0.45, complete=False)
     assert settle.dirty is None
 
 
