@@ -28,6 +28,7 @@ import contextlib
 import json
 import logging
 import os
+import secrets
 import shutil
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
@@ -69,9 +70,44 @@ def _read_state(folder: Path) -> dict[str, Any]:
 
 
 def _write_state(folder: Path, state: dict[str, Any]) -> None:
-    tmp = folder / (STATE_FILE + ".gw.tmp")
-    tmp.write_text(json.dumps(state))
-    os.replace(tmp, folder / STATE_FILE)
+    _write_file(folder, STATE_FILE, json.dumps(state))
+
+
+def _write_file(folder: Path, name: str, text: str) -> None:
+    """Put *text* in ``folder/name`` as a new file, never through a link.
+
+    The runtime agent's uid owns the recording folder while the pod lives: it
+    could leave a symlink at any name the gateway (root) writes. So the file is
+    created under a fresh random name with ``O_EXCL | O_NOFOLLOW`` and renamed
+    over *name* (a rename replaces a link, it never follows it)."""
+    dir_fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        tmp = f".{name}.gw-{secrets.token_hex(6)}"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                     0o644, dir_fd=dir_fd)
+        try:
+            with os.fdopen(fd, "w", closefd=False) as f:
+                f.write(text)
+        finally:
+            os.close(fd)
+        os.replace(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def _take_folder(folder: Path, names: tuple[str, ...]) -> None:
+    """After the pod is gone: make the recording folder root's (the agent's uid can
+    no longer add entries) and remove whatever sits at *names*, the files the
+    gateway is about to create (ffmpeg opens its output following links)."""
+    dir_fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        os.fchown(dir_fd, 0, 0)
+        os.fchmod(dir_fd, 0o755)
+        for name in names:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(name, dir_fd=dir_fd)
+    finally:
+        os.close(dir_fd)
 
 
 def _parse_ts(value: object) -> datetime | None:
@@ -223,6 +259,12 @@ class RecordingService:
         folder = recording_dir(self._manager, session)
         await self.sync(session, ending=True)
         self._seen[sid] = "final"
+        try:
+            await asyncio.to_thread(_take_folder, folder, (
+                "recording.finalising.mp4", "segments.txt", "chapters.vtt", "chapters.json"))
+        except OSError as e:  # missing, or replaced by a link: nothing of ours to finalise
+            logger.warning("session %s: recording folder unusable: %s", sid, e)
+            return
         src = folder / RECORDING_FILE
         parts = await asyncio.to_thread(_segments, folder)
         if parts and not await asyncio.to_thread(src.is_file):
@@ -235,7 +277,7 @@ class RecordingService:
             # Runtime agent restarts: one file, segments joined in order (the seconds the
             # agent was down are not in it).
             listing = folder / "segments.txt"
-            await asyncio.to_thread(listing.write_text, "".join(
+            await asyncio.to_thread(_write_file, folder, listing.name, "".join(
                 f"file '{p.name}'\n" for p in [*parts, src]))
             source = ["-f", "concat", "-safe", "0", "-i", str(listing)]
         else:
@@ -281,7 +323,7 @@ class RecordingService:
         segments = folder / "segments.json"
         if not await asyncio.to_thread(segments.exists) and state.get("started_at"):
             # Chapters of the joined file count from the first segment's start.
-            await asyncio.to_thread(segments.write_text,
+            await asyncio.to_thread(_write_file, folder, segments.name,
                                     json.dumps({"started_at": state["started_at"]}))
         # Until the new agent writes its own state: nothing to report.
         await asyncio.to_thread(_write_state, folder, {"state": "segmented"})
@@ -361,8 +403,8 @@ def _seen_in_history(events: list[dict[str, Any]]) -> str:
 
 
 def _write_chapters(folder: Path, chapters: list[dict[str, Any]]) -> None:
-    (folder / "chapters.vtt").write_text(chapters_vtt(chapters))
-    (folder / "chapters.json").write_text(json.dumps({"chapters": chapters}))
+    _write_file(folder, "chapters.vtt", chapters_vtt(chapters))
+    _write_file(folder, "chapters.json", json.dumps({"chapters": chapters}))
 
 
 async def _run_tool(argv: list[str], timeout: float) -> tuple[bool, str]:
