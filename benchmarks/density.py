@@ -38,7 +38,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from benchmarks.glass_to_glass import Driver, Receiver, run_scenario  # noqa: E402
+from benchmarks.glass_to_glass import run_scenario  # noqa: E402
 from benchmarks.harness import (  # noqa: E402
     ServedGateway,
     census,
@@ -52,6 +52,8 @@ from benchmarks.harness import (  # noqa: E402
     proc_name,
     write_result,
 )
+from benchmarks.marker_driver import Driver  # noqa: E402
+from benchmarks.receiver import Receiver  # noqa: E402
 from benchmarks.suite import Figure, Options, Result  # noqa: E402
 
 WIDTH, HEIGHT = 1600, 900

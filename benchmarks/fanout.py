@@ -44,7 +44,6 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from benchmarks.glass_to_glass import MarkerJitterBuffer, Receiver  # noqa: E402
 from benchmarks.harness import (  # noqa: E402
     ServedGateway,
     census,
@@ -57,8 +56,9 @@ from benchmarks.harness import (  # noqa: E402
     wait_for,
     write_result,
 )
+from benchmarks.receiver import MarkerJitterBuffer, Receiver  # noqa: E402
+from benchmarks.stimulus import STEP_HZ, Stimulus  # noqa: E402
 from benchmarks.suite import Figure, Options, Result  # noqa: E402
-from benchmarks.viewer_latency import STEP_HZ, Stimulus  # noqa: E402
 from benchmarks.vncclient import RfbClient, X11vnc  # noqa: E402
 
 COUNTS = (1, 5, 10)

@@ -61,358 +61,59 @@ import asyncio
 import contextlib
 import json
 import os
-import random
 import statistics
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urljoin
 
 import aiohttp
-import av
 import numpy as np
 from aiohttp import web
 from aiortc import (
-    MediaStreamTrack,
-    RTCPeerConnection,
-    RTCRtpReceiver,
-    RTCRtpSender,
     RTCSessionDescription,
 )
-from aiortc.jitterbuffer import JitterBuffer, JitterFrame
-from aiortc.rtp import RtpPacket
-from Xlib import XK, X
-from Xlib import display as xdisplay
-from Xlib.ext import xtest
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from agent_side.encoder import EncoderConfig, YuvConverter, create_encoder  # noqa: E402
-from benchmarks.harness import find_agent_pid, link_display  # noqa: E402
+from benchmarks.harness import find_agent_pid, link_display, stat_cpu_seconds  # noqa: E402
+from benchmarks.marker_driver import (  # noqa: E402
+    LEVELS,
+    QUALITY_EVERY,
+    QUALITY_ROI,
+    Detector,
+    Driver,
+    stage_means,
+)
+from benchmarks.receiver import Receiver  # noqa: E402
+from benchmarks.tick_baseline import TickSender  # noqa: E402
 from gateway.app import create_app  # noqa: E402
 from gateway.appkeys import CONFIG, MANAGER  # noqa: E402
 from gateway.config import GatewayConfig  # noqa: E402
 
 TOKEN = "glass-to-glass-benchmark-token"
 WIDTH, HEIGHT = 1600, 900
-MARKER = (8, 8, 96, 48)  # x, y, w, h of the step marker block
-LEVELS = 8
-QUALITY_ROI = (200, 200, 640, 360)
-"""x, y, w, h of the area compared with the source (PSNR) in scroll and motion."""
-QUALITY_EVERY = 10
-"""Every this many steps the driver keeps the source pixels of QUALITY_ROI."""
 PROTOTYPE_P50_MS = {"typing": 32.0, "scrolling": 37.0, "motion": 42.0}
 TARGET_P50_MS = {"typing": 25.0, "scrolling": 35.0, "motion": 35.0}
 TARGET_CPU_PCT = {"scrolling": 30.0, "static": 1.0}
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
-# -- receiver: complete frames on the RTP marker bit ---------------------------
-
-
-class MarkerJitterBuffer(JitterBuffer):
-    """Hands a frame to the decoder as soon as its marker-bit packet arrives.
-
-    Packets of the frame must be contiguous from the first one after the
-    previous frame; on a gap the frame waits for retransmission (NACK) like
-    the stock buffer, and the stock path still completes it when the next
-    frame starts.
-    """
-
-    def add(self, packet: RtpPacket) -> tuple[bool, JitterFrame | None]:
-        pli, frame = super().add(packet)
-        if frame is not None or not packet.marker or self._origin is None:
-            return pli, frame
-        packets: list[RtpPacket] = []
-        for count in range(self.capacity):
-            candidate = self._packets[(self._origin + count) % self.capacity]
-            if candidate is None:
-                return pli, None
-            if candidate.timestamp != packet.timestamp:
-                return pli, None  # an older, incomplete frame is still ahead
-            packets.append(candidate)
-            if candidate.sequence_number == packet.sequence_number:
-                self.remove(count + 1)
-                data = b"".join(p._data for p in packets)  # type: ignore[attr-defined]
-                return pli, JitterFrame(data=data, timestamp=packet.timestamp)
-        return pli, None
-
-
-def use_marker_bit(receiver: RTCRtpReceiver) -> None:
-    receiver._RTCRtpReceiver__jitter_buffer = MarkerJitterBuffer(  # type: ignore[attr-defined]
-        capacity=512, is_video=True)
-
-
-@dataclass
-class Seen:
-    at: float
-    y: np.ndarray  # luma plane (height x width), a copy
-
-
-class Receiver:
-    """Decoded frames with arrival times; ``analyse`` runs on each (on the loop)."""
-
-    def __init__(self) -> None:
-        self.pc = RTCPeerConnection()
-        self.transceiver = self.pc.addTransceiver("video", direction="recvonly")
-        caps = RTCRtpReceiver.getCapabilities("video").codecs
-        self.transceiver.setCodecPreferences(
-            [c for c in caps if c.mimeType.lower() == "video/h264"
-             and str(c.parameters.get("packetization-mode")) == "1"])
-        use_marker_bit(self.transceiver.receiver)
-        self.frames = 0
-        self.analyse: Callable[[float, np.ndarray], None] = lambda at, y: None
-        self._tasks: list[asyncio.Task[None]] = []
-        self.first_frame = asyncio.Event()
-
-        @self.pc.on("track")
-        def on_track(track: MediaStreamTrack) -> None:
-            self._tasks.append(asyncio.ensure_future(self._consume(track)))
-
-    async def _consume(self, track: MediaStreamTrack) -> None:
-        while True:
-            try:
-                frame = await track.recv()
-            except Exception:  # noqa: BLE001 - MediaStreamError at the end
-                return
-            at = time.monotonic()
-            assert isinstance(frame, av.VideoFrame)
-            plane = frame.planes[0]
-            y = np.frombuffer(memoryview(plane), dtype=np.uint8).reshape(
-                frame.height, plane.line_size)[:, :frame.width]
-            self.frames += 1
-            self.first_frame.set()
-            self.analyse(at, y)
-
-    async def close(self) -> None:
-        await self.pc.close()
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-
-
-# -- the session display -------------------------------------------------------
-
-
-def grey_y(level: int) -> float:
-    """Luma (BT.601 limited range) of grey RGB value *level*."""
-    return 16 + 219 * level / 255
-
-
-def step_grey(step: int) -> int:
-    return 40 + (step % LEVELS) * 28
-
-
-class Driver:
-    """Changes the session's screen from a thread; records t0 per step."""
-
-    def __init__(self, display_name: str, width: int = WIDTH, height: int = HEIGHT) -> None:
-        self.disp = xdisplay.Display(display_name)
-        self.screen = self.disp.screen()
-        self.root = self.screen.root
-        self.width, self.height = width, height
-        self.window: Any = None
-        self.gcs: list[Any] = []
-        self.t0: dict[int, float] = {}
-        self.sources: dict[int, np.ndarray] = {}
-        """Source luma of QUALITY_ROI for every QUALITY_EVERY-th step (scroll, motion)."""
-
-    def snapshot_luma(self) -> np.ndarray:
-        """The window's QUALITY_ROI as BT.601 limited-range luma (what the encoder targets)."""
-        x, y, w, h = QUALITY_ROI
-        image = self.window.get_image(x, y, w, h, X.ZPixmap, 0xFFFFFFFF)
-        bgrx = np.frombuffer(image.data, dtype=np.uint8).reshape(h, w, 4).astype(np.float32)
-        return 16 + (65.481 * bgrx[..., 2] + 128.553 * bgrx[..., 1] + 24.966 * bgrx[..., 0]) / 255
-
-    def make_gc(self, rgb: int) -> Any:
-        return (self.window or self.root).create_gc(foreground=rgb, background=0)
-
-    def open_window(self) -> None:
-        self.window = self.root.create_window(
-            0, 0, self.width, self.height, 0, self.screen.root_depth, X.InputOutput, X.CopyFromParent,
-            background_pixel=0x101010, override_redirect=True, event_mask=X.ExposureMask)
-        self.window.map()
-        self.disp.sync()
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline:
-            if self.disp.pending_events() and self.disp.next_event().type == X.Expose:
-                break
-            time.sleep(0.01)
-        self.gcs = [self.make_gc(c) for c in (0x1F77B4, 0xFF7F0E, 0x2CA02C, 0xD62728,
-                                             0x9467BD, 0x8C564B, 0xE377C2, 0x7F7F7F)]
-        self.text_gc = self.make_gc(0xE0E0E0)
-        self.bg_gc = self.make_gc(0x101010)
-        self.grey_gcs = [self.make_gc(step_grey(i) * 0x010101) for i in range(LEVELS)]
-
-    def close_window(self) -> None:
-        if self.window is not None:
-            self.window.destroy()
-            self.disp.sync()
-            self.window = None
-
-    def marker(self, step: int) -> None:
-        x, y, w, h = MARKER
-        self.window.fill_rectangle(self.grey_gcs[step % LEVELS], x, y, w, h)
-
-    def scroll_step(self, step: int) -> None:
-        line = 18
-        top = MARKER[1] + MARKER[3] + 8
-        self.window.copy_area(self.bg_gc, self.window, 0, top + line, 0, top, self.width,
-                              self.height - top - line)
-        self.window.fill_rectangle(self.bg_gc, 0, self.height - line, self.width, line)
-        text = f"{step:08d} " + " ".join(f"word{(step * 7 + i) % 97:02d}" for i in range(24))
-        self.window.draw_text(self.text_gc, 8, self.height - 5, text.encode())
-        self.marker(step)
-
-    def motion_step(self, step: int) -> None:
-        bar = 40
-        offset = (step * 13) % bar
-        for i in range(-1, self.width // bar + 1):
-            self.window.fill_rectangle(self.gcs[(i + step) % len(self.gcs)], i * bar + offset,
-                                       MARKER[1] + MARKER[3] + 8, bar, self.height)
-        self.marker(step)
-
-    def type_key(self, char: str) -> None:
-        keycode = self.disp.keysym_to_keycode(XK.string_to_keysym(char))
-        xtest.fake_input(self.disp, X.KeyPress, keycode)
-        xtest.fake_input(self.disp, X.KeyRelease, keycode)
-
-    def move_pointer(self, x: int, y: int) -> None:
-        xtest.fake_input(self.disp, X.MotionNotify, x=x, y=y)
-        self.disp.sync()
-
-    def run(self, stop: threading.Event, kind: str, rate: float) -> None:
-        step = 0
-        next_at = time.monotonic()
-        while not stop.is_set():
-            now = time.monotonic()
-            if now < next_at:
-                time.sleep(next_at - now)
-                continue
-            step += 1
-            t0 = time.monotonic()
-            self.disp.grab_server()  # the step is atomic for the agent's capture
-            if kind == "scrolling":
-                self.scroll_step(step)
-            elif kind == "motion":
-                self.motion_step(step)
-            elif kind == "typing":
-                self.type_key("abcdefghijklmnopqrstuvwxyz"[step % 26])
-            self.disp.ungrab_server()
-            self.disp.flush()
-            self.t0[step] = t0
-            if kind != "typing" and step % QUALITY_EVERY == 0:
-                self.sources[step] = self.snapshot_luma()
-            if kind == "typing":
-                next_at = t0 + random.uniform(0.2, 0.3)
-            else:
-                next_at = max(next_at + 1 / rate, t0)
-
-    def close(self) -> None:
-        self.close_window()
-        self.disp.close()
-
-
 # -- measurement ---------------------------------------------------------------
 
 
 def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+    return stat_cpu_seconds(f"/proc/{pid}/stat")
 
 
 def percentile(values: list[float], q: float) -> float | None:
     if not values:
         return None
     return float(np.percentile(np.asarray(values), q))
-
-
-@dataclass
-class Detector:
-    """Matches decoded frames to driver steps."""
-
-    kind: str
-    driver: Driver
-    roi: tuple[int, int, int, int] = (0, 0, WIDTH, HEIGHT)
-    latencies: list[float] = field(default_factory=list)
-    seen_steps: set[int] = field(default_factory=set)
-    last_step_seen: int = 0
-    reference: np.ndarray | None = None
-    active: bool = False
-    warmup_steps: int = 0
-    """Steps up to this one are matched (to keep the bookkeeping) but not counted."""
-    psnr_db: list[float] = field(default_factory=list)
-
-    def __call__(self, at: float, y: np.ndarray) -> None:
-        if not self.active:
-            return
-        if self.kind == "typing":
-            self._typing(at, y)
-        else:
-            self._marker(at, y)
-
-    def _marker(self, at: float, y: np.ndarray) -> None:
-        x0, y0, w, h = MARKER
-        block = y[y0 + 8:y0 + h - 8, x0 + 8:x0 + w - 8]
-        mean = float(block.mean())
-        level = min(range(LEVELS), key=lambda i: abs(grey_y(step_grey(i)) - mean))
-        if abs(grey_y(step_grey(level)) - mean) > 8:
-            return
-        # the newest step with that level (mod LEVELS) that was already drawn
-        t0s = self.driver.t0
-        candidates = [s for s in list(t0s) if s % LEVELS == level and t0s[s] <= at
-                      and s not in self.seen_steps and s > self.last_step_seen - LEVELS]
-        if not candidates:
-            return
-        step = max(candidates)
-        self.seen_steps.add(step)
-        self.last_step_seen = max(self.last_step_seen, step)
-        if step <= self.warmup_steps:
-            return
-        self.latencies.append((at - t0s[step]) * 1000)
-        source = self.driver.sources.get(step)
-        if source is not None:
-            qx, qy, qw, qh = QUALITY_ROI
-            got = y[qy:qy + qh, qx:qx + qw].astype(np.float32)
-            mse = float(np.mean((got - source) ** 2))
-            self.psnr_db.append(99.0 if mse == 0 else 10 * np.log10(255 ** 2 / mse))
-
-    def _typing(self, at: float, y: np.ndarray) -> None:
-        x0, y0, w, h = self.roi
-        roi = y[y0:y0 + h, x0:x0 + w].astype(np.int16)
-        t0s = self.driver.t0
-        if self.reference is None:
-            self.reference = roi
-            return
-        changed = int(np.count_nonzero(np.abs(roi - self.reference) > 48))
-        if changed < 8:
-            return
-        self.reference = roi
-        pending = [s for s in list(t0s) if s not in self.seen_steps and t0s[s] <= at]
-        if not pending:
-            return
-        # the newest key sent before this frame; older unmatched ones are misses
-        # (keys come 200-300 ms apart, far more than the latency)
-        step = max(pending)
-        self.seen_steps.update(pending)
-        if step > self.warmup_steps:
-            self.latencies.append((at - t0s[step]) * 1000)
-
-
-def stage_means(before: dict[str, Any], after: dict[str, Any]) -> dict[str, float | None]:
-    out: dict[str, float | None] = {}
-    b, a = before["media"]["stage_totals"], after["media"]["stage_totals"]
-    for name in ("grab", "convert", "encode_h264"):
-        count = a[name]["count"] - b[name]["count"]
-        out[name.replace("_h264", "") + "_ms"] = (
-            (a[name]["ms"] - b[name]["ms"]) / count if count else None)
-    return out
 
 
 # -- the gateway and session ---------------------------------------------------
@@ -482,98 +183,6 @@ class Bench:
         if self.runner is not None:
             await self.runner.cleanup()
         self.tmp.cleanup()
-
-
-# -- baseline: fixed 30 fps tick sender in this process -------------------------
-
-
-class TickTrack(MediaStreamTrack):
-    kind = "video"
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.queue: asyncio.Queue[av.Packet] = asyncio.Queue(maxsize=30)
-
-    async def recv(self) -> av.Packet:  # type: ignore[override]
-        return await self.queue.get()
-
-
-class TickSender:
-    """The prototype: grab + convert + encode every 1/30 s, whatever changed."""
-
-    def __init__(self, display_name: str, loop: asyncio.AbstractEventLoop, width: int = WIDTH,
-                 height: int = HEIGHT) -> None:
-        import mss
-
-        self.width, self.height = width, height
-        self.bytes_sent = 0
-        self.sct = mss.MSS(display=display_name)
-        self.track = TickTrack()
-        self.loop = loop
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._run, name="tick-sender", daemon=True)
-        self.cpu = 0.0
-        self.tid = 0
-
-    def cpu_seconds(self) -> float:
-        """CPU time of the sender thread so far (from /proc, readable from any thread)."""
-        if not self.tid:
-            return 0.0
-        fields = Path(f"/proc/self/task/{self.tid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / CLK_TCK
-
-    def _run(self) -> None:
-        width, height = self.width, self.height
-        converter = YuvConverter(width, height, threads=1)
-        encoder = create_encoder("h264", width, height, EncoderConfig(bitrate=8_000_000))
-        bgra = av.VideoFrame(width, height, "bgra")
-        pixels = np.frombuffer(memoryview(bgra.planes[0]), dtype=np.uint8).reshape(
-            height, bgra.planes[0].line_size)[:, :width * 4].reshape(height, width, 4)
-        interval = 1 / 30
-        next_at = time.monotonic()
-        t_start = time.thread_time()
-        self.tid = threading.get_native_id()
-        t_origin = time.monotonic()
-        while not self.stop.is_set():
-            now = time.monotonic()
-            if now < next_at:
-                time.sleep(next_at - now)
-                continue
-            next_at += interval
-            shot = self.sct.grab({"left": 0, "top": 0, "width": width, "height": height})
-            pixels[:] = np.frombuffer(shot.raw, dtype=np.uint8).reshape(height, width, 4)
-            converter.update(bgra, pixels, None)
-            pts = int((time.monotonic() - t_origin) * 90000)
-            encoded = encoder.encode(converter.frame, pts)
-            if encoded is not None:
-                packet = encoded.to_packet()
-                self.bytes_sent += packet.size
-
-                def put(p: av.Packet = packet) -> None:
-                    if not self.track.queue.full():
-                        self.track.queue.put_nowait(p)
-                self.loop.call_soon_threadsafe(put)
-        self.cpu = time.thread_time() - t_start
-        encoder.close()
-
-    async def connect(self, receiver: Receiver) -> RTCPeerConnection:
-        pc = RTCPeerConnection()
-        transceiver = pc.addTransceiver(self.track, direction="sendonly")
-        caps = RTCRtpSender.getCapabilities("video").codecs
-        transceiver.setCodecPreferences(
-            [c for c in caps if c.mimeType.lower() == "video/h264"
-             and str(c.parameters.get("packetization-mode")) == "1"])
-        await receiver.pc.setLocalDescription(await receiver.pc.createOffer())
-        await pc.setRemoteDescription(receiver.pc.localDescription)
-        await pc.setLocalDescription(await pc.createAnswer())
-        await receiver.pc.setRemoteDescription(pc.localDescription)
-        self.thread.start()
-        return pc
-
-    def close(self) -> None:
-        self.stop.set()
-        self.thread.join()
-        self.sct.close()
 
 
 # -- scenarios -------------------------------------------------------------------

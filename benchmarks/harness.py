@@ -104,6 +104,12 @@ def pod_pids(session_ids: Iterable[str]) -> dict[str, dict[str, list[int]]]:
     return out
 
 
+def stat_cpu_seconds(stat_path: str) -> float:
+    """User + system CPU seconds from a ``/proc/<pid>/stat`` or ``/proc/self/task/<tid>/stat``."""
+    fields = Path(stat_path).read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
 def cpu_map(pids: Iterable[int]) -> dict[int, float]:
     """CPU seconds (user + system) so far of each live pid."""
     out: dict[int, float] = {}
@@ -157,6 +163,58 @@ def load_note(when: str) -> str:
                  "figures are capped by scheduling and frame rates and latencies suffer; "
                  "do not compare these figures with a quiet run")
     return note
+
+
+def chromium_cpu_seconds(profile_marker: str) -> float:
+    """CPU seconds of OUR Chromium (browser + children): the browser processes whose
+    command line holds *profile_marker* among this program's descendants (other people's
+    Playwright browsers on the same machine use the same profile prefix)."""
+    return tree_cpu_seconds(profile_marker=profile_marker, under=os.getpid())
+
+
+def tree_cpu_seconds(pids: tuple[int, ...] = (), profile_marker: str | None = None,
+                     under: int | None = None) -> float:
+    """CPU seconds of *pids* (or, below the process *under*, the processes whose command
+    line holds *profile_marker*, children excepted) and all their descendants.
+
+    Each process counts its own time plus that of its reaped children (cutime/cstime),
+    so a renderer that exits during the window does not take its CPU with it."""
+    tick = os.sysconf("SC_CLK_TCK")
+    stats: dict[int, tuple[int, float]] = {}
+    marked: set[int] = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            raw = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes() if profile_marker else b""
+        except OSError:
+            continue
+        fields = raw[raw.rindex(")") + 2:].split()
+        stats[int(entry.name)] = (int(fields[1]), sum(int(f) for f in fields[11:15]) / tick)
+        if profile_marker and profile_marker.encode() in cmdline and b"--type=" not in cmdline:
+            marked.add(int(entry.name))
+    children: dict[int, list[int]] = {}
+    for pid, (ppid, _) in stats.items():
+        children.setdefault(ppid, []).append(pid)
+
+    def descendants(root: int) -> set[int]:
+        out, frontier = set(), [root]
+        while frontier:
+            pid = frontier.pop()
+            if pid not in out:
+                out.add(pid)
+                frontier.extend(children.get(pid, ()))
+        return out
+
+    roots = set(pids)
+    if profile_marker:
+        roots |= marked & descendants(under) if under is not None else marked
+    counted: set[int] = set()
+    for root in roots:
+        if root in stats:
+            counted |= descendants(root)
+    return sum(stats[pid][1] for pid in counted if pid in stats)
 
 
 # -- X display link ---------------------------------------------------------------

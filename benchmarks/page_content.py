@@ -57,17 +57,15 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.harness import (  # noqa: E402
     authorize_display,
+    chromium_cpu_seconds,
     find_agent_pid,
     link_display,
     load_note,
-)
-from benchmarks.viewer_latency import (  # noqa: E402
-    CHROMIUM_ARGS,
-    WS_COUNTER_JS,
-    VncBaseline,
-    chromium_cpu_seconds,
     tree_cpu_seconds,
 )
+from benchmarks.page_probe import WS_COUNTER_JS  # noqa: E402
+from benchmarks.viewer_latency import CHROMIUM_ARGS  # noqa: E402
+from benchmarks.vnc_baseline import VncBaseline  # noqa: E402
 from gateway.app import create_app  # noqa: E402
 from gateway.config import GatewayConfig  # noqa: E402
 

@@ -39,7 +39,6 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from benchmarks.glass_to_glass import Receiver  # noqa: E402
 from benchmarks.harness import (  # noqa: E402
     ServedGateway,
     census,
@@ -47,6 +46,7 @@ from benchmarks.harness import (  # noqa: E402
     print_result,
     write_result,
 )
+from benchmarks.receiver import Receiver  # noqa: E402
 from benchmarks.suite import Figure, Options, Result  # noqa: E402
 from benchmarks.vncclient import RfbClient, X11vnc  # noqa: E402
 

@@ -27,7 +27,7 @@ import av
 import numpy as np
 import pytest
 
-from benchmarks.glass_to_glass import use_marker_bit
+from benchmarks.receiver import use_marker_bit
 from tests.gateway_fixtures import Gateway, in_process_gateway
 from tests.recording.helpers import act
 from tests.webrtc.whep_client import WhepViewer
