@@ -37,7 +37,7 @@ class StunProbe(asyncio.DatagramProtocol):
             self._transport.close()
             self._transport = None
 
-    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:  # type: ignore[override]
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
         try:
             request = stun.parse_message(data)
         except ValueError:
