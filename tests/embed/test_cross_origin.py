@@ -268,9 +268,9 @@ async def test_the_viewer_talks_only_to_allowed_origins(
     gw = framable_gateway
     session = await _session(gw)
     sid = session["session_id"]
-    viewer = gw.url(f"/sessions/{sid}/?token={session['tokens']['control']}&embed=1")
     try:
-        for origin, talks in ((pages.other, False), (pages.allowed, True)):
+        for origin, talks, mode in ((pages.other, False, "1"), (pages.allowed, True, "bare")):
+            viewer = gw.url(f"/sessions/{sid}/?token={session['tokens']['control']}&embed={mode}")
             page = await browser.new_page()
             try:
                 await page.goto(f"{origin}/embed.html?src={quote(viewer, safe='')}")
@@ -284,6 +284,9 @@ async def test_the_viewer_talks_only_to_allowed_origins(
                     assert target == pages.allowed
                     await poll(partial(_awaited_result, page, 7), 20, "the take-control result")
                     assert await _controller(gw, sid) == "human"
+                    # ?embed=bare: no bar at all, the parent drives it
+                    assert not await frame.locator("#bar").is_visible()
+                    assert await frame.locator("#stage").is_visible()
                 else:
                     assert target is None
                     # the viewer is connected: any state message would have been sent by now
