@@ -59,6 +59,7 @@ from .network import (
     list_namespaces,
     resolv_conf,
 )
+from .uidrange import UidRangeError, pod_range, reserve_range
 from .xauth import POD_HOSTNAME, XAUTHORITY_IN_POD
 
 logger = logging.getLogger(__name__)
@@ -215,6 +216,13 @@ class LocalBackend(SessionBackend):
             if shutil.which(tool) is None:
                 raise BackendError(f"the local backend needs {tool!r} (run scripts/setup.sh)")
         check_agent_can_read(agent_python_dirs())
+        try:
+            if reserve_range(config.uid_base):
+                start, count = pod_range(config.uid_base)
+                logger.info("reserved uids %d-%d for the pods in /etc/subuid and /etc/subgid",
+                            start, start + count - 1)
+        except (UidRangeError, OSError) as e:
+            raise BackendError(f"cannot reserve the pods' uids: {e}") from None
         _compile_agent_code()
 
     # ----------------------------------------------------------------- start

@@ -25,6 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from gateway.backends.uidrange import OWNER, check_range, free_base, pod_range
 from gateway.cli.checks import Check, DoctorOptions, run_tool
 from gateway.cli.doctor_sandbox import (
     check_cgroups,
@@ -145,6 +146,20 @@ def check_state_dir(options: DoctorOptions) -> Check:
                      f"chown $(id -u) {base}, or pass --state-dir to a writable folder")
     where = "exists" if state.exists() else f"will be created under {base}"
     return Check("state dir", True, True, f"{state} ({where}, writable)")
+
+
+def check_uid_range(options: DoctorOptions) -> Check:
+    """The pods' uids are reserved in /etc/subuid and /etc/subgid, overlapping no one's."""
+    start, count = pod_range(options.uid_base)
+    problems = check_range(options.uid_base)
+    if not problems:
+        return Check("pod uid range", True, True,
+                     f"uids {start}-{start + count - 1} reserved for the pods ({OWNER})")
+    overlap = any("overlap" in p for p in problems)
+    return Check("pod uid range", overlap, False, "; ".join(problems),
+                 f"set uid_base to {free_base()}" if overlap else
+                 "the gateway reserves it on its first start, or add "
+                 f"'{OWNER}:{start}:{count}' to /etc/subuid and /etc/subgid")
 
 
 def check_runtime_dir(options: DoctorOptions) -> Check:
@@ -321,7 +336,7 @@ def run_checks(options: DoctorOptions,
         else:
             add([Check("XShm in a pod", False, False,
                        "needs Xvfb, bwrap, setpriv and nsenter (see above)", skipped=True)])
-        add([check_runtime_dir(options)])
+        add([check_runtime_dir(options), check_uid_range(options)])
     else:
         add(check_docker(options))
         if options.backend == "swarm":
