@@ -229,10 +229,16 @@ class PeerManager:
         for peer in list(self._peers.values()):
             self._send(peer, control_message(controller))
 
-    async def close(self, peer_id: str) -> bool:
-        peer = self._peers.pop(peer_id, None)
+    async def close(self, peer_id: str, token_kind: TokenKind | None = None,
+                    token_id: str | None = None) -> bool:
+        """Close a peer. With a caller's token, only the token that opened the peer (or
+        the API token) may close it: another viewer's DELETE is "no such peer"."""
+        peer = self._peers.get(peer_id)
         if peer is None:
             return False
+        if token_kind not in (None, "api") and peer.token_id != token_id:
+            return False
+        self._peers.pop(peer_id, None)
         if peer.ticket is not None:
             self.admission.release(peer.ticket)
         peer.track.stop()

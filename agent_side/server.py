@@ -157,7 +157,11 @@ async def whep_offer(request: web.Request) -> web.Response:
 
 
 async def whep_delete(request: web.Request) -> web.Response:
-    if await request.app[PEERS].close(request.match_info["peer_id"]):
+    kind = request.headers.get(agent_api.TOKEN_KIND_HEADER, "view")
+    if kind not in ("view", "control", "api"):
+        kind = "view"
+    if await request.app[PEERS].close(request.match_info["peer_id"], kind,  # type: ignore[arg-type]
+                                      request.headers.get(agent_api.TOKEN_ID_HEADER, "")):
         return web.Response(status=204)
     return _error(404, "unknown_peer", "no such peer")
 

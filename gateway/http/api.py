@@ -195,10 +195,13 @@ async def whep_offer(request: web.Request) -> web.Response:
 
 async def whep_delete(request: web.Request) -> web.Response:
     session = _session(request)
-    request.app[AUTH].session(request, session)
+    who = request.app[AUTH].session(request, session)
     agent = request.app[MANAGER].agent(session)
     try:
-        reply = await agent.request("DELETE", agent_api.whep_peer(request.match_info["peer_id"]))
+        # The agent closes the peer only for the token that opened it (or the API token).
+        reply = await agent.request("DELETE", agent_api.whep_peer(request.match_info["peer_id"]),
+                                    headers={agent_api.TOKEN_KIND_HEADER: who.kind,
+                                             agent_api.TOKEN_ID_HEADER: who.token_id})
     except AgentUnavailable as e:
         raise _unavailable(session, e) from e
     if reply.status == 404:
