@@ -8,7 +8,8 @@
 * a schema for every media type (``image/png`` and the other binaries as
   ``format: binary``, ``application/sdp``, NDJSON, HTML, SSE and WebVTT as strings);
 * the ``Retry-After`` header on every 429/503 answer and on a failed screenshot's
-  502, ``Location`` on what a 201 creates;
+  502, ``Location`` on what a 201 creates, ``ETag`` (with ``If-None-Match`` ->
+  304 and ``If-Range``) on downloads;
 * the computer-use dialects' schemas (:mod:`gateway.http.openapi_actions`).
 """
 
@@ -94,6 +95,16 @@ EXAMPLES: Final[dict[tuple[str, str], Any]] = {
 _RETRY_AFTER: Final = {"description": "seconds to wait before trying again",
                        "schema": {"type": "integer", "minimum": 0}}
 _LOCATION: Final = {"description": "URL of what was created", "schema": {"type": "string"}}
+_ETAG: Final = {"description": "the file's version (size and modification time); it changes "
+                               "while a recording grows", "schema": {"type": "string"}}
+DOWNLOADS: Final = {("get", S + "/{session_id}/recording"), ("get", S + "/{session_id}/files/{path}")}
+"""Operations served by ``gateway.media.files.send_fd``: Range, ETag, If-None-Match, If-Range."""
+_CONDITIONAL: Final = [
+    {"name": name, "in": "header", "required": False, "schema": {"type": "string"},
+     "description": text} for name, text in (
+        ("Range", "one 'bytes=' range: 206 with that part, 416 if it lies past the end"),
+        ("If-None-Match", "an ETag: 304 when the file is still that version"),
+        ("If-Range", "an ETag: the Range applies only to that version, else 200 with all"))]
 
 
 def _media(content: dict[str, Any]) -> None:
@@ -120,6 +131,12 @@ def finish(doc: dict[str, Any]) -> dict[str, Any]:
                 for part in path.split("/") if part), "other")
             op["operationId"], tag = OPERATIONS.get(key, derived)
             op.setdefault("tags", [tag])
+            if key in DOWNLOADS:
+                op.setdefault("parameters", []).extend(_CONDITIONAL)
+                op["responses"]["304"] = {"description": "Not modified (If-None-Match)",
+                                          "headers": {"ETag": _ETAG}}
+                for status in ("200", "206"):
+                    op["responses"][status].setdefault("headers", {})["ETag"] = _ETAG
             body = op.get("requestBody")
             if body is not None:
                 _media(body.get("content", {}))

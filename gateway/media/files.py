@@ -239,11 +239,26 @@ def _unsatisfiable(size: int) -> ProblemError:
 
 async def send_fd(request: web.Request, fd: int, content_type: str,
                   headers: dict[str, str] | None = None) -> web.StreamResponse:
-    """Stream the open file *fd* (closed here) with ``Range`` support."""
+    """Stream the open file *fd* (closed here) with ``Range`` support.
+
+    The ``ETag`` is the file's size and modification time, so it changes while a
+    recording grows: ``If-None-Match`` with it answers 304, and a ``Range`` under
+    an ``If-Range`` naming another ETag gets the whole file (RFC 9110).
+    """
     try:
         st = os.fstat(fd)
         size = st.st_size
-        rng = parse_range(request.headers.get("Range"), size)
+        etag = f'"{size:x}-{st.st_mtime_ns:x}"'
+        if_none_match = request.headers.get("If-None-Match")
+        if if_none_match is not None and (
+                if_none_match.strip() == "*"
+                or etag in (t.strip().removeprefix("W/") for t in if_none_match.split(","))):
+            return web.Response(status=304, headers={**(headers or {}), "ETag": etag})
+        if_range = request.headers.get("If-Range")
+        range_header = request.headers.get("Range")
+        if if_range is not None and if_range.strip() != etag:
+            range_header = None  # the client's part is of another version: send it all
+        rng = parse_range(range_header, size)
         start, end = rng if rng is not None else (0, size - 1)
         length = end - start + 1 if size else 0
         resp = web.StreamResponse(status=206 if rng is not None else 200)
@@ -251,6 +266,7 @@ async def send_fd(request: web.Request, fd: int, content_type: str,
         resp.headers["Content-Type"] = content_type
         resp.headers["Accept-Ranges"] = "bytes"
         resp.headers["Last-Modified"] = _http_date(st.st_mtime)
+        resp.headers["ETag"] = etag
         if rng is not None:
             resp.headers["Content-Range"] = f"bytes {start}-{end}/{size}"
         resp.content_length = length
