@@ -25,6 +25,7 @@ Three layers of tests:
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 import time
 from collections.abc import Coroutine, Iterator
@@ -352,3 +353,65 @@ async def test_version_smuggling_is_refused_through_the_gateway(light_gateway: G
             stats = await manager.agent(manager.get(sid)).stats()
             assert stats["vnc_protocol_errors"] == errors, (kind, len(frames), stats)
     await gw.stop(sid)
+
+
+async def _cut_texts(socket: Path, got: list[bytes], ready: asyncio.Event) -> None:
+    """A 3.8 client that only listens: the ServerCutText messages x11vnc sends it."""
+    reader, writer = await asyncio.open_unix_connection(str(socket))
+    try:
+        await reader.readexactly(12)
+        writer.write(b"RFB 003.008\n")
+        count = (await reader.readexactly(1))[0]
+        await reader.readexactly(count)
+        writer.write(b"\x01")
+        await reader.readexactly(4)
+        writer.write(b"\x01")
+        head = await reader.readexactly(24)
+        await reader.readexactly(int.from_bytes(head[20:24], "big"))
+        ready.set()
+        while True:  # no update requests: only unsolicited messages arrive
+            kind = (await reader.readexactly(1))[0]
+            if kind == 3:  # ServerCutText
+                head = await reader.readexactly(7)
+                got.append(await reader.readexactly(int.from_bytes(head[3:7], "big")))
+            elif kind == 2:  # Bell
+                continue
+            else:
+                raise AssertionError(f"unexpected server message {kind}")
+    finally:
+        writer.close()
+
+
+def test_view_only_viewers_never_get_the_clipboard(desk: Desk) -> None:
+    """The session's clipboard (a password a human pastes) reaches control viewers'
+    x11vnc, never the ``-nosel`` one view tokens are connected to."""
+    secret = b"pasted-password-" + os.urandom(4).hex().encode()
+    got: dict[str, list[bytes]] = {"control": [], "view": []}
+
+    async def run() -> None:
+        readers = []
+        for kind in ("control", "view"):
+            ready = asyncio.Event()
+            readers.append(asyncio.create_task(
+                _cut_texts(desk.servers[kind].socket_path, got[kind], ready)))
+            await asyncio.wait_for(ready.wait(), 20)
+        try:
+            for _ in range(200):  # x11vnc polls: set it until the control viewer sees it
+                await asyncio.to_thread(_set_cut_buffer, desk, secret)
+                await asyncio.sleep(0.1)
+                if secret in got["control"]:
+                    break
+            assert secret in got["control"], got  # positive control
+            await asyncio.sleep(3)  # the same chance again for the view-only x11vnc
+        finally:
+            for task in readers:
+                task.cancel()
+            await asyncio.gather(*readers, return_exceptions=True)
+
+    desk.loop.run(run(), timeout=120)
+    assert got["view"] == [], got
+
+
+def _set_cut_buffer(desk: Desk, text: bytes) -> None:
+    desk.display.screen().root.change_property(Xatom.CUT_BUFFER0, Xatom.STRING, 8, text)
+    desk.display.sync()
