@@ -35,6 +35,7 @@ import asyncio
 import base64
 import io
 import json
+import os
 import select
 import shutil
 import sys
@@ -270,6 +271,9 @@ class Session:
         self.agent_pid = find_agent_pid(self.sid)
         x_socket = self.config.runtime_dir / self.sid / "x11" / "X0"
         self.display, self.links = link_display(x_socket)
+        # A fresh cookie file: the previous workload's session had the same display
+        # number, and libX11 takes the first matching entry (its stale cookie).
+        Path(f"/tmp/vr-bench-{os.getpid()}.xauth").unlink(missing_ok=True)
         authorize_display(int(self.display[1:]), x_socket)
 
     def api(self, path: str) -> str:
@@ -311,6 +315,23 @@ class Session:
         for link in self.links:
             link.unlink(missing_ok=True)
         shutil.rmtree(self.state, ignore_errors=True)
+
+
+async def locate(s: Session, listener: XListener, workload: str) -> tuple[int, int]:
+    """The stamp's place on the screen; Chromium may take a while on a busy machine
+    (the URL is typed again after 10 s)."""
+    deadline = time.monotonic() + 25
+    retyped = False
+    while True:
+        try:
+            return listener.locate()
+        except RuntimeError:
+            if time.monotonic() > deadline:
+                raise
+            if not retyped and time.monotonic() > deadline - 15:
+                retyped = True
+                await s.open_page(workload)
+            await asyncio.sleep(1.0)
 
 
 async def viewer_grab(page: Page) -> np.ndarray:
@@ -372,10 +393,13 @@ async def measure(width: int, height: int, seconds: float,
             await s.start()
             await s.open_page(workload)
             listener = XListener(s.display, width, height)
-            mx, my = listener.locate()
+            mx, my = await locate(s, listener, workload)
             listener.start()
             vnc = VncBaseline(s.display, s.state)
             await vnc.start()
+            for transport in transports:  # x11vnc first, while the page is still
+                if transport.startswith("novnc-"):
+                    await vnc.x11vnc(transport.removeprefix("novnc-"))
             async with async_playwright() as p:
                 for transport in transports:
                     mode = transport.removeprefix("novnc-") if transport.startswith("novnc") else None

@@ -83,6 +83,8 @@ async def metrics(request: web.Request) -> web.Response:
     frames: list[tuple[str, float]] = []
     encode_ms: list[tuple[str, float]] = []
     sent: list[tuple[str, float]] = []
+    rates: list[tuple[str, float]] = []
+    refinements: list[tuple[str, float]] = []
     for sid, stats in manager.agent_stats.items():
         media = stats.get("media")
         if not isinstance(media, dict):
@@ -97,12 +99,24 @@ async def metrics(request: web.Request) -> web.Response:
         out = media.get("bytes_encoded", {})
         if isinstance(out, dict):
             sent.append((label, float(out.get("total", 0))))
+        fps = media.get("fps", {})
+        if isinstance(fps, dict):
+            rates += [(f'{{session="{sid}",kind="{kind}"}}', float(fps[kind]))
+                      for kind in ("effective", "governed", "cap")
+                      if isinstance(fps.get(kind), int | float)]
+        if isinstance(media.get("refinements"), int):
+            refinements.append((label, float(media["refinements"])))
     _metric(lines, "visual_runtime_frames_encoded_total", "counter",
             "Frames encoded by a session's runtime agent (all viewers share them).", frames)
     _metric(lines, "visual_runtime_encode_milliseconds", "gauge",
             "Mean encode time per frame.", encode_ms)
     _metric(lines, "visual_runtime_encoded_bytes_total", "counter",
             "Encoded video bytes produced (sent to every viewer).", sent)
+    _metric(lines, "visual_runtime_frame_rate", "gauge",
+            "Frames a second: encoded over the last second (effective), allowed by the "
+            "governor (governed), configured cap (cap).", rates)
+    _metric(lines, "visual_runtime_refinements_total", "counter",
+            "Near-lossless refinements encoded after the screen settled.", refinements)
     _pool_metrics(lines, manager.pool, manager.startup)
     return web.Response(text="\n".join(lines) + "\n", content_type="text/plain",
                         charset="utf-8", headers={"X-Content-Type-Options": "nosniff"})

@@ -178,6 +178,18 @@ async def test_settled_picture_is_near_lossless_on_every_transport_and_the_recor
                    "ws": psnr(luma(ws.last), truth)}
             if min(got.values()) >= MIN_PSNR_DB or time.monotonic() > deadline:
                 break
+        # The frame rate and the refinements reach /metrics (the gateway polls agent stats).
+        metrics = ""
+        deadline = time.monotonic() + 15
+        while f'visual_runtime_refinements_total{{session="{sid}"}}' not in metrics:
+            assert time.monotonic() < deadline, metrics[-2000:]
+            await asyncio.sleep(0.3)
+            async with gw.http.get(gw.url("/metrics"), headers=gw.auth) as resp:
+                metrics = await resp.text()
+        assert f'visual_runtime_frame_rate{{session="{sid}",kind="cap"}} 60' in metrics
+        refined = [line for line in metrics.splitlines()
+                   if line.startswith(f'visual_runtime_refinements_total{{session="{sid}"}}')]
+        assert float(refined[0].split()[-1]) >= 1
     finally:
         await ws.close()
         await rtc.close()
