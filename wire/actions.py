@@ -101,8 +101,7 @@ class Drag:
     """``left_click_drag``: press at ``start``, move (through ``via``), release at ``end``."""
 
     start: Point | None
-    """``None`` (no ``start_coordinate``, the 20241022 form): from the pointer.
-    The gateway resolves it before the runtime agent sees the drag."""
+    """``None`` (no ``start_coordinate``, the 20241022 form): from the pointer."""
     end: Point
     modifiers: KeyCombo | None = None
     """Keys held from the press to the release (``text`` field)."""

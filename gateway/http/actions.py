@@ -11,8 +11,8 @@ One pipeline for every dialect (docs/api-extensions.md, "Computer-use dialects")
    the failing action's ``index`` and how many ran (``completed``).
 
 ``screenshot`` and ``zoom`` are served here from the runtime agent's full-size
-screenshot (:mod:`gateway.media.imaging`); a drag without a start point asks
-the agent where the pointer is first. Every other action goes to the agent.
+screenshot (:mod:`gateway.media.imaging`); every other action goes to the agent
+(which starts a drag without ``start_coordinate`` where the pointer is).
 Coordinates in results (``cursor``) are mapped back to the agent's picture.
 """
 
@@ -124,10 +124,6 @@ class _Run:
             result: dict[str, Any] = {"ok": True,
                                       "base64_image": base64.b64encode(png).decode("ascii")}
         else:
-            if name == "left_click_drag" and action.get("start_coordinate") is None:
-                # the 20241022 form drags from the pointer: start where it is now
-                where = await self._agent_action({"action": "cursor_position"})
-                action = {**action, "start_coordinate": where["cursor"]}
             result = await self._agent_action(action)
         if "cursor" in result:
             result["cursor"] = list(self.scale.point_to_agent(*result["cursor"]))
