@@ -109,9 +109,12 @@ def setup_mcp(app: web.Application, api_token: str) -> None:
             connector = aiohttp.TCPConnector(ssl=context)
         state.http = aiohttp.ClientSession(connector=connector)
         server = build_server(_provider(state))
-        state.manager = StreamableHTTPSessionManager(
-            app=server._lowlevel_server,  # the SDK's documented way to mount one server
-            security_settings=TransportSecuritySettings(enable_dns_rebinding_protection=False))
+        # the SDK's public way to get its transport: build its app, take the session
+        # manager (the Starlette app around it is not used)
+        server.streamable_http_app(
+            streamable_http_path=MCP_PATH,
+            transport_security=TransportSecuritySettings(enable_dns_rebinding_protection=False))
+        state.manager = server.session_manager
         started = asyncio.Event()
         manager = state.manager
 
