@@ -383,7 +383,8 @@ class RemoteSession:
                                               timeout=timeout))
 
     async def screenshot(self) -> bytes:
-        """A PNG of the screen, at exactly the session's resolution (an agent action)."""
+        """A PNG of the screen (an agent action), at the session's ``agent_resolution``
+        if it has one, else at its resolution; coordinates are in its pixels."""
         result = await self.act("screenshot")
         return base64.b64decode(result["base64_image"])
 
