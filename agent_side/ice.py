@@ -25,12 +25,27 @@ from typing import Any, Final
 import aioice.ice
 import ifaddr
 
-__all__ = ["EXCLUDED_PREFIXES", "host_addresses", "restrict_host_candidates"]
+__all__ = ["EXCLUDED_PREFIXES", "host_addresses", "restrict_host_candidates",
+           "set_advertised_addresses"]
 
 logger = logging.getLogger(__name__)
 
 EXCLUDED_PREFIXES: Final = ("vrh", "vrs", "vrd")
 """Visual Runtime's own links: egress veths (``vrh``/``vrs``) and docker-backend bridges."""
+
+_advertised: frozenset[str] = frozenset()
+"""When not empty, the only host addresses offered (the node's reachable ones, set by
+the gateway over the remote link: :func:`set_advertised_addresses`)."""
+
+
+def set_advertised_addresses(addresses: Iterable[str]) -> bool:
+    """Offer only *addresses* (of this machine) as host candidates from now on; an empty
+    list offers every address again. True when the set changed."""
+    global _advertised
+    new = frozenset(a.strip() for a in addresses if a.strip())
+    changed = new != _advertised
+    _advertised = new
+    return changed
 
 
 def host_addresses(use_ipv4: bool, use_ipv6: bool,
@@ -50,6 +65,8 @@ def host_addresses(use_ipv4: bool, use_ipv6: bool,
                     addresses.append(ip.ip)
             elif use_ipv6 and ip.ip[0] != "::1" and ip.ip[2] == 0:
                 addresses.append(ip.ip[0])
+    if _advertised:
+        addresses = [a for a in addresses if a in _advertised]
     return addresses
 
 

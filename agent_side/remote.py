@@ -26,6 +26,7 @@ from aiohttp.typedefs import Middleware
 from wire import remote
 
 from .errors import AgentSideError
+from .ice import set_advertised_addresses
 from .mirror import add_routes as add_mirror_routes
 
 logger = logging.getLogger(__name__)
@@ -90,6 +91,10 @@ def auth_middleware(secret: str) -> Middleware:
                     {"error": remote.UNAUTHORIZED_ERROR,
                      "detail": "this runtime agent answers its gateway only"},
                     status=401, headers={"WWW-Authenticate": remote.AUTH_SCHEME})
+            addresses = request.headers.get(remote.ICE_ADDRESSES_HEADER)
+            if addresses is not None and set_advertised_addresses(addresses.split(",")):
+                logger.info("ICE host candidates: only %s (the node's configured addresses)",
+                            addresses or "(all)")
         return await handler(request)
 
     return check

@@ -29,8 +29,9 @@ import re
 from typing import Final
 
 __all__ = [
-    "AUTHORIZATION", "AUTH_SCHEME", "MIRROR", "MIRROR_KINDS", "MIRROR_OFFSET", "TLS_SERVER_NAME",
-    "UNAUTHORIZED_ERROR", "bearer", "mirror_file", "mirror_list", "valid_mirror_name",
+    "AUTHORIZATION", "AUTH_SCHEME", "ICE_ADDRESSES_HEADER", "MIRROR", "MIRROR_KINDS",
+    "MIRROR_OFFSET", "TLS_SERVER_NAME", "UNAUTHORIZED_ERROR", "bearer", "mirror_file",
+    "mirror_list", "valid_mirror_name",
 ]
 
 AUTHORIZATION: Final = "Authorization"
@@ -40,6 +41,9 @@ UNAUTHORIZED_ERROR: Final = "unauthorized"
 """``error`` of the agent's 401 answer to a request without the session's secret."""
 TLS_SERVER_NAME: Final = "vr-agent"
 """The DNS name in every runtime agent's per-session certificate."""
+ICE_ADDRESSES_HEADER: Final = "X-VR-ICE-Addresses"
+"""Sent by the gateway on every link request when the node has configured reachable
+addresses (comma-separated): the agent then offers only those as ICE host candidates."""
 
 MIRROR: Final = "/mirror"
 """GET ``/mirror/{kind}``: ``[{"name": str, "size": int}]`` of the folder's files;

@@ -35,6 +35,9 @@ class AgentEndpoint:
     secret: str = ""
     cert_pem: str = ""
     """The agent's certificate (pinned); empty: plain TCP (one machine only)."""
+    ice_addresses: tuple[str, ...] = ()
+    """The node's reachable addresses, the only ICE host candidates the agent offers
+    (empty: all of the node's)."""
 
     def __post_init__(self) -> None:
         if self.socket is None and not (self.host and self.port and self.secret):
@@ -51,7 +54,10 @@ class AgentEndpoint:
     @property
     def headers(self) -> dict[str, str]:
         """Headers every request to this agent carries (the secret over TCP)."""
-        return {remote.AUTHORIZATION: remote.bearer(self.secret)} if self.secret else {}
+        headers = {remote.AUTHORIZATION: remote.bearer(self.secret)} if self.secret else {}
+        if self.ice_addresses:
+            headers[remote.ICE_ADDRESSES_HEADER] = ",".join(self.ice_addresses)
+        return headers
 
     def describe(self) -> str:
         return str(self.socket) if self.socket is not None else f"{self.host}:{self.port}"

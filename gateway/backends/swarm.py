@@ -66,6 +66,9 @@ LABEL_PORT = "visual-runtime.link-port"
 NODE_ADDRESS_LABEL = "visual-runtime.address"
 """Node label: the address the gateway (and viewers) reach this node at, when the
 one swarm reports (``Status.Addr``) is not it."""
+ICE_ADDRESSES_LABEL = "visual-runtime.ice-addresses"
+"""Node label: comma-separated addresses of the node that viewers can reach; the
+runtime agent offers only those as ICE host candidates (default: all of the node's)."""
 SECRET_FILE = "vr-link-secret"
 BUNDLE_FILE = "vr-link-tls"
 AGENT_UID = "10002"
@@ -148,6 +151,8 @@ class SwarmBackend(SessionBackend):
                           or node["Status"].get("Addr", ""))
         if not handle["host"]:
             raise BackendError(f"node {handle['node']} reports no address")
+        ice = node["Spec"].get("Labels", {}).get(ICE_ADDRESSES_LABEL, "")
+        handle["ice_addresses"] = [a.strip() for a in ice.split(",") if a.strip()]
         logger.info("session %s: placed on node %s (%s:%d)", sid, handle["node"],
                     handle["host"], handle["port"])
         self._mirror(handle).start()
@@ -424,7 +429,8 @@ class SwarmBackend(SessionBackend):
 
     def agent_endpoint(self, handle: PodHandle) -> AgentEndpoint:
         return AgentEndpoint(host=handle["host"], port=int(handle["port"]),
-                             secret=handle["secret"], cert_pem=handle["cert"])
+                             secret=handle["secret"], cert_pem=handle["cert"],
+                             ice_addresses=tuple(handle.get("ice_addresses") or ()))
 
     def files_dir(self, handle: PodHandle) -> Path:
         return session_paths(Path(handle["session_dir"]), Path(handle["runtime_dir"]))["files"]

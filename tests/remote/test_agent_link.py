@@ -165,3 +165,55 @@ def test_the_agent_never_listens_without_a_secret(tmp_path: Path) -> None:
          "--resolution", "640x480", "--listen", "127.0.0.1:9", "--secret-file", str(short)],
         capture_output=True, text=True, timeout=60)
     assert done.returncode == 2 and "shorter than 32" in done.stderr
+
+
+async def test_the_node_s_configured_addresses_are_the_only_host_candidates(
+        linked: tuple[AgentProcess, AgentEndpoint, Path]) -> None:
+    import dataclasses
+    import re
+
+    import ifaddr
+    from aiortc import RTCPeerConnection
+
+    _, endpoint, _ = linked
+    local = sorted({ip.ip for a in ifaddr.get_adapters() for ip in a.ips
+                    if isinstance(ip.ip, str) and not ip.ip.startswith("127.")
+                    and not str(a.nice_name).startswith(("vrh", "vrs", "vrd"))})
+    assert len(local) >= 2, f"this test needs two IPv4 interfaces besides lo: {local}"
+
+    async def host_candidates(ep: AgentEndpoint) -> set[str]:
+        client = AgentClient(ep, "link-test")
+        pc = RTCPeerConnection()
+        try:
+            pc.addTransceiver("video", direction="recvonly")
+            await pc.setLocalDescription(await pc.createOffer())
+            reply = await client.request(
+                "POST", agent_api.WHEP, data=pc.localDescription.sdp, timeout=30,
+                headers={"Content-Type": "application/sdp", agent_api.TOKEN_KIND_HEADER: "view",
+                         agent_api.TOKEN_ID_HEADER: "v"})
+            assert reply.status == 201, reply.body
+            peer = reply.headers[agent_api.PEER_ID_HEADER]
+            await client.request("DELETE", agent_api.whep_peer(peer))
+            return set(re.findall(r"a=candidate:\S+ \d \S+ \d+ (\S+) \d+ typ host",
+                                  reply.body.decode()))
+        finally:
+            await pc.close()
+            await client.aclose()
+
+    chosen = local[-1]
+    only = await host_candidates(dataclasses.replace(endpoint, ice_addresses=(chosen,)))
+    assert only == {chosen}
+    # A request without the header leaves the setting as it is; an empty header offers
+    # every address again.
+    unchanged = await host_candidates(dataclasses.replace(endpoint, ice_addresses=()))
+    assert unchanged == {chosen}
+    reset = AgentEndpoint(host=endpoint.host, port=endpoint.port, secret=endpoint.secret,
+                          cert_pem=endpoint.cert_pem)
+    client = AgentClient(reset, "link-test")
+    try:
+        reply = await client.request("GET", agent_api.HEALTH, headers={
+            remote.ICE_ADDRESSES_HEADER: ""})
+        assert reply.status == 200
+    finally:
+        await client.aclose()
+    assert {a for a in await host_candidates(reset) if "." in a} == set(local)

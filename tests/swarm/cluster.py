@@ -194,6 +194,13 @@ def set_availability(cluster: Cluster, worker: Worker, availability: str) -> Non
     node.update(spec)
 
 
+def set_label(cluster: Cluster, worker: Worker, key: str, value: str) -> None:
+    node = cluster.client.nodes.get(worker.node_id)
+    spec = dict(node.attrs["Spec"])
+    spec["Labels"] = {**spec.get("Labels", {}), key: value}
+    node.update(spec)
+
+
 def kill_worker(worker: Worker) -> None:
     subprocess.run(["docker", "kill", worker.name], check=True, capture_output=True)
 

@@ -16,10 +16,13 @@ the recording copied before the node died is playable. Nothing is left on any no
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import re
 import secrets
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -44,6 +47,7 @@ from tests.swarm.cluster import (
     kill_worker,
     node_leftovers,
     set_availability,
+    set_label,
     start_cluster,
     stop_cluster,
     swarm_objects,
@@ -164,6 +168,19 @@ async def test_sessions_across_the_swarm(cluster: Cluster, served: dict[str, Any
                                          browser: Browser, tmp_path: Path) -> None:
     client = cluster.client
     gw: Gateway = served["gw"]
+    for w in cluster.workers:  # viewers reach each worker at its docker0 address only
+        set_label(cluster, w, "visual-runtime.ice-addresses", w.address)
+    # doctor --backend swarm sees the labelled workers and what they can place.
+    doctor = subprocess.run(
+        [sys.executable, "-m", "gateway", "doctor", "--json", "--backend", "swarm",
+         "--state-dir", str(tmp_path / "doctor"), "--port", "0", "--max-sessions", "8",
+         "--swarm-reserve-cpus", str(RESERVE_CPUS), "--swarm-reserve-memory-mb", "512"],
+        capture_output=True, text=True, timeout=120)
+    checks = {c["name"]: c for c in json.loads(doctor.stdout)["checks"]}
+    assert checks["swarm manager"]["ok"] and checks["session nodes"]["ok"], checks
+    assert f"{WORKERS} ready and active node(s)" in checks["session nodes"]["detail"]
+    assert f"room for {2 * WORKERS} more session(s)" in checks["cluster capacity"]["detail"]
+    assert not checks["max sessions"]["ok"]  # 8 promised, 2 per worker placeable
     t0 = time.monotonic()
     first = await create_running(gw, resolution="1280x720", enable_recording=True)
     print(f"swarm: create -> running {time.monotonic() - t0:.1f} s")
@@ -189,6 +206,9 @@ async def test_sessions_across_the_swarm(cluster: Cluster, served: dict[str, Any
     viewer = WhepViewer(gw, sids[0], first["tokens"]["view"], codec="h264")
     try:
         await viewer.connect()
+        offered = set(re.findall(r"a=candidate:\S+ \d \S+ \d+ (\S+) \d+ typ host",
+                                 viewer.answer_sdp))
+        assert offered == {cluster.worker(placed[sids[0]]).address}, viewer.answer_sdp
         async with Typist(gw, sids[0]):
             frames = await viewer.wait_frames(5, within=60)
         assert {(f.width, f.height) for f in frames} == {(1280, 720)}
@@ -240,18 +260,22 @@ async def test_sessions_across_the_swarm(cluster: Cluster, served: dict[str, Any
         failed = await gw.wait_status(sids[1], {"failed"}, timeout=30)
         assert drained.name in failed["error"] and "drain" in failed["error"], failed
         third = await create_running(gw)
-        assert task_of(client, third["session_id"])["NodeID"] != drained.node_id
+        placed[third["session_id"]] = task_of(client, third["session_id"])["NodeID"]
+        assert placed[third["session_id"]] != drained.node_id
         sids.append(third["session_id"])
         set_availability(cluster, drained, "active")
+        # Active again, the drained worker takes the next session (it runs the fewest).
+        fourth = await create_running(gw)
+        placed[fourth["session_id"]] = task_of(client, fourth["session_id"])["NodeID"]
+        assert placed[fourth["session_id"]] == drained.node_id
+        sids.append(fourth["session_id"])
 
     # Killing the first session's node fails only its sessions, within seconds.
     await asyncio.sleep(3)  # a few more recorded fragments
     victim = cluster.worker(placed[sids[0]])
-    on_victim = [sid for sid in sids
-                 if task_of(client, sid)["NodeID"] == victim.node_id
-                 and (await gw.get(sid))["status"] == "running"]
-    others = [sid for sid in sids if sid not in on_victim
-              and (await gw.get(sid))["status"] == "running"]
+    running = [sid for sid in sids if (await gw.get(sid))["status"] == "running"]
+    on_victim = [sid for sid in running if placed[sid] == victim.node_id]
+    others = [sid for sid in running if sid not in on_victim]
     killed_at = time.monotonic()
     kill_worker(victim)
     for sid in on_victim:
@@ -261,6 +285,11 @@ async def test_sessions_across_the_swarm(cluster: Cluster, served: dict[str, Any
           f"{time.monotonic() - killed_at:.1f} s: {failed['error'][:160]}")
     for sid in others:
         assert (await gw.get(sid))["status"] == "running"
+    if WORKERS >= 2:
+        assert others, "a session on another worker should have outlived the killed one"
+        status, body = await action(gw, others[0], {"action": "mouse_move",
+                                                    "coordinate": [10, 10]})
+        assert status == 200, body
 
     # The recording copied before the node died plays.
     async with gw.http.get(gw.url(f"/api/visual-sessions/{sids[0]}/recording"),
