@@ -15,6 +15,14 @@ WEB_DIR = Path(__file__).resolve().parent.parent / "web"
 """The viewer page, its ES modules and the vendored noVNC (served by gateway.http.viewer)."""
 
 
+EGRESS_DENY_DEFAULT: tuple[str, ...] = (
+    "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10",
+    "100.100.100.200/32", "168.63.129.16/32")
+"""IPv4 networks egress sessions never reach by default: private LAN/VPC ranges (the
+host's Docker bridges among them), carrier-grade NAT, and the cloud metadata services
+outside link-local (Alibaba, Azure). Link-local (169.254/16) is always dropped."""
+
+
 @dataclass(frozen=True)
 class GatewayConfig:
     """Everything the gateway and its backends need; immutable after start-up."""
@@ -99,6 +107,8 @@ class GatewayConfig:
     """Sessions one client may create back to back before ``create_rate_per_minute`` applies."""
     allowed_origins: tuple[str, ...] = ()
     """Browser origins besides the gateway's own that may use the WebSocket and WHEP endpoints."""
+    egress_deny: tuple[str, ...] = EGRESS_DENY_DEFAULT
+    """IPv4 networks egress sessions never reach (``--egress-deny``)."""
     frame_ancestors: str = "'none'"
     """CSP ``frame-ancestors`` of the viewer pages ('none': they cannot be framed)."""
     max_body_kb: int = 64

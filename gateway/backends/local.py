@@ -208,7 +208,7 @@ class LocalBackend(SessionBackend):
 
     def __init__(self, config: GatewayConfig) -> None:
         self._config = config
-        self._egress = EgressManager()
+        self._egress = EgressManager(config.egress_deny)
         self._children: dict[int, subprocess.Popen[bytes]] = {}
         self._exit_codes: dict[int, int] = {}
         """Exit status of reaped children by pid (Popen's: negative = killed by that signal)."""

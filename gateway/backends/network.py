@@ -110,8 +110,10 @@ class Egress:
 class EgressManager:
     """Creates and removes egress namespaces; owns the shared firewall chains."""
 
-    def __init__(self) -> None:
+    def __init__(self, deny: tuple[str, ...] = ()) -> None:
         self._lock = asyncio.Lock()
+        self._deny = deny
+        """Networks egress sessions never reach (``GatewayConfig.egress_deny``)."""
 
     async def _ensure_rules(self) -> None:
         """Make the shared chains and hooks exactly what they must be.
@@ -141,6 +143,7 @@ class EgressManager:
 
         A pooled pod's sandbox runs in an empty namespace from the start; this is
         what a claim for an ``egress`` session adds."""
+        await self.deny(egress, self._deny)
         async with self._lock:
             await self._ensure_rules()
         ns = egress.netns
@@ -162,8 +165,35 @@ class EgressManager:
         await run("ip", "-n", ns, "route", "add", "default", "via", egress.host_ip)
         logger.info("egress network %s up: %s via %s", ns, egress.sandbox_ip, egress.host_ip)
 
+    async def deny(self, egress: Egress, networks: tuple[str, ...]) -> None:
+        """Drop the session's traffic to *networks* (the gateway's ``egress_deny``).
+
+        A chain of the session's own (``VR-DENY-vrh<n>``), hooked first in FORWARD
+        and in DOCKER-USER (which dockerd keeps before its own accepting rules) for
+        its host interface; set before the link exists, so no packet passes first."""
+        chain = _deny_chain(egress)
+        await run("iptables", "-w", "-N", chain, check=False)
+        await run("iptables", "-w", "-F", chain)
+        for network in networks:
+            await run("iptables", "-w", "-A", chain, "-d", network, "-j", "DROP")
+        spec = ["-i", egress.host_if, "-j", chain]
+        for parent in await _deny_parents():
+            code, _ = await run("iptables", "-w", "-C", parent, *spec, check=False)
+            if code != 0:
+                await run("iptables", "-w", "-I", parent, "1", *spec)
+
+    async def _undeny(self, egress: Egress) -> None:
+        chain = _deny_chain(egress)
+        spec = ["-i", egress.host_if, "-j", chain]
+        for parent in await _deny_parents():
+            while (await run("iptables", "-w", "-D", parent, *spec, check=False))[0] == 0:
+                pass
+        await run("iptables", "-w", "-F", chain, check=False)
+        await run("iptables", "-w", "-X", chain, check=False)
+
     async def remove(self, egress: Egress) -> None:
         """Delete the namespace (its veth end goes with it, and so does the host end)."""
+        await self._undeny(egress)
         if Path("/run/netns", egress.netns).exists():
             await run("ip", "netns", "delete", egress.netns, check=False)
         await run("ip", "link", "delete", egress.host_if, check=False)
@@ -171,6 +201,15 @@ class EgressManager:
     async def aclose(self) -> None:
         """Nothing to release: the chains stay (inert without ``vrh+`` links) because
         other gateways on this machine, or re-adopted sessions, rely on them."""
+
+
+def _deny_chain(egress: Egress) -> str:
+    return f"VR-DENY-{egress.host_if}"
+
+
+async def _deny_parents() -> list[str]:
+    code, _ = await run("iptables", "-w", "-L", "DOCKER-USER", "-n", check=False)
+    return ["FORWARD", "DOCKER-USER"] if code == 0 else ["FORWARD"]
 
 
 async def create_namespace(netns: str) -> None:

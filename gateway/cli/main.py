@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import ipaddress
 import json
 import logging
 import signal
@@ -20,7 +21,7 @@ from gateway.app import create_app
 from gateway.cli.commands import URL_FILE, add_client_commands
 from gateway.cli.demo_agent import drive
 from gateway.cli.mcp_command import add_mcp_command
-from gateway.config import GatewayConfig, env_default
+from gateway.config import EGRESS_DENY_DEFAULT, GatewayConfig, env_default
 from gateway.errors import BackendError, StateFileError
 from gateway.sessions.tokens import load_or_create_api_token
 
@@ -103,6 +104,9 @@ def _add_server_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--allowed-origins", default=env_default("allowed_origins", ""),
                    help="comma-separated browser origins (besides the gateway's own) allowed "
                         "on the WebSocket and WHEP endpoints")
+    p.add_argument("--egress-deny", default=env_default("egress_deny", None),
+                   help="comma-separated IPv4 networks egress sessions never reach (default: "
+                        "private, CGNAT and cloud metadata ranges; 'none' for none)")
     p.add_argument("--viewer-limit", action="append", metavar="NAME=N",
                    default=[v for v in (env_default("viewer_limit", "") or "").split(",") if v],
                    help="a viewer cap of every session, repeatable: max_viewers, "
@@ -173,6 +177,7 @@ def _build_config(args: argparse.Namespace) -> GatewayConfig:
         auth_failure_window_s=args.auth_failure_window,
         create_rate_per_minute=args.create_rate, create_burst=args.create_burst,
         allowed_origins=tuple(o.strip() for o in str(args.allowed_origins).split(",") if o.strip()),
+        egress_deny=_egress_deny(args.egress_deny),
         frame_ancestors=args.frame_ancestors, max_body_kb=args.max_body_kb,
         viewer_limits=_viewer_limits(args.viewer_limit),
         allowed_hosts=tuple(h.strip() for h in str(args.allowed_hosts).split(",") if h.strip()),
@@ -181,6 +186,18 @@ def _build_config(args: argparse.Namespace) -> GatewayConfig:
         turn_secret_file=Path(args.turn_secret_file) if args.turn_secret_file else None,
         turn_ttl_s=args.turn_ttl,
     )
+
+
+def _egress_deny(raw: str | None) -> tuple[str, ...]:
+    """``egress_deny`` for the config: the default when not given, none for 'none'."""
+    if raw is None:
+        return EGRESS_DENY_DEFAULT
+    if raw.strip().lower() in ("", "none"):
+        return ()
+    try:
+        return tuple(str(ipaddress.IPv4Network(n.strip())) for n in raw.split(",") if n.strip())
+    except ValueError as e:
+        raise SystemExit(f"--egress-deny: {e}") from None
 
 
 def _viewer_limits(items: list[str]) -> tuple[tuple[str, float], ...]:

@@ -40,8 +40,10 @@ def outside() -> Iterator[tuple[str, int]]:
     """A namespace standing in for the internet, with a TCP listener: (address, port)."""
     name = "vrtest-" + secrets.token_hex(3)
     host_if, peer = "vrt" + name[-6:], "vro" + name[-6:]
-    octet = 1 + secrets.randbelow(250)
-    host_ip, out_ip = f"10.232.{octet}.1", f"10.232.{octet}.2"
+    # TEST-NET-3, a public (documentation) range: private ones are on the gateway's
+    # default egress deny list (GatewayConfig.egress_deny).
+    base = 4 * secrets.randbelow(64)
+    host_ip, out_ip = f"203.0.113.{base + 1}", f"203.0.113.{base + 2}"
     _run("ip", "netns", "add", name)
     proc = None
     try:
