@@ -189,7 +189,8 @@ async def measure(opts: Options) -> Result:
             while len(viewers) < count:
                 viewer = Viewer(decode=not viewers)
                 viewers.append(viewer)
-                viewer.location = await gw.whep(sid, viewer.receiver.pc)
+                viewer.location = await gw.whep(sid, viewer.receiver.pc,
+                                                token=await gw.view_token(sid))
             await wait_for(lambda: all(v.buffer.packets > 0 for v in viewers), 30,
                            f"{count} viewers receiving")
             await asyncio.sleep(settle)

@@ -358,15 +358,29 @@ class ServedGateway:
         await self.wait_running(created["session_id"])
         return created
 
-    async def whep(self, sid: str, pc: Any) -> str:
-        """Offer from aiortc *pc*; apply the answer; return the peer's location."""
+    async def view_token(self, sid: str) -> str:
+        """A fresh view token of the session (``POST .../tokens``): one per watcher, as
+        separate people would have, so the per-token viewer cap does not apply across them."""
+        assert self.http is not None
+        async with self.http.post(self.url(f"/api/visual-sessions/{sid}/tokens"),
+                                  json={"kind": "view"}) as resp:
+            body = await resp.json()
+            if resp.status != 201:
+                raise RuntimeError(f"minting a view token failed ({resp.status}): {body}")
+            return str(body["token"])
+
+    async def whep(self, sid: str, pc: Any, token: str | None = None) -> str:
+        """Offer from aiortc *pc* (with *token*, else the API token); apply the answer;
+        return the peer's location."""
         from aiortc import RTCSessionDescription
 
         assert self.http is not None
         await pc.setLocalDescription(await pc.createOffer())
+        headers = {"Content-Type": "application/sdp"}
+        if token is not None:
+            headers["Authorization"] = f"Bearer {token}"
         async with self.http.post(self.url(f"/api/visual-sessions/{sid}/whep"),
-                                  data=pc.localDescription.sdp,
-                                  headers={"Content-Type": "application/sdp"}) as resp:
+                                  data=pc.localDescription.sdp, headers=headers) as resp:
             answer = await resp.text()
             if resp.status != 201:
                 raise RuntimeError(f"WHEP failed ({resp.status}): {answer}")
