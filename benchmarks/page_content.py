@@ -489,15 +489,25 @@ def figures_for(results: dict[str, dict[str, Any]], resolution: str) -> list[Any
                 continue
             name = f"{resolution} page {workload}, {LABEL[transport]}"
             common: dict[str, Any] = {"baseline_name": LABEL["novnc-tuned"]}
+            content = r["content_fps"] or None
             figs += [
+                Figure(f"{name}: pictures shown / content rate",
+                       r["delivered_fps"] / content if content else None, "x content",
+                       lower_is_better=False, target=">= 0.95",
+                       note=f"content {r['content_fps']:.1f}/s reached X"),
                 Figure(f"{name}: pictures shown/s", r["delivered_fps"], "1/s",
                        baseline=base.get("delivered_fps"), lower_is_better=False,
-                       target=">= 0.95x content rate, >= baseline",
-                       note=f"content {r['content_fps']:.1f}/s", **common),
+                       target=">= baseline", **common),
                 Figure(f"{name}: glass-to-glass minus X arrival p50", r["g2g_minus_x_p50_ms"],
-                       "ms", baseline=base.get("g2g_minus_x_p50_ms"),
-                       target="<= 30 ms" + ("; <= 0.5x baseline" if workload == "scroll" else ""),
+                       "ms", baseline=base.get("g2g_minus_x_p50_ms"), target="<= 30 ms",
                        note=f"g2g p50 {r['g2g_p50_ms'] or 0:.1f} ms, n={r['samples']}", **common),
+            ]
+            if workload == "scroll":
+                figs.append(Figure(f"{name}: glass-to-glass minus X arrival p50 vs baseline",
+                                   r["g2g_minus_x_p50_ms"], "ms",
+                                   baseline=base.get("g2g_minus_x_p50_ms"),
+                                   target="<= 0.5x baseline", **common))
+            figs += [
                 Figure(f"{name}: settled PSNR (Y) 0.5 s after", r["psnr_0_5_db"], "dB",
                        baseline=base.get("psnr_0_5_db"), lower_is_better=False,
                        target=">= 45 dB", note=f"2 s after: {r['psnr_2_db']:.1f} dB", **common),
