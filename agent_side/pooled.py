@@ -30,7 +30,7 @@ from wire import agent_api
 
 from .cdp_link import BrowserLink
 from .errors import AgentSideError
-from .screen import ScreenError, resize_screen
+from .screen import ScreenError, open_display, resize_screen
 
 __all__ = ["Claim", "fit_browser", "wait_for_claim", "wait_for_display"]
 
@@ -154,11 +154,13 @@ async def wait_for_claim(socket: Path, display: str, max_width: int, max_height:
     ready = False
 
     warmed = False
+    conn = None
 
     async def health(request: web.Request) -> web.Response:
-        nonlocal ready, warmed
+        nonlocal ready, warmed, conn
         if not warmed:
             await asyncio.to_thread(warm_up, display, max_width, max_height)
+            conn = await asyncio.to_thread(open_display, display)
             warmed = True
         if not ready:
             ready = cdp_socket is None or await _browser_ready(cdp_socket, session_id)
@@ -177,7 +179,7 @@ async def wait_for_claim(socket: Path, display: str, max_width: int, max_height:
         spans: dict[str, float] = {}
         t0 = time.monotonic()
         try:
-            await asyncio.to_thread(resize_screen, display, width, height)
+            await asyncio.to_thread(resize_screen, display, width, height, conn)
             spans["resize"] = (time.monotonic() - t0) * 1000
             if cdp_socket is not None:
                 t1 = time.monotonic()
@@ -207,3 +209,5 @@ async def wait_for_claim(socket: Path, display: str, max_width: int, max_height:
         return await claimed
     finally:
         await runner.cleanup()
+        if conn is not None:
+            conn.close()

@@ -16,7 +16,7 @@ from Xlib.ext import randr
 
 from .errors import AgentSideError
 
-__all__ = ["ScreenError", "resize_screen", "screen_size"]
+__all__ = ["ScreenError", "open_display", "resize_screen", "screen_size"]
 
 DPI = 96
 """The Xvfb launchers' ``-dpi``: the physical size follows it, as at start-up."""
@@ -36,9 +36,16 @@ def screen_size(display: str) -> tuple[int, int]:
         d.close()
 
 
-def resize_screen(display: str, width: int, height: int) -> None:
-    """Make the screen *width* x *height* (at most the size Xvfb started with)."""
-    d = xdisplay.Display(display)
+def open_display(display: str) -> xdisplay.Display:
+    """An X connection to keep for :func:`resize_screen` (opening one costs round trips)."""
+    return xdisplay.Display(display)
+
+
+def resize_screen(display: str, width: int, height: int,
+                  conn: xdisplay.Display | None = None) -> None:
+    """Make the screen *width* x *height* (at most the size Xvfb started with), on *conn*
+    when given (it stays open) or on a connection of its own."""
+    d = conn if conn is not None else xdisplay.Display(display)
     try:
         if not d.has_extension("RANDR"):
             raise ScreenError("the X server has no RandR extension")
@@ -83,7 +90,8 @@ def resize_screen(display: str, width: int, height: int) -> None:
     except Exception as e:  # Xlib raises its own error tree from the reply
         raise ScreenError(f"RandR resize to {width}x{height} failed: {e}") from e
     finally:
-        d.close()
+        if conn is None:
+            d.close()
 
 
 def _mode_names(res: object) -> list[str]:

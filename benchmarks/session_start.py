@@ -196,15 +196,16 @@ def _cgroup_usage(sid: str) -> tuple[float, int]:
     return cpu, mem
 
 
-async def measure_idle(pool: int, window_s: float) -> dict[str, Any]:
-    """CPU and memory of idle warm pods (full desktop) over *window_s*, against the same
-    pods' figures once claimed (an idle running session without viewers)."""
+async def measure_idle(pool: int, window_s: float, settle_s: float = 10.0) -> dict[str, Any]:
+    """CPU and memory of idle warm pods (full desktop) over *window_s*, *settle_s* after
+    the pool is full (Chromium keeps initialising for seconds after its first page),
+    against the same pods' figures once claimed (an idle session without viewers)."""
     gw = ServedGateway(backend="local", apps=("fluxbox", "xterm", "chromium"),
                        name="start-idle", extra_args=("--pool-size", str(pool), *POOL_ARGS))
     try:
         await gw.start()
         await _wait_pool(gw, pool)
-        await asyncio.sleep(2)  # let the last pod's start settle
+        await asyncio.sleep(settle_s)
         pods = json.loads((gw.state_dir / "pool.json").read_text())
         sids = [sid for sid, p in pods.items() if p.get("ready")][:pool]
         before = [_cgroup_usage(sid) for sid in sids]
@@ -215,14 +216,14 @@ async def measure_idle(pool: int, window_s: float) -> dict[str, Any]:
         created = await gw.create(resolution=RESOLUTION)
         sid = created["session_id"]
         await gw.wait_running(sid)
-        await asyncio.sleep(2)
+        await asyncio.sleep(settle_s)
         b0 = _cgroup_usage(sid)
         await asyncio.sleep(window_s)
         b1 = _cgroup_usage(sid)
         await gw.delete(sid)
     finally:
         await gw.aclose()
-    return {"pods": len(sids), "window_s": window_s, "pooled_cpu_pct": pooled_cpu,
+    return {"pods": len(sids), "window_s": window_s, "settle_s": settle_s, "pooled_cpu_pct": pooled_cpu,
             "pooled_mem_mib": pooled_mem,
             "session_cpu_pct": (b1[0] - b0[0]) / window_s * 100, "session_mem_mib": b1[1] / 2**20}
 
@@ -278,7 +279,7 @@ async def measure(opts: Options, runs: int | None = None,
     if burst and burst[0]:
         results["burst"] = await measure_burst(*burst)
     if idle_window_s:
-        results["idle"] = await measure_idle(2, idle_window_s)
+        results["idle"] = await measure_idle(2, idle_window_s, 10.0 if opts.quick else 30.0)
     vnc_times = [await x11vnc_once() for _ in range(runs)]
     results["x11vnc"] = {"runs": runs, "first_update_s": vnc_times,
                          "first_update_p50": pct(vnc_times, 0.5),

@@ -144,8 +144,23 @@ class EgressManager:
         A pooled pod's sandbox runs in an empty namespace from the start; this is
         what a claim for an ``egress`` session adds."""
         await self.deny(egress, self._deny)
-        async with self._lock:
-            await self._ensure_rules()
+        async def rules() -> None:
+            async with self._lock:
+                await self._ensure_rules()
+
+        # The rules check (a dozen iptables calls) runs beside the link set-up; the
+        # default route, without which nothing leaves the namespace, comes after both
+        # (a pooled pod's apps already run in it).
+        checked = asyncio.create_task(rules())
+        try:
+            await self._link(egress)
+        finally:
+            await checked
+        await run("ip", "-n", egress.netns, "route", "add", "default", "via", egress.host_ip)
+        logger.info("egress network %s up: %s via %s", egress.netns, egress.sandbox_ip,
+                    egress.host_ip)
+
+    async def _link(self, egress: Egress) -> None:
         ns = egress.netns
         peer = egress.host_if.replace("vrh", "vrs", 1)
         await run("ip", "link", "delete", egress.host_if, check=False)
@@ -162,8 +177,6 @@ class EgressManager:
         await run("ip", "link", "set", egress.host_if, "up")
         await run("ip", "-n", ns, "addr", "add", f"{egress.sandbox_ip}/30", "dev", peer)
         await run("ip", "-n", ns, "link", "set", peer, "up")
-        await run("ip", "-n", ns, "route", "add", "default", "via", egress.host_ip)
-        logger.info("egress network %s up: %s via %s", ns, egress.sandbox_ip, egress.host_ip)
 
     async def deny(self, egress: Egress, networks: tuple[str, ...]) -> None:
         """Drop the session's traffic to *networks* (the gateway's ``egress_deny``).
