@@ -24,9 +24,16 @@ def ffprobe(path: Path) -> dict[str, Any]:
 
 
 def ffmpeg_decode_errors(path: Path) -> tuple[int, str]:
-    """``ffmpeg -v error -i f -f null -``: (exit code, error output)."""
+    """``ffmpeg -v error -i f -enc_time_base -1 -f null -``: (exit code, error output).
+
+    Recordings are variable frame rate on the source's 1/60 s grid. Without
+    ``-enc_time_base -1`` the ffmpeg CLI re-times frames to 1/(average frame rate) for its
+    null output, and two frames 1/60 s apart in a mostly 20 fps stream land on the same
+    tick ("non monotonically increasing dts to muxer"): the CLI's output, not the file. With
+    the input's own time base every decoding error still shows."""
     proc = subprocess.run([require_binary("ffmpeg"), "-nostdin", "-v", "error", "-i", str(path),
-                           "-f", "null", "-"], capture_output=True, text=True, timeout=120)
+                           "-enc_time_base", "-1", "-f", "null", "-"],
+                          capture_output=True, text=True, timeout=120)
     return proc.returncode, proc.stderr
 
 
