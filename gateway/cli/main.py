@@ -18,6 +18,7 @@ import aiohttp
 from aiohttp import web
 
 from gateway.app import create_app
+from gateway.cli.argv_secrets import reexec_without_token
 from gateway.cli.commands import URL_FILE, add_client_commands
 from gateway.cli.demo_agent import drive
 from gateway.cli.mcp_command import add_mcp_command
@@ -359,6 +360,8 @@ def _environment_error(e: Exception) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    if argv is None:  # the real command line: keep the API token out of `ps`
+        reexec_without_token()
     parser = argparse.ArgumentParser(prog="visual-runtime")
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="run the gateway")
