@@ -47,7 +47,13 @@ from benchmarks.harness import ServedGateway, print_result, write_result  # noqa
 from benchmarks.suite import Figure, Options, Result  # noqa: E402
 from gateway.backends.docker import gateway_label  # noqa: E402
 from gateway.config import GatewayConfig  # noqa: E402
-from tests.swarm.cluster import Cluster, start_cluster, stop_cluster  # noqa: E402
+from tests.swarm.cluster import (  # noqa: E402
+    Cluster,
+    node_leftovers,
+    start_cluster,
+    stop_cluster,
+    task_of,
+)
 
 RESOLUTION = "1600x900"
 APPS = ("fluxbox", "xterm", "chromium")
@@ -130,6 +136,73 @@ async def action_runs(gw: ServedGateway, samples: int) -> list[float]:
     return out
 
 
+async def load_phase(gw: ServedGateway, cluster: Cluster, per_node: int,
+                     seconds: float) -> dict[str, Any]:
+    """*per_node* sessions per worker at once, each with an aiortc viewer and an agent
+    typing twice a second for *seconds*: errors, the longest gap between frames at any
+    viewer (a stall), where swarm put them, and what is left on each node afterwards."""
+    assert gw.http is not None
+    http = gw.http
+    sids: list[str] = []
+    receivers: list[Receiver] = []
+    arrivals: list[list[float]] = []
+    errors: list[str] = []
+    placed: dict[str, int] = {}
+    try:
+        for _ in range(per_node * len(cluster.workers)):
+            created = await gw.create_running(resolution="1280x720", network="none")
+            sids.append(created["session_id"])
+        for sid in sids:
+            node = task_of(cluster.client, sid)["NodeID"]
+            placed[node] = placed.get(node, 0) + 1
+            receiver = Receiver()
+            times: list[float] = []
+            receiver.analyse = lambda at, y, times=times: times.append(at)  # type: ignore[misc]
+            await gw.whep(sid, receiver.pc)
+            receivers.append(receiver)
+            arrivals.append(times)
+        for sid in sids:
+            async with http.post(gw.url(f"/api/visual-sessions/{sid}/actions"),
+                                 json={"action": "key", "text": "ctrl+l"}) as r:
+                await r.read()
+
+        async def typist(sid: str) -> None:
+            url = gw.url(f"/api/visual-sessions/{sid}/actions")
+            deadline = time.monotonic() + seconds
+            i = 0
+            while time.monotonic() < deadline:
+                try:
+                    async with http.post(url, json={"action": "type",
+                                                       "text": "abcdefgh"[i % 8]}) as r:
+                        await r.read()
+                        if r.status != 200:
+                            errors.append(f"{sid}: action {r.status}")
+                except (OSError, TimeoutError) as e:
+                    errors.append(f"{sid}: {e}")
+                i += 1
+                await asyncio.sleep(0.5)
+
+        start = time.monotonic()
+        await asyncio.gather(*(typist(sid) for sid in sids))
+        end = time.monotonic()
+        stalls = []
+        for sid, times in zip(sids, arrivals, strict=True):
+            window = [start, *[t for t in times if start <= t <= end], end]
+            stalls.append(max(b - a for a, b in zip(window, window[1:], strict=False)))
+            if not any(start <= t <= end for t in times):
+                errors.append(f"{sid}: no frames during the load")
+    finally:
+        for receiver in receivers:
+            await receiver.close()
+        for sid in sids:
+            await gw.delete(sid)
+    await asyncio.sleep(5)  # services removed, containers going
+    leftovers = {w.name: await asyncio.to_thread(node_leftovers, w) for w in cluster.workers}
+    return {"sessions": len(sids), "nodes": len(cluster.workers), "placed": placed,
+            "errors": errors, "max_stall_s": max(stalls) if stalls else None,
+            "leftovers": leftovers, "seconds": seconds}
+
+
 async def measure(opts: Options) -> Result:
     workers = 1 if opts.quick else 2
     runs = 3 if opts.quick else 8
@@ -153,6 +226,8 @@ async def measure(opts: Options) -> Result:
         results["swarm"] = await start_runs(swarm_gw, runs)
         results["docker_action"] = await action_runs(docker_gw, samples)
         results["swarm_action"] = await action_runs(swarm_gw, samples)
+        results["load"] = await load_phase(swarm_gw, cluster, 2 if opts.quick else 3,
+                                           10 if opts.quick else 30)
     finally:
         for gw in (swarm_gw, docker_gw):
             await gw.aclose()
@@ -194,12 +269,23 @@ def _result(results: dict[str, Any], notes: list[str]) -> Result:
             "the same on the host (docker backend), same run",
             target="<= 1.2x (glass-to-glass target)" if q == 0.5 else None,
             note=f"n={len(results['swarm_action'])}/{len(results['docker_action'])}"))
+    load = results.get("load")
+    if load is not None:
+        leaks = sum(len(v) for v in load["leftovers"].values())
+        figures.append(Figure(
+            f"load across the cluster: {load['sessions'] // load['nodes']} sessions x "
+            f"{load['nodes']} node(s), longest viewer stall", load["max_stall_s"], "s",
+            target="<= 5 s, 0 errors, 0 leaks",
+            note=f"{len(load['errors'])} errors, {leaks} leftovers on the nodes, "
+                 f"placed {sorted(load['placed'].values())}"))
     notes = [f"{results['workers']} worker(s) + the host as manager; {results['runs']} "
              f"sessions per backend, one at a time, {RESOLUTION}, full desktop, network none",
              f"cluster built in {results['cluster_s']:.1f} s (session image loaded into the "
              f"workers in {results['image_load_s']:.1f} s)",
              "action -> decoded frame: a one-letter `type` action via the gateway until the "
              "aiortc viewer decodes a frame whose picture changed (1/8-subsampled luma)",
+             "load: every session at once, an aiortc viewer each and a letter typed every "
+             "0.5 s; stall = the longest gap between decoded frames at any viewer",
              f"left behind after the run: {results.get('left_behind')}", *notes]
     return Result(benchmark="swarm", title="Swarm backend vs the docker backend on the host",
                   figures=figures, series=results, notes=notes)

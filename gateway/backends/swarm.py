@@ -311,6 +311,8 @@ class SwarmBackend(SessionBackend):
         except docker.errors.DockerException as e:
             logger.warning("session %s: swarm inspect failed: %s", handle.get("session_id"), e)
             return True  # the manager's API hiccuped; the pod itself may be fine
+        if reason is not None and handle.get("dead_reason") != reason:
+            logger.warning("session %s: %s", handle.get("session_id"), reason)
         handle["dead_reason"] = reason
         return reason is None
 
@@ -377,8 +379,25 @@ class SwarmBackend(SessionBackend):
                 await mirror.final_sync()
             await mirror.aclose()
         await asyncio.to_thread(self._remove_all, handle["service"], handle.get("secrets", []))
+        if handle.get("host") and handle.get("port"):
+            await self._wait_port_closed(sid, handle["host"], int(handle["port"]))
         await asyncio.to_thread(shutil.rmtree, handle["runtime_dir"], True)
         logger.info("session %s: service removed", sid)
+
+    @staticmethod
+    async def _wait_port_closed(sid: str, host: str, port: int, limit_s: float = 15.0) -> None:
+        """Until the agent's link port no longer accepts (its container is gone): the
+        slot, and so the port, may go to the next session on the same node at once."""
+        deadline = time.monotonic() + limit_s
+        while time.monotonic() < deadline:
+            try:
+                _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), 1.0)
+            except (OSError, TimeoutError):
+                return  # refused (closed) or unreachable (the node is gone)
+            writer.close()
+            await asyncio.sleep(0.2)
+        logger.warning("session %s: %s:%d still accepts %.0f s after the service was removed",
+                       sid, host, port, limit_s)
 
     def _running(self, service: str) -> bool:
         task = self._task(service)
