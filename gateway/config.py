@@ -108,6 +108,9 @@ class GatewayConfig:
     allowed_origins: tuple[str, ...] = ()
     """Browser origins besides the gateway's own that may use the WebSocket and WHEP endpoints."""
     egress_deny: tuple[str, ...] = EGRESS_DENY_DEFAULT
+    keepalive_timeout_s: float = 75.0
+    """Seconds an idle HTTP keep-alive connection stays open (aiohttp's default is 3630:
+    idle clients would hold a file descriptor each for an hour)."""
     """IPv4 networks egress sessions never reach (``--egress-deny``)."""
     frame_ancestors: str = "'none'"
     """CSP ``frame-ancestors`` of the viewer pages ('none': they cannot be framed)."""

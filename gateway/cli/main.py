@@ -105,6 +105,9 @@ def _add_server_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--allowed-origins", default=env_default("allowed_origins", ""),
                    help="comma-separated browser origins (besides the gateway's own) allowed "
                         "on the WebSocket and WHEP endpoints")
+    p.add_argument("--keepalive-timeout", type=float,
+                   default=float(env_default("keepalive_timeout", "75") or 75),
+                   help="seconds an idle HTTP keep-alive connection stays open")
     p.add_argument("--egress-deny", default=env_default("egress_deny", None),
                    help="comma-separated IPv4 networks egress sessions never reach (default: "
                         "private, CGNAT and cloud metadata ranges; 'none' for none)")
@@ -179,6 +182,7 @@ def _build_config(args: argparse.Namespace) -> GatewayConfig:
         create_rate_per_minute=args.create_rate, create_burst=args.create_burst,
         allowed_origins=tuple(o.strip() for o in str(args.allowed_origins).split(",") if o.strip()),
         egress_deny=_egress_deny(args.egress_deny),
+        keepalive_timeout_s=args.keepalive_timeout,
         frame_ancestors=args.frame_ancestors, max_body_kb=args.max_body_kb,
         viewer_limits=_viewer_limits(args.viewer_limit),
         allowed_hosts=tuple(h.strip() for h in str(args.allowed_hosts).split(",") if h.strip()),
@@ -225,7 +229,8 @@ async def run_gateway(config: GatewayConfig,
     else:
         api_token, created = load_or_create_api_token(config.token_file)
     app = create_app(config, api_token)
-    runner = web.AppRunner(app, handle_signals=False)
+    runner = web.AppRunner(app, handle_signals=False,
+                           keepalive_timeout=config.keepalive_timeout_s)
     await runner.setup()
     ssl_ctx = None
     if config.tls_cert and config.tls_key:
