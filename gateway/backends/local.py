@@ -221,8 +221,11 @@ class LocalBackend(SessionBackend):
                 start, count = pod_range(config.uid_base)
                 logger.info("reserved uids %d-%d for the pods in /etc/subuid and /etc/subgid",
                             start, start + count - 1)
-        except (UidRangeError, OSError) as e:
+        except UidRangeError as e:
             raise BackendError(f"cannot reserve the pods' uids: {e}") from None
+        except OSError as e:  # a read-only /etc: no one else's range overlaps, go on
+            logger.warning("could not record the pods' uid range in /etc/subuid and "
+                           "/etc/subgid (%s); `visual-runtime doctor` reports it", e)
         _compile_agent_code()
 
     # ----------------------------------------------------------------- start
