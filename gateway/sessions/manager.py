@@ -428,7 +428,8 @@ class SessionManager:
         deadline = loop.time() + self._config.start_timeout_s
         while True:
             if not await self._backend.is_alive(session.pod):
-                raise BackendError("the pod exited during start-up: "
+                reason = await self._backend.exit_reason(session.pod)
+                raise BackendError(f"the pod exited during start-up ({reason}): "
                                    + self._log_tail(session.session_id))
             try:
                 # A long poll: the agent answers as soon as it has a frame.
