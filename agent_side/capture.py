@@ -271,7 +271,27 @@ class ScreenCapture:
             )
         return target
 
-    def _grab_shm(self, rect: Rect, out: np.ndarray) -> None:
+    def grab_changed(self, rect: Rect) -> Rect | None:
+        """Like :meth:`grab`, but None when the pixels there did not change.
+
+        A damage report does not mean new pixels: an app may redraw what was
+        there, or report one update in two bursts, the second arriving after
+        the grab already took both. Comparing costs about as much as the copy
+        and saves a convert and an encode of an identical picture.
+        """
+        target = rect.clip_even(self.width, self.height) or self._full
+        view = self.pixels[target.y:target.y + target.height, target.x:target.x + target.width]
+        if self._fast_shm:
+            changed = self._grab_shm(target, view, compare=True)
+        else:
+            shot = self._sct.grab(self._monitor(target))
+            fresh = np.frombuffer(shot.raw, dtype=np.uint8).reshape(target.height, target.width, 4)
+            changed = not np.array_equal(view, fresh)
+            if changed:
+                view[:] = fresh
+        return target if changed else None
+
+    def _grab_shm(self, rect: Rect, out: np.ndarray, compare: bool = False) -> bool:
         xcb, all_planes = self._xcb
         impl = self._impl
         xcb.shm_get_image(
@@ -279,11 +299,15 @@ class ScreenCapture:
             all_planes, xcb.ImageFormat.ZPixmap, impl._shmseg, 0,
         )
         count = rect.width * rect.height * 4
-        src = np.frombuffer(impl._buf, dtype=np.uint8, count=count)
+        src: np.ndarray | None = np.frombuffer(impl._buf, dtype=np.uint8, count=count)
         try:
+            assert src is not None
+            if compare and np.array_equal(out, src.reshape(rect.height, rect.width, 4)):
+                return False
             np.copyto(out, src.reshape(rect.height, rect.width, 4))
+            return True
         finally:
-            del src  # an exported buffer would keep mss from closing its mmap
+            src = None  # an exported buffer would keep mss from closing its mmap
 
     def diff_grab(self) -> list[Rect]:
         """Grab the whole screen and return the band of rows that changed."""

@@ -330,7 +330,7 @@ class CaptureEncodeWorker:
                 settle.changed(now)
         else:
             box = bounding_box(pending)
-            changed = capture.grab(box) if box is not None else None
+            changed = capture.grab_changed(box) if box is not None else None
         t_conv = time.perf_counter()
         if changed is not None or diff:
             st.frames_captured += 1
