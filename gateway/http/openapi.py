@@ -211,8 +211,10 @@ OPENAPI: dict[str, Any] = {
             "200": {"description": "OpenAPI 3.1", "content": {"application/json": {}}}},
             security="")},
         "/healthz": {"get": _op("Liveness", {"200": {"description": "ok"}}, security="")},
-        "/metrics": {"get": _op("Prometheus metrics", {"200": {"description": "metrics"}},
-                                security="")},
+        "/metrics": {"get": {**_op(
+            "Prometheus metrics: gateway-wide without a token, per session with the API token",
+            {"200": {"description": "metrics"}, "401": _PROBLEM, "403": _PROBLEM},
+            security=""), "security": [{}, {"bearer": []}]}},
     },
     "components": {
         "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"},

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections import Counter
+from typing import Any
 
 from aiohttp import web
 
-from gateway.appkeys import MANAGER
+from gateway.appkeys import AUTH, MANAGER
 from gateway.http.openapi import OPENAPI
+from gateway.security.auth import bearer
 from gateway.sessions.manager import closed_viewers
 from gateway.sessions.pool import WarmPool
 from gateway.sessions.session import SessionStatus
@@ -31,7 +33,13 @@ def _metric(lines: list[str], name: str, kind: str, help_: str,
 
 
 async def metrics(request: web.Request) -> web.Response:
+    """Prometheus text. Series per session (they name session ids) only for the API
+    token; without an ``Authorization`` header, the gateway-wide ones."""
     manager = request.app[MANAGER]
+    per_session: dict[str, dict[str, Any]] = {}
+    if bearer(request) is not None:
+        request.app[AUTH].api(request)  # 401/403 for any other token
+        per_session = dict(manager.agent_stats)
     sessions = manager.list()
     by_status = Counter(s.status.value for s in sessions)
     lines: list[str] = []
@@ -52,7 +60,7 @@ async def metrics(request: web.Request) -> web.Response:
             "App sandbox limit hits: forks refused (pids), processes OOM-killed (memory).",
             [(f'{{kind="{kind}"}}', n) for kind, n in sorted(manager.limits.hits.items())])
     dropped: list[tuple[str, float]] = []
-    for sid, stats in manager.agent_stats.items():
+    for sid, stats in per_session.items():
         by_reason = stats.get("input_dropped")
         if isinstance(by_reason, dict):
             dropped += [(f'{{session="{sid}",reason="{reason}"}}', float(n))
@@ -66,7 +74,7 @@ async def metrics(request: web.Request) -> web.Response:
             "Viewer input messages dropped by a session's runtime agent, by reason.", dropped)
     refused: list[tuple[str, float]] = []
     closed: list[tuple[str, float]] = []
-    for sid, stats in manager.agent_stats.items():
+    for sid, stats in per_session.items():
         limits = stats.get("limits")
         by_reason = limits.get("refused") if isinstance(limits, dict) else None
         if isinstance(by_reason, dict):
@@ -85,7 +93,7 @@ async def metrics(request: web.Request) -> web.Response:
     sent: list[tuple[str, float]] = []
     rates: list[tuple[str, float]] = []
     refinements: list[tuple[str, float]] = []
-    for sid, stats in manager.agent_stats.items():
+    for sid, stats in per_session.items():
         media = stats.get("media")
         if not isinstance(media, dict):
             continue

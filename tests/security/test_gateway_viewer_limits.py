@@ -88,7 +88,7 @@ async def test_caps_are_problems_events_and_metrics(capped_gateway: Gateway) -> 
     closed = _events(gw, sid, "viewer_closed")[0]
     assert closed["reason"] == "ghost_peer" and closed["new"] == 1
 
-    async with gw.http.get(gw.url("/metrics")) as resp:
+    async with gw.http.get(gw.url("/metrics"), headers=gw.auth) as resp:  # per-session series
         text = await resp.text()
     assert f'visual_runtime_viewers_refused_total{{session="{sid}",reason="token_viewers"}} 1' \
         in text, text

@@ -188,7 +188,7 @@ async def _applied_after(gw: Gateway, sid: str, send: Any, applied: int,
 
 
 async def _metric_total(gw: Gateway, sid: str) -> float:
-    async with gw.http.get(gw.url("/metrics")) as resp:
+    async with gw.http.get(gw.url("/metrics"), headers=gw.auth) as resp:  # per-session series
         text = await resp.text()
     return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
                if line.startswith("visual_runtime_input_dropped_total{")
