@@ -116,6 +116,9 @@ class GatewayConfig:
     """CSP ``frame-ancestors`` of the viewer pages ('none': they cannot be framed)."""
     max_body_kb: int = 64
     """Largest JSON or SDP request body in KiB (uploads have ``max_upload_mb``); more is 413."""
+    max_fps: int = 60
+    """Frame-rate cap of every session's video (``--max-fps``); the runtime agent's governor
+    lowers it further when it cannot keep up."""
     viewer_limits: tuple[tuple[str, float], ...] = ()
     """Viewer caps passed to every runtime agent, overriding its defaults
     (names: ``wire.agent_api.VIEWER_LIMITS``)."""
@@ -173,6 +176,8 @@ class GatewayConfig:
             raise ValueError("auth_failure_limit must be >= 1 and auth_failure_window_s > 0")
         if self.create_rate_per_minute <= 0 or self.create_burst < 1:
             raise ValueError("create_rate_per_minute must be > 0 and create_burst >= 1")
+        if not 1 <= self.max_fps <= 120:
+            raise ValueError(f"max_fps must be 1-120, not {self.max_fps}")
         for name, value in self.viewer_limits:
             if name not in VIEWER_LIMITS or value < 0:
                 raise ValueError(f"viewer limit {name}={value}: the names are "

@@ -184,8 +184,9 @@ def session_paths(session_dir: Path, runtime_dir: Path) -> dict[str, Path]:
 
 
 def viewer_limit_args(config: GatewayConfig) -> list[str]:
-    """The runtime agent's flags for the configured viewer caps (``--viewer-limit``)."""
-    args: list[str] = []
+    """The runtime agent's flags for the configured frame-rate cap (``--max-fps``) and
+    viewer caps (``--viewer-limit``)."""
+    args: list[str] = ["--fps", str(config.max_fps)]
     for name, value in config.viewer_limits:
         args += [viewer_limit_flag(name), f"{value:g}" if name == "ice_deadline_s"
                  else str(int(value))]

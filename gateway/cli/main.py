@@ -111,6 +111,9 @@ def _add_server_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--egress-deny", default=env_default("egress_deny", None),
                    help="comma-separated IPv4 networks egress sessions never reach (default: "
                         "private, CGNAT and cloud metadata ranges; 'none' for none)")
+    p.add_argument("--max-fps", type=int, default=int(env_default("max_fps", "60") or 60),
+                   help="frame-rate cap of every session's video, 1-120 (the runtime agent "
+                        "lowers it when it cannot keep up)")
     p.add_argument("--viewer-limit", action="append", metavar="NAME=N",
                    default=[v for v in (env_default("viewer_limit", "") or "").split(",") if v],
                    help="a viewer cap of every session, repeatable: max_viewers, "
@@ -184,7 +187,7 @@ def _build_config(args: argparse.Namespace) -> GatewayConfig:
         egress_deny=_egress_deny(args.egress_deny),
         keepalive_timeout_s=args.keepalive_timeout,
         frame_ancestors=args.frame_ancestors, max_body_kb=args.max_body_kb,
-        viewer_limits=_viewer_limits(args.viewer_limit),
+        max_fps=args.max_fps, viewer_limits=_viewer_limits(args.viewer_limit),
         allowed_hosts=tuple(h.strip() for h in str(args.allowed_hosts).split(",") if h.strip()),
         ice_servers=tuple(s.strip() for s in args.ice_server if s.strip()),
         turn_urls=tuple(s.strip() for s in args.turn_url if s.strip()),
