@@ -87,6 +87,12 @@ def node_image(client: docker.DockerClient) -> str:
                                             else path.name))
         subprocess.run(["nice", "-n", "10", "docker", "build", "-q", "-t", tag, ctx],
                        check=True, stdout=subprocess.DEVNULL)
+    for old in client.images.list(name=NODE_IMAGE):  # earlier versions only take disk
+        if tag not in old.tags:
+            try:
+                client.images.remove(old.id, force=True)
+            except docker.errors.APIError:
+                pass
     return tag
 
 
