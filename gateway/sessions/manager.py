@@ -184,8 +184,9 @@ class SessionManager:
         return sum(1 for s in self._sessions.values() if not s.status.terminal)
 
     def cold_starts(self) -> int:
-        """Sessions starting a pod of their own right now (the pool waits for them)."""
-        return sum(1 for sid in self._start_tasks if not self._sessions[sid].from_pool)
+        """Sessions starting right now, cold or claimed (the pool's refill waits for them:
+        someone is waiting for these)."""
+        return len(self._start_tasks)
 
     async def create(self, spec: SessionSpec) -> tuple[Session, dict[str, str]]:
         t0 = asyncio.get_running_loop().time()

@@ -12,7 +12,7 @@ Keys are what a pod cannot change at claim (``GatewayConfig.pool_sizes``). A spe
 is served by the smallest key that fits it.
 
 Refill runs in the background, one pod at a time, within a CPU budget (a pause
-after each start proportional to its length), never while cold starts are running
+after each start proportional to its length), never while sessions are starting
 and never while the load average per core is above ``pool_max_load``. Pooled pods
 count against ``max_sessions``. Every ``CHECK_INTERVAL_S`` ready pods are checked:
 dead ones, ones older than ``pool_max_age_s`` and ones whose memory grew by more
@@ -52,6 +52,9 @@ logger = logging.getLogger(__name__)
 
 CHECK_INTERVAL_S = 5.0
 """How often ready pooled pods are checked (alive, age, memory)."""
+SETTLE_S = 2.0
+"""A new pod is offered this long after it is warm: Chromium keeps initialising for a
+while after its first page, and a claim then would share the CPU with it."""
 FAILURE_BACKOFF_S = 5.0
 """Pause after a pooled pod failed to start, so a broken machine is not hammered."""
 
@@ -230,7 +233,7 @@ class WarmPool:
 
     def _loaded(self) -> bool:
         if self._cold():
-            return True  # cold starts first: they have someone waiting
+            return True  # starting sessions first: they have someone waiting
         try:
             load = os.getloadavg()[0] / (os.cpu_count() or 1)
         except OSError:
@@ -262,6 +265,9 @@ class WarmPool:
                 if time.monotonic() > deadline:
                     raise BackendError("the pooled pod was not warm in time")
                 await asyncio.sleep(0.1)
+            await asyncio.sleep(SETTLE_S)
+            if not await self._backend.is_alive(pod.handle):
+                raise BackendError("the pooled pod exited while settling")
         except asyncio.CancelledError:
             self._pods.pop(sid, None)
             await asyncio.shield(self._remove(pod))
