@@ -47,9 +47,11 @@ async def test_events_in_order_and_resume(light_gateway: Gateway) -> None:
     async with gw.http.get(url + f"?token={session['tokens']['view']}") as resp:
         assert resp.status == 200
         assert resp.content_type == "text/event-stream"
-        first = await read_sse(resp, 2)
-    assert [e[2]["type"] for e in first] == ["status", "status"]
-    assert [e[2]["status"] for e in first] == ["starting", "running"]
+        first = await read_sse(resp, 3)
+    # The start-up spans come just before `running` (docs/api-extensions.md).
+    assert [e[2]["type"] for e in first] == ["status", "startup", "status"]
+    assert [first[0][2]["status"], first[2][2]["status"]] == ["starting", "running"]
+    assert first[1][2]["from_pool"] is False and first[1][2]["spans_ms"]["total"] > 0
 
     async with gw.http.get(url, headers=gw.auth) as resp:
         head = await read_sse(resp, 2)
