@@ -351,20 +351,24 @@ def _offer(codecs: dict[int, str]) -> str:
     return _VIDEO_OFFER_TEMPLATE.format(pts=" ".join(map(str, codecs)), rtpmaps=rtpmaps)
 
 
+UNANSWERABLE = {400, 422}
+"""A body that is not SDP at all may be a 400; an offer the session cannot answer is the
+WHEP draft's 422 (docs/cdp-and-embedding.md). Either way a problem, and nothing else."""
+
 MALFORMED_OFFERS: dict[str, tuple[bytes, set[int]]] = {
-    "garbage": (b"\x00\x01garbage, not SDP at all\r\n" * 10, {400}),
-    "non-utf8": (b"v=0\r\no=- 1 1 IN IP4 \xff\xfe\xfd\r\ns=\x80\x81\r\n", {400}),
+    "garbage": (b"\x00\x01garbage, not SDP at all\r\n" * 10, UNANSWERABLE),
+    "non-utf8": (b"v=0\r\no=- 1 1 IN IP4 \xff\xfe\xfd\r\ns=\x80\x81\r\n", UNANSWERABLE),
     "huge": (b"v=0\r\n" + b"a=x-padding:" + b"A" * (200 * 1024) + b"\r\n", {413}),
     "no video m-line": (_offer({111: "opus/48000/2"}).replace("m=video", "m=audio").encode(),
-                        {400}),
-    "only unsupported codecs": (_offer({98: "VP9/90000", 45: "AV1/90000"}).encode(), {400}),
-    "no codecs": (_VIDEO_OFFER_TEMPLATE.format(pts="", rtpmaps="").encode(), {400}),
-    "bad payload type": (_offer({999: "H264/90000"}).encode(), {400}),
-    "truncated": (_offer({96: "VP8/90000"})[:150].encode(), {400}),
+                        UNANSWERABLE),
+    "only unsupported codecs": (_offer({98: "VP9/90000", 45: "AV1/90000"}).encode(), UNANSWERABLE),
+    "no codecs": (_VIDEO_OFFER_TEMPLATE.format(pts="", rtpmaps="").encode(), UNANSWERABLE),
+    "bad payload type": (_offer({999: "H264/90000"}).encode(), UNANSWERABLE),
+    "truncated": (_offer({96: "VP8/90000"})[:150].encode(), UNANSWERABLE),
     "many m-lines": (("v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n"
                       + "m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=rtpmap:96 VP8/90000\r\n" * 500)
-                     .encode(), {400}),
-    "nul bytes": (b"v=0\r\n\x00\x00\x00\r\n", {400}),
+                     .encode(), UNANSWERABLE),
+    "nul bytes": (b"v=0\r\n\x00\x00\x00\r\n", UNANSWERABLE),
 }
 
 
