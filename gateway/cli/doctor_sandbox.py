@@ -95,7 +95,12 @@ def check_netns() -> Check:
 
 def check_cgroups() -> Check:
     from gateway.backends.cgroup import CGROUP_ROOT, Cgroup, cgroup_version
+    from gateway.backends.cgroup_layout import FIX, cgroup_layout, layout_problem
 
+    layout = cgroup_layout(str(CGROUP_ROOT))
+    problem = layout_problem(layout)
+    if problem:
+        return Check("cgroups", True, False, problem, FIX)
     version = cgroup_version()
     wanted = ("memory", "cpu", "pids")
     if version == 2:
@@ -127,9 +132,11 @@ def check_cgroups() -> Check:
                      f"{CGROUP_ROOT}: {e}", fix)
     finally:
         probe.remove()
+    hybrid = (f"; hybrid layout: the cgroup2 mount at {layout.v2_mount} holds none of them"
+              if layout.mode == "hybrid" else "")
     return Check("cgroups", True, True,
                  f"cgroup v{version}: memory, cpu and pids limits usable (controllers: "
-                 f"{', '.join(sorted(available))})")
+                 f"{', '.join(sorted(available))}){hybrid}")
 
 
 _XSHM_PROBE = """
