@@ -145,7 +145,8 @@ async def measure_burst(creates: int, pool: int) -> dict[str, Any]:
     pool takes to be full again after the burst."""
     gw = ServedGateway(backend="local", apps=("xterm",), name="start-burst",
                        extra_args=("--pool-size", str(pool), "--max-sessions",
-                                   str(creates + pool), *POOL_ARGS))
+                                   str(creates + pool), "--create-burst", str(creates),
+                                   "--create-rate", str(60 * creates), *POOL_ARGS))
     times: list[float] = []
     errors: list[str] = []
     from_pool = 0
@@ -156,17 +157,22 @@ async def measure_burst(creates: int, pool: int) -> dict[str, Any]:
         async def one() -> None:
             nonlocal from_pool
             t0 = time.perf_counter()
+            sid = None
             try:
                 created = await gw.create(resolution="1280x720")
+                sid = created["session_id"]
                 from_pool += bool(created.get("from_pool"))
-                session = await gw.wait_running(created["session_id"])
-                if session["status"] != "running":
-                    errors.append(f"{session['status']}: {session.get('error')}")
-                else:
-                    times.append(time.perf_counter() - t0)
-                await gw.delete(created["session_id"])
+                await gw.wait_running(sid)
+                times.append(time.perf_counter() - t0)
             except Exception as e:  # noqa: BLE001 - counted and reported
-                errors.append(str(e)[:200])
+                why = str(e)[:200]
+                if sid is not None:
+                    assert gw.http is not None
+                    async with gw.http.get(gw.url(f"/api/visual-sessions/{sid}")) as resp:
+                        why = f"{(await resp.json()).get('error')}"[:300]
+                errors.append(why)
+            if sid is not None:
+                await gw.delete(sid)
 
         await asyncio.gather(*(one() for _ in range(creates)))
         recovery = await _wait_pool(gw, pool, timeout=600)
@@ -324,9 +330,10 @@ def _result(results: dict[str, Any], runs: int, notes: list[str]) -> Result:
     burst = results.get("burst")
     if burst is not None:
         figures.append(Figure(
-            f"burst of {burst['creates']} creates, pool of {burst['pool']}: create -> running "
-            "p95", burst["running_p95"], "s", None, None,
-            note=f"{len(burst['errors'])} errors, {burst['from_pool']} from the pool"))
+            f"burst of {burst['creates']} creates, pool of {burst['pool']} "
+            f"({len(burst['errors'])} errors, {burst['from_pool']} from the pool, "
+            f"{len(burst['running_s'])} running): create -> running p95",
+            burst["running_p95"], "s", None, None))
         figures.append(Figure(f"burst: pool of {burst['pool']} full again after",
                               burst["recovery_s"], "s"))
     idle = results.get("idle")

@@ -150,6 +150,9 @@ class GatewayConfig:
     seconds is followed by a pause of t * (1/budget - 1))."""
     pool_max_load: float = 3.0
     """No refill while the 1-minute load average per core is above this."""
+    max_starting: int = 0
+    """Pods started at once; further creates wait their turn in ``starting`` (their
+    start timeout counts from their turn). 0: twice the CPU count."""
 
     def __post_init__(self) -> None:
         if self.backend not in ("local", "docker", "swarm"):
@@ -157,6 +160,8 @@ class GatewayConfig:
         self.pool_sizes()  # an unknown key or a pool larger than max_sessions fails here
         if self.pool_max_age_s <= 0 or not 0 < self.pool_cpu_budget <= 1:
             raise ValueError("pool_max_age_s must be > 0 and pool_cpu_budget in (0, 1]")
+        if self.max_starting < 0:
+            raise ValueError(f"max_starting must be >= 0, not {self.max_starting}")
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port out of range: {self.port}")
         if self.max_sessions < 1:
