@@ -257,7 +257,7 @@ class WarmPool:
         try:
             pod.handle = await self._backend.start_pod(request)
             self._persist()
-            client = AgentClient(self._backend.agent_socket(pod.handle), sid)
+            client = AgentClient(self._backend.agent_endpoint(pod.handle), sid)
             deadline = time.monotonic() + self._config.start_timeout_s
             while not await self._warm(client):
                 if not await self._backend.is_alive(pod.handle):
