@@ -92,9 +92,15 @@ _BASE_FS = [
 
 def agent_python_dirs() -> set[Path]:
     """Folders the runtime agent's sandbox needs read-only: Python, the venv, the code."""
-    project_root = PROJECT_ROOT
-    return {Path(sys.prefix), Path(sys.base_prefix), project_root,
-            Path(sys.executable).resolve().parent.parent}
+    wanted = {Path(sys.prefix), Path(sys.base_prefix), PROJECT_ROOT,
+              Path(sys.executable).resolve().parent.parent}
+    # Bound where they really are; a path through a symlink (a checkout's .venv
+    # linking elsewhere) also as itself, unless it lies inside another bound folder:
+    # there the symlink itself shows, and bubblewrap cannot bind onto it.
+    dirs = {d.resolve() for d in wanted}
+    around = wanted | dirs
+    dirs |= {d for d in wanted if d != d.resolve() and not any(p in around for p in d.parents)}
+    return dirs
 
 
 def check_agent_can_read(dirs: set[Path]) -> None:
