@@ -32,6 +32,9 @@ from gateway.app import create_app
 from gateway.config import GatewayConfig
 
 API_TOKEN = "test-api-token-0123456789"
+SLOW_START_S = float(os.environ.get("VR_TEST_START_TIMEOUT_S") or 0)
+"""Opt-in for a slow machine (the emulated cgroup v2 guest of scripts/cgroup-v2-vm.sh):
+the gateways' start timeout and how long ``create_running`` waits, in s (0: defaults)."""
 
 
 @dataclass
@@ -70,6 +73,9 @@ class Gateway:
     async def create_running(self, **body: Any) -> dict[str, Any]:
         created = await self.create(**body)
         session = await self.get(created["session_id"], wait=True)
+        deadline = time.monotonic() + SLOW_START_S  # ?wait=running holds 30 s at most
+        while session["status"] == "starting" and time.monotonic() < deadline:
+            session = await self.get(created["session_id"], wait=True)
         assert session["status"] == "running", session
         session["tokens"] = created["tokens"]
         return session
@@ -146,6 +152,8 @@ def wait_no_pod_processes(state_dir: Path, timeout: float = 10.0) -> list[int]:
 def gateway_config(state_dir: Path, **overrides: Any) -> GatewayConfig:
     values: dict[str, Any] = {"state_dir": state_dir, "token": API_TOKEN, "port": 0,
                               "poll_interval_s": 0.25}
+    if SLOW_START_S:
+        values["start_timeout_s"] = SLOW_START_S
     values.update(overrides)
     return GatewayConfig(**values)
 
