@@ -29,8 +29,9 @@ chmod o+rx /opt/vr "$SRC" /opt/vr-venv
 cd "$SRC" || exit 1
 PY=.venv/bin/python
 # Under QEMU's emulation (TCG) a session takes far longer than the 30 s start timeout.
-START_TIMEOUT=30
-if grep -q tcg "$JOB/accel.txt" 2>/dev/null; then START_TIMEOUT=240; fi
+# pytest-timeout's default (120 s a test) would fire inside a session's start.
+START_TIMEOUT=30 TEST_TIMEOUT=120
+if grep -q tcg "$JOB/accel.txt" 2>/dev/null; then START_TIMEOUT=240 TEST_TIMEOUT=1500; fi
 export VR_TEST_START_TIMEOUT_S=$START_TIMEOUT
 
 if [ "$(cat "$JOB/mode.txt" 2>/dev/null)" = debug ]; then
@@ -97,7 +98,7 @@ for a in $TESTS; do
   if [ "$a" = "-k" ]; then args+=("-k"); elif [ "$a" = "not_docker" ]; then args+=("not docker"); else args+=("$a"); fi
 done
 rm -rf /tmp/vr-pytest
-$PY -m pytest -p no:cacheprovider -v -rA --basetemp=/tmp/vr-pytest --junitxml="$JOB/junit.xml" \
+$PY -m pytest -p no:cacheprovider -v -rA --timeout="$TEST_TIMEOUT" --basetemp=/tmp/vr-pytest --junitxml="$JOB/junit.xml" \
   "${args[@]}" > "$JOB/pytest.log" 2>&1
 pytest_rc=$?
 # every session's app.log and agent.log, for the failures
