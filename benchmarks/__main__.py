@@ -60,9 +60,8 @@ MODULES: tuple[str, ...] = (
 FULL_ONLY: frozenset[str] = frozenset({"agent_pipeline", "swarm", "cgroup_v2_vm"})
 """Skipped in quick mode (not a figure of the issue; keeps quick under 3 minutes)."""
 TIMEOUT_S = {True: 480.0, False: 3600.0}
-"""Per module; a hang guard, not a target (session_start took 236 s in quick mode on a loaded
-2-core machine: warm and cold on both backends plus the burst)."""
-"""Per-module wall-time limit, quick / full."""
+"""Per-module wall-time limit, quick / full: a hang guard, not a target (session_start took
+236 s in quick mode on a loaded 2-core machine: warm and cold on both backends, the burst)."""
 PR_SET_CHILD_SUBREAPER = 36
 
 
