@@ -5,46 +5,5 @@ an agent host installs and imports it without the server's dependencies.
 See docs/client.md.
 """
 
-from visual_runtime_client.client import (
-    ApiError,
-    BadRequest,
-    ClientError,
-    Conflict,
-    ControlState,
-    Event,
-    FieldError,
-    Forbidden,
-    HumanInControl,
-    NotFound,
-    PayloadTooLarge,
-    RemoteSession,
-    SessionNotRunning,
-    TransportError,
-    Unauthorized,
-    Unavailable,
-    UnsupportedMediaType,
-    ValidationError,
-    VisualRuntimeClient,
-)
-
-__all__ = [
-    "ApiError",
-    "BadRequest",
-    "ClientError",
-    "Conflict",
-    "ControlState",
-    "Event",
-    "FieldError",
-    "Forbidden",
-    "HumanInControl",
-    "NotFound",
-    "PayloadTooLarge",
-    "RemoteSession",
-    "SessionNotRunning",
-    "TransportError",
-    "Unauthorized",
-    "Unavailable",
-    "UnsupportedMediaType",
-    "ValidationError",
-    "VisualRuntimeClient",
-]
+from visual_runtime_client.client import *  # noqa: F403  (the public names)
+from visual_runtime_client.client import __all__ as __all__
