@@ -53,6 +53,10 @@ class GatewayConfig:
     """CPU limit of one app sandbox in cores (cgroup quota)."""
     session_pids: int = 512
     """Process/thread limit of one app sandbox (cgroup)."""
+    session_disk_mb: int = 2048
+    """Size of each session's own filesystem (HOME and the shared folder; a loop-mounted
+    image, ``gateway.backends.session_disk``) on ``local`` and ``docker``; 0: none (they
+    sit on the state filesystem without a limit)."""
     start_timeout_s: float = 30.0
     """A pod that is not serving frames after this long is failed."""
     minute_s: float = 60.0
@@ -173,6 +177,9 @@ class GatewayConfig:
             raise ValueError(f"unknown apps: {sorted(unknown)}")
         if self.recording_max_age_hours < 0 or self.recording_quota_mb < 0:
             raise ValueError("recording_max_age_hours and recording_quota_mb must be >= 0")
+        if self.session_disk_mb != 0 and not 16 <= self.session_disk_mb <= 1024 * 1024:
+            raise ValueError(f"session_disk_mb must be 0 (no limit) or 16-1048576, "
+                             f"not {self.session_disk_mb}")
         if self.agent_restarts < 0:
             raise ValueError(f"agent_restarts must be >= 0, not {self.agent_restarts}")
         if self.recording_min_free_mb < 0 or self.max_upload_mb < 1:

@@ -77,6 +77,7 @@ from .cgroup import limit_events_of
 from .devtools import POD_DIR, POD_SOCKET, host_cdp_dir, prepare_cdp_dir
 from .local import AGENT_RECORDING, LocalBackend, _chromium_flags, _describe_status
 from .network import run
+from .session_disk import DiskWatch, check_support, create_disk
 from .xauth import XAUTHORITY_IN_POD
 
 logger = logging.getLogger(__name__)
@@ -129,6 +130,9 @@ class DockerBackend(SessionBackend):
             self._client.ping()
         except docker.errors.DockerException as e:
             raise BackendError(f"the docker engine is not reachable: {e}") from e
+        self._disks = DiskWatch()
+        if config.session_disk_mb and (why := check_support()):
+            raise BackendError(f"no per-session disk: {why}; or set --session-disk-mb 0")
         self._rules_lock = asyncio.Lock()
         self._rules_ready = False
         self._closed = False
@@ -184,6 +188,8 @@ class DockerBackend(SessionBackend):
                     agent.short_id)
 
     def _prepare_dirs(self, request: PodRequest) -> None:
+        # The shared folder (bound into the app container) lies on the session's disk.
+        create_disk(request.session_dir, self._config.session_disk_mb, APP_UID)
         paths = prepare_session_dirs(request, APP_UID, AGENT_UID)
         prepare_cdp_dir(request.runtime_dir, APP_UID, AGENT_UID)
         for name, uid in (("app.log", APP_UID), ("agent.log", AGENT_UID)):
@@ -349,7 +355,7 @@ class DockerBackend(SessionBackend):
             counts = limit_events_of(int(state.get("Pid") or 0)) if state.get("Pid") else {}
             if state.get("OOMKilled"):
                 counts["memory"] = max(counts.get("memory", 0), 1)
-            return counts
+            return counts | self._disks.events(handle["session_id"], Path(handle["session_dir"]))
 
         return await asyncio.to_thread(read)
 

@@ -59,6 +59,7 @@ from .network import (
     list_namespaces,
     resolv_conf,
 )
+from .session_disk import DiskWatch, check_support, create_disk, release_disk
 from .uidrange import UidRangeError, pod_range, reserve_range
 from .xauth import POD_HOSTNAME, XAUTHORITY_IN_POD
 
@@ -222,6 +223,9 @@ class LocalBackend(SessionBackend):
             if shutil.which(tool) is None:
                 raise BackendError(f"the local backend needs {tool!r} (run scripts/setup.sh)")
         check_agent_can_read(agent_python_dirs())
+        self._disks = DiskWatch()
+        if config.session_disk_mb and (why := check_support()):
+            raise BackendError(f"no per-session disk: {why}; or set --session-disk-mb 0")
         try:
             if reserve_range(config.uid_base):
                 start, count = pod_range(config.uid_base)
@@ -319,6 +323,7 @@ class LocalBackend(SessionBackend):
 
     def _prepare_dirs(self, request: PodRequest, handle: PodHandle) -> None:
         uid_app, uid_agent = handle["uid_app"], handle["uid_agent"]
+        create_disk(request.session_dir, self._config.session_disk_mb, uid_app)
         paths = prepare_session_dirs(request, uid_app, uid_agent)
         fluxbox = paths["home"] / ".fluxbox"
         fluxbox.mkdir(exist_ok=True)
@@ -501,7 +506,9 @@ class LocalBackend(SessionBackend):
         logger.info("session %s: runtime agent restarted, pid %d", sid, apid)
 
     async def resource_events(self, handle: PodHandle) -> dict[str, int]:
-        return await asyncio.to_thread(Cgroup(f"{handle['session_id']}.app").limit_events)
+        counts = await asyncio.to_thread(Cgroup(f"{handle['session_id']}.app").limit_events)
+        return counts | await asyncio.to_thread(self._disks.events, handle["session_id"],
+                                                Path(handle["session_dir"]))
 
     async def exit_reason(self, handle: PodHandle) -> str:
         self._reap()
@@ -565,7 +572,8 @@ class LocalBackend(SessionBackend):
 
     @staticmethod
     def _remove_runtime_dirs(session_dir: Path, runtime_dir: Path) -> None:
-        """Drop what only a live pod needs; keep logs and the shared folder."""
+        """Drop what only a live pod needs (its disk too); keep logs and the shared folder."""
+        release_disk(session_dir)
         paths = session_paths(session_dir, runtime_dir)
         shutil.rmtree(runtime_dir, ignore_errors=True)
         shutil.rmtree(session_dir / "pod", ignore_errors=True)

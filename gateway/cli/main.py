@@ -65,6 +65,10 @@ def _add_server_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--agent-restarts", type=int,
                    default=int(env_default("agent_restarts", "0") or 0),
                    help="restart a session's crashed runtime agent up to N times (0: fail)")
+    p.add_argument("--session-disk-mb", type=int,
+                   default=int(env_default("session_disk_mb", "2048") or 0),
+                   help="size of each session's own filesystem (HOME, shared folder; "
+                        "local and docker; 0: none, unlimited on the state disk)")
     p.add_argument("--max-upload-mb", type=int,
                    default=int(env_default("max_upload_mb", "512") or 512))
     p.add_argument("--upload-scan-command", default=env_default("upload_scan_command", None),
@@ -173,6 +177,7 @@ def _build_config(args: argparse.Namespace) -> GatewayConfig:
         recording_max_age_hours=args.recording_max_age_hours,
         recording_quota_mb=args.recording_quota_mb,
         recording_min_free_mb=args.recording_min_free_mb, agent_restarts=args.agent_restarts,
+        session_disk_mb=args.session_disk_mb,
         max_upload_mb=args.max_upload_mb, upload_scan_command=args.upload_scan_command or None,
         runtime_dir=Path(args.runtime_dir).resolve(), docker_image=args.docker_image,
         swarm_constraints=(tuple(args.swarm_constraint) or GatewayConfig.swarm_constraints),

@@ -16,8 +16,9 @@ plant symlinks anywhere in it, so every access walks the path component by
 component with ``openat``-style calls and ``O_NOFOLLOW``; a symlink anywhere
 on the way is refused (400), as are ``..``, ``.``, empty or absolute segments,
 control characters and backslashes. Uploads are streamed (never held whole in
-memory) into a staging folder outside the shared folder, capped at
-``max_upload_mb`` (413), optionally scanned (``upload_scan_command``; a
+memory) into a staging folder outside the shared folder (on the session's own
+disk when it has one, ``gateway.backends.session_disk``: an upload that does not
+fit gets 507), capped at ``max_upload_mb`` (413), optionally scanned (``upload_scan_command``; a
 non-zero exit moves the file to ``<session>/quarantine`` and answers 422),
 chowned to the session user and only then renamed into place. A refused
 upload leaves nothing behind.
@@ -34,6 +35,7 @@ import functools
 import logging
 import os
 import shlex
+import shutil
 import stat
 import uuid
 from collections.abc import Callable
@@ -43,6 +45,7 @@ from typing import Any, TypeVar
 from aiohttp import web
 
 from gateway.appkeys import AUTH, CONFIG, MANAGER
+from gateway.backends.session_disk import disk_free, upload_staging_dir
 from gateway.errors import ProblemError, bad_request, conflict, forbidden, not_found
 from gateway.sessions.session import Session, SessionStatus
 
@@ -369,7 +372,12 @@ async def upload_file(request: web.Request) -> web.Response:
     except OSError as e:
         raise _path_error(raw, e) from None
 
-    staging = manager.session_dir(session) / "upload-staging"
+    # On the session's own disk when it has one: its quota applies, a full disk is 507.
+    staging = upload_staging_dir(manager.session_dir(session))
+    free = await file_io(disk_free, manager.session_dir(session))
+    if free is not None and request.content_length is not None \
+            and request.content_length > free[0]:
+        raise _disk_full(raw, free[0])
     await file_io(staging.mkdir, mode=0o700, exist_ok=True)
     tmp = staging / uuid.uuid4().hex
     fd = await file_io(os.open, tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL
@@ -384,10 +392,10 @@ async def upload_file(request: web.Request) -> web.Response:
                 raise _too_large(config.max_upload_mb)
             buf += chunk
             if len(buf) >= CHUNK:
-                await file_io(_write_all, fd, bytes(buf))
+                await _write_or_507(fd, bytes(buf), raw)
                 buf.clear()
         if buf:
-            await file_io(_write_all, fd, bytes(buf))
+            await _write_or_507(fd, bytes(buf), raw)
         if owner is not None:
             os.fchown(fd, owner, owner)
         os.close(fd)
@@ -399,7 +407,8 @@ async def upload_file(request: web.Request) -> web.Response:
                 quarantine = manager.session_dir(session) / "quarantine"
                 await file_io(quarantine.mkdir, mode=0o700, exist_ok=True)
                 dest = quarantine / f"{uuid.uuid4().hex[:8]}-{parts[-1]}"
-                await file_io(os.replace, tmp, dest)
+                # moved off the session's disk (the quarantine outlives it): a copy
+                await file_io(shutil.move, tmp, dest)
                 done = True
                 logger.warning("session %s: upload %r quarantined: %s", sid, raw, detail)
                 manager.events.emit(sid, "file", direction="upload", path=raw, size=size,
@@ -410,6 +419,8 @@ async def upload_file(request: web.Request) -> web.Response:
         try:
             existed = await file_io(_place, tmp, root, parts, owner)
         except OSError as e:
+            if e.errno in _NO_SPACE:  # a new folder on the way did not fit
+                raise _disk_full(raw, None) from None
             raise _path_error(raw, e) from None
         done = True
     finally:
@@ -429,6 +440,25 @@ async def upload_file(request: web.Request) -> web.Response:
 def _too_large(limit_mb: int) -> ProblemError:
     return ProblemError(413, "payload-too-large", "Payload too large",
                         f"uploads are limited to {limit_mb} MB")
+
+
+_NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+
+
+def _disk_full(raw: str, available: int | None) -> ProblemError:
+    left = "" if available is None else f" ({available // (1024 * 1024)} MiB left)"
+    return ProblemError(507, "insufficient-storage", "Session disk full",
+                        f"{raw!r} does not fit on the session's disk{left}; nothing was "
+                        "stored (free space in the session, or raise --session-disk-mb)")
+
+
+async def _write_or_507(fd: int, data: bytes, raw: str) -> None:
+    try:
+        await file_io(_write_all, fd, data)
+    except OSError as e:
+        if e.errno in _NO_SPACE:
+            raise _disk_full(raw, None) from None
+        raise
 
 
 def _write_all(fd: int, data: bytes) -> None:

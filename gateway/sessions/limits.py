@@ -1,6 +1,7 @@
 """Resource limits a session's app sandbox hit: ``resource_limit`` events and totals.
 
-The backend counts the hits (cgroup ``pids.max`` refusals, OOM kills); this module
+The backend counts the hits (cgroup ``pids.max`` refusals, OOM kills, the session's
+disk becoming full: ``gateway.backends.session_disk``); this module
 turns new hits into one event per check and keeps the totals that /metrics shows.
 """
 
@@ -18,7 +19,8 @@ __all__ = ["LimitReporter", "describe_hits"]
 
 logger = logging.getLogger(__name__)
 
-_WORDS: Final = {"pids": "{n} forks refused", "memory": "{n} processes OOM-killed"}
+_WORDS: Final = {"pids": "{n} forks refused", "memory": "{n} processes OOM-killed",
+                 "disk": "full {n} times"}
 
 
 def describe_hits(hits: dict[str, int]) -> str:
@@ -35,7 +37,7 @@ class LimitReporter:
         self._backend = backend
         self._events = events
         self._seen: dict[str, dict[str, int]] = {}
-        self.hits: dict[str, int] = {"pids": 0, "memory": 0}
+        self.hits: dict[str, int] = {"pids": 0, "memory": 0, "disk": 0}
         """Limit hits reported over all sessions, by kind (for /metrics)."""
 
     async def adopt(self, session: Session) -> None:
@@ -58,6 +60,7 @@ class LimitReporter:
             seen[kind] = count
             self.hits[kind] = self.hits.get(kind, 0) + count - before
             limit = (f"{self._config.session_memory_mb} MiB" if kind == "memory"
+                     else f"{self._config.session_disk_mb} MiB" if kind == "disk"
                      else f"{self._backend.pids_limit(self._config.session_pids)} processes")
             self._events.emit(sid, "resource_limit", kind=kind, count=count, new=count - before,
                               limit=limit)

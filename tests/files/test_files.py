@@ -12,6 +12,7 @@ import pytest
 from yarl import URL
 
 from gateway.appkeys import MANAGER
+from gateway.backends.session_disk import upload_staging_dir
 from tests.gateway_fixtures import Gateway, in_process_gateway
 from tests.recording.helpers import events_of
 
@@ -116,7 +117,7 @@ async def test_files_round_trip_and_rejections(files_gateway: Gateway, tmp_path:
     quarantine = gw.state_dir / "sessions" / sid / "quarantine"
     assert [p.name.endswith("-eicar.txt") for p in quarantine.iterdir()] == [True]
     assert _tree(shared) == before
-    assert not any((gw.state_dir / "sessions" / sid / "upload-staging").iterdir())
+    assert not any(upload_staging_dir(gw.state_dir / "sessions" / sid).iterdir())
 
     statuses = [(e["direction"], e["path"], e["status"]) for e in await events_of(gw, sid, "file")]
     assert ("upload", "in/big.bin", "stored") in statuses
