@@ -14,7 +14,7 @@ fi
 
 APT_PACKAGES=(
   xvfb fluxbox xterm x11vnc chromium ffmpeg bubblewrap
-  iproute2 iptables util-linux procps x11-utils xdotool
+  iproute2 iptables util-linux procps x11-utils xdotool libseccomp2
   fonts-dejavu-core xfonts-base ca-certificates curl
   python3 python3-venv python3-dev gcc
   coturn

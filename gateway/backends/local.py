@@ -59,6 +59,7 @@ from .network import (
     list_namespaces,
     resolv_conf,
 )
+from .seccomp import SECCOMP_FD, bpf_fd, local_program
 from .session_disk import DiskWatch, check_support, create_disk, release_disk
 from .uidrange import UidRangeError, pod_range, reserve_range
 from .xauth import POD_HOSTNAME, XAUTHORITY_IN_POD
@@ -226,6 +227,7 @@ class LocalBackend(SessionBackend):
         self._disks = DiskWatch()
         if config.session_disk_mb and (why := check_support()):
             raise BackendError(f"no per-session disk: {why}; or set --session-disk-mb 0")
+        local_program()  # compile the seccomp filter now: a broken one fails the start
         try:
             if reserve_range(config.uid_base):
                 start, count = pod_range(config.uid_base)
@@ -383,6 +385,7 @@ class LocalBackend(SessionBackend):
             "--setenv", "LANG", "C.UTF-8",
             "--chdir", SANDBOX_HOME,
             "--info-fd", "{info_fd}",
+            "--seccomp", SECCOMP_FD,
             "--",
         ]
         argv += _drop_privileges(handle["uid_app"])
@@ -416,6 +419,7 @@ class LocalBackend(SessionBackend):
             "--setenv", "DISPLAY", X_DISPLAY,
             "--setenv", "PYTHONUNBUFFERED", "1",
             "--chdir", "/tmp",
+            "--seccomp", SECCOMP_FD,
             "--",
         ]
         argv += _drop_privileges(handle["uid_agent"])
@@ -445,17 +449,19 @@ class LocalBackend(SessionBackend):
         env = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
                "VR_CGROUP_PROCS": ":".join(str(p) for p in cgroup.procs_files)}
         read_fd, write_fd = os.pipe() if info_fd else (-1, -1)
-        argv = [a.replace("{info_fd}", str(write_fd)) for a in argv]
+        bpf = bpf_fd(local_program())  # every sandbox gets the seccomp filter
+        argv = [a.replace("{info_fd}", str(write_fd)).replace(SECCOMP_FD, str(bpf)) for a in argv]
         full = ["/bin/sh", "-c", _CGROUP_WRAPPER, "vr-pod", *argv]
         log = open(log_path, "ab")  # noqa: SIM115 - handed to the child
         try:
             proc = subprocess.Popen(
                 full, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                 start_new_session=True,
-                pass_fds=(write_fd,) if info_fd else (),
+                pass_fds=(write_fd, bpf) if info_fd else (bpf,),
             )
         finally:
             log.close()
+            os.close(bpf)
             if info_fd:
                 os.close(write_fd)
         self._children[proc.pid] = proc

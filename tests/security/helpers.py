@@ -1,9 +1,10 @@
 """Run code INSIDE a live session's app sandbox, as its user, for the security tests.
 
 ``local`` backend: the probe enters every namespace of the sandbox's init
-(mount, pid, ipc, uts, net, cgroup), joins the sandbox's cgroup and drops to
-the session uid exactly as the pod's own launcher does (``setpriv``: no
-capabilities, empty bounding set, no-new-privs) — so it sees the filesystem,
+(mount, pid, ipc, uts, net, cgroup), joins the sandbox's cgroup, installs the
+sandbox's seccomp program (as bwrap does for the launcher) and drops to the session uid exactly as
+the pod's own launcher does (``setpriv``: no capabilities, empty bounding set,
+no-new-privs) — so it sees the filesystem,
 processes and network that Chromium sees, and it counts against the same
 limits. :func:`tests.security.test_sandbox.test_probe_runs_like_the_apps`
 checks that against the live xterm.
@@ -19,12 +20,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import subprocess
 from dataclasses import dataclass
 from typing import Any
 
 from gateway.appkeys import MANAGER
 from gateway.backends.cgroup import Cgroup
+from gateway.backends.seccomp import bpf_fd, local_program
 from gateway.backends.xauth import XAUTHORITY_IN_POD
 from tests.gateway_fixtures import Gateway
 
@@ -70,6 +73,24 @@ ARGS = json.loads(sys.argv[1]) if len(sys.argv) > 1 else {}
 '''
 
 
+_SECCOMP_LOADER = r'''
+import ctypes, os, sys
+fd, prog = int(sys.argv[1]), b""
+while chunk := os.read(fd, 65536):
+    prog += chunk
+os.close(fd)
+class SockFprog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_char_p)]
+fprog = SockFprog(len(prog) // 8, prog)
+libc = ctypes.CDLL(None, use_errno=True)
+# PR_SET_NO_NEW_PRIVS, then PR_SET_SECCOMP with SECCOMP_MODE_FILTER
+if libc.prctl(38, 1, 0, 0, 0) or libc.prctl(22, 2, ctypes.byref(fprog), 0, 0):
+    raise OSError(ctypes.get_errno(), "cannot install the seccomp filter")
+os.execvp(sys.argv[2], sys.argv[2:])
+'''
+"""Installs the BPF program read from descriptor argv[1], then runs argv[2:]."""
+
+
 @dataclass
 class ProbeResult:
     code: int
@@ -88,7 +109,7 @@ def app_user(gw: Gateway, sid: str) -> int:
     return int(pod["uid_app"]) if "uid_app" in pod else 10001
 
 
-def _local_argv(gw: Gateway, sid: str, argv: list[str]) -> list[str]:
+def _local_argv(gw: Gateway, sid: str, argv: list[str], seccomp_fd: int) -> list[str]:
     pod = gw.extra["app"][MANAGER].get(sid).pod
     ns_pid, uid = int(pod["app_ns_pid"]), int(pod["uid_app"])
     procs = ":".join(str(p) for p in Cgroup(f"{sid}.app").procs_files)
@@ -97,6 +118,8 @@ def _local_argv(gw: Gateway, sid: str, argv: list[str]) -> list[str]:
     return ["/bin/sh", "-c", join_cgroup, "vr-probe", procs,
             "nsenter", f"--target={ns_pid}", "--mount", "--pid", "--ipc", "--uts", "--net",
             "--cgroup", "--root", "--wdns=/home/user", "--",
+            # the sandbox's own seccomp program, installed as bwrap installs it
+            "python3", "-c", _SECCOMP_LOADER, str(seccomp_fd),
             "setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--no-new-privs",
             "--inh-caps=-all", "--bounding-set=-all", "--",
             "/usr/bin/env", "-i", "HOME=/home/user", "USER=user", "LANG=C.UTF-8",
@@ -111,9 +134,13 @@ async def run_in_app(gw: Gateway, sid: str, argv: list[str], timeout: float = 60
     """
     if gw.extra.get("backend", "local") == "docker":
         return await asyncio.to_thread(_docker_exec, gw, sid, argv, timeout)
-    proc = await asyncio.create_subprocess_exec(
-        *_local_argv(gw, sid, argv), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE)
+    bpf = bpf_fd(local_program())
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            *_local_argv(gw, sid, argv, bpf), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, pass_fds=(bpf,))
+    finally:
+        os.close(bpf)
     try:
         out, err = await asyncio.wait_for(proc.communicate(), timeout)
     except TimeoutError:

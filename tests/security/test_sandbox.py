@@ -95,7 +95,7 @@ print(json.dumps({"self": facts("self"), "xterm": facts(xterm[0])}))
     assert me["root"] == xterm["root"]
     a, b = _status(me["status"]), _status(xterm["status"])
     for key in ("Uid", "Gid", "Groups", "CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb",
-                "NoNewPrivs", "Seccomp"):
+                "NoNewPrivs", "Seccomp", "Seccomp_filters"):
         assert a[key] == b[key], key
     assert a["Uid"].split() == [str(app_user(gw, sid))] * 4
     await gw.stop(sid)
