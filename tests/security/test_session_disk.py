@@ -1,0 +1,137 @@
+"""A session cannot fill the host's disk (issue 20, finding H3).
+
+Each session of the ``local`` and ``docker`` backends gets its own filesystem of
+``session_disk_mb`` (a sparse ext4 image, loop-mounted by the gateway:
+``gateway.backends.session_disk``). Here the session's own user, INSIDE its
+app sandbox (``tests.security.helpers.run_in_app``), runs ``fallocate`` and
+``dd`` far past that size into its shared folder:
+
+* both stop at the quota with ``ENOSPC``; the host's disk loses no more than
+  the quota (the image's blocks), and the session goes on running;
+* the session gets a ``resource_limit`` event of kind ``disk``;
+* an upload into the full disk gets a 507 problem and leaves no partial file
+  (with and without ``Content-Length``);
+* stopping the full session leaves nothing: no mount in /proc/self/mountinfo,
+  no loop device (``losetup -a``), no image, no pod process or container,
+  while the shared folder's files are still listed after the end.
+
+Before the fix the writes landed on the state filesystem: ``fallocate`` got
+its 512 MiB and every assertion on ENOSPC and host usage failed.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from gateway.backends.session_disk import upload_staging_dir
+from tests.gateway_fixtures import Gateway, in_process_gateway, owned, wait_no_pod_processes
+from tests.recording.helpers import wait_event
+from tests.security.helpers import run_in_app
+
+pytestmark = pytest.mark.timeout(240)
+
+QUOTA_MB = 64
+MiB = 1024 * 1024
+
+
+@pytest.fixture(params=["local", "docker"])
+async def quota_gateway(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Gateway]:
+    backend = str(request.param)
+    client = request.getfixturevalue("docker_client") if backend == "docker" else None
+    async for gw in in_process_gateway(tmp_path, apps=("xterm",), backend=backend,
+                                       session_disk_mb=QUOTA_MB):
+        gw.extra["backend"] = backend
+        yield gw
+    assert wait_no_pod_processes(gw.state_dir) == []
+    if client is not None:
+        assert owned(client, gw.state_dir) == ([], [])
+    assert _loop_devices(gw.state_dir) == [] and _mounts(gw.state_dir) == []
+
+
+def _mounts(state_dir: Path) -> list[str]:
+    with open("/proc/self/mountinfo") as f:
+        return [line for line in f if str(state_dir) in line]
+
+
+def _loop_devices(state_dir: Path) -> list[str]:
+    out = subprocess.run(["losetup", "-a"], capture_output=True, text=True, check=True).stdout
+    return [line for line in out.splitlines() if str(state_dir) in line]
+
+
+def _host_bytes(root: Path) -> int:
+    """Blocks *root*'s files hold on the host's filesystem (mounts below it not counted)."""
+    dev = os.lstat(root).st_dev
+    total = 0
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = [d for d in dirs if os.lstat(os.path.join(folder, d)).st_dev == dev]
+        for name in files:
+            st = os.lstat(os.path.join(folder, name))
+            if st.st_dev == dev:
+                total += st.st_blocks * 512
+    return total
+
+
+def _host_free(path: Path) -> int:
+    st = os.statvfs(path)
+    return st.f_bavail * st.f_frsize
+
+
+async def test_a_session_fills_only_its_own_disk(quota_gateway: Gateway) -> None:
+    gw = quota_gateway
+    sid = (await gw.create_running(resolution="640x480", enable_recording=False))["session_id"]
+    session_dir = gw.state_dir / "sessions" / sid
+    free_before = _host_free(gw.state_dir)
+    mounts = _mounts(gw.state_dir)
+    assert len(mounts) == 1 and " ext4 " in mounts[0], mounts
+
+    # Far past the quota, as the session's user, in its sandbox.
+    fill = await run_in_app(gw, sid, ["dd", "if=/dev/zero", "of=/home/user/Downloads/fill",
+                                      "bs=1M", "count=256"], timeout=120)
+    assert fill.code != 0 and "No space left on device" in fill.err, (fill.code, fill.err)
+    written = int(fill.err.split(" bytes")[0].splitlines()[-1])
+    assert (QUOTA_MB - 8) * MiB < written <= QUOTA_MB * MiB, fill.err
+    big = await run_in_app(gw, sid, ["sh", "-c", "fallocate -l 512M Downloads/big; e=$?; "
+                                     "rm -f Downloads/big; exit $e"])
+    assert big.code != 0 and "No space left on device" in big.err, (big.code, big.err)
+
+    # The host paid for the image's blocks only (768 MiB were asked for).
+    assert _host_bytes(session_dir) <= (QUOTA_MB + 4) * MiB
+    assert free_before - _host_free(gw.state_dir) < 384 * MiB  # others share this disk
+
+    event = await wait_event(gw, sid, "resource_limit", kind="disk", timeout=30)
+    assert event["limit"] == f"{QUOTA_MB} MiB" and event["count"] == 1, event
+    assert (await gw.get(sid))["status"] == "running"
+
+    # Uploads into the full disk: 507, and nothing stays behind.
+    base = gw.url(f"/api/visual-sessions/{sid}/files")
+    async with gw.http.put(base + "/sized.bin", data=io.BytesIO(bytes(4 * MiB)),
+                           headers=gw.auth) as resp:
+        assert resp.status == 507, await resp.text()
+        assert resp.content_type == "application/problem+json"
+        assert (await resp.json())["title"] == "Session disk full"
+
+    async def chunks() -> AsyncIterator[bytes]:
+        for _ in range(8):
+            yield bytes(MiB)
+
+    async with gw.http.put(base + "/streamed.bin", data=chunks(), headers=gw.auth) as resp:
+        assert resp.status == 507, await resp.text()
+    async with gw.http.get(base, headers=gw.auth) as resp:
+        listed = {f["path"] for f in (await resp.json())["files"]}
+    assert listed == {"fill"}, listed
+    assert list(upload_staging_dir(session_dir).iterdir()) == []
+
+    # A full disk does not stop the stop: everything of it goes, the files stay listed.
+    assert (await gw.stop(sid))["status"] == "stopped"
+    assert _mounts(gw.state_dir) == [] and _loop_devices(gw.state_dir) == []
+    assert not (session_dir / "disk.img").exists() and not (session_dir / "disk").exists()
+    assert not (session_dir / "home").is_symlink()
+    async with gw.http.get(base, headers=gw.auth) as resp:
+        kept = {f["path"]: f["size"] for f in (await resp.json())["files"]}
+    assert kept == {"fill": written}
