@@ -98,6 +98,7 @@ from benchmarks.leaks import (  # noqa: E402
     take_snapshot,
 )
 from benchmarks.load_agent import Recorder, agent_loop, follow_events, open_page, resolution_of  # noqa: E402
+from benchmarks.load_hostile import ANIM_PAGE_URL, HostileRun, measure  # noqa: E402
 from benchmarks.load_report import ErrorRecord, LoadReport, SessionRun, print_summary, write_json  # noqa: E402
 from benchmarks.load_viewer import Viewer, count_at, frame_stats, parse_encoded, stall_seconds  # noqa: E402
 from benchmarks.suite import Figure, Options, Result, machine  # noqa: E402
@@ -149,6 +150,11 @@ class LoadOptions:
     """Seed of the action mix (each session gets ``seed + index``)."""
     viewer_rcvbuf_mb: int = 4
     """Receive buffer of the viewers' UDP sockets (0: the system default, ~200 kB)."""
+    hostile_baseline_s: float = 10.0
+    """Hostile-viewer phase (:mod:`benchmarks.load_hostile`), after the load: the honest
+    viewer's window alone."""
+    hostile_attack_s: float = 15.0
+    """... and its window while one view token attacks (0: no hostile phase)."""
 
 
 # ------------------------------------------------------------ the gateway
@@ -419,6 +425,24 @@ async def create_sessions(client: VisualRuntimeClient, n: int, opts: LoadOptions
     return sessions, runs
 
 
+async def _hostile(client: VisualRuntimeClient, http: aiohttp.ClientSession, base_url: str,
+                   opts: LoadOptions, rec: Recorder, sids: set[str],
+                   learn_slots: Callable[[], None]) -> HostileRun | None:
+    """One fresh session showing the 60 Hz page, watched honestly, then attacked."""
+    sessions, runs = await create_sessions(client, 1, opts, rec)
+    sids.update(r.session_id for r in runs)
+    learn_slots()
+    try:
+        if not sessions or sessions[0].status != "running":
+            return None
+        if not await open_page(sessions[0], rec, url=ANIM_PAGE_URL):
+            return None
+        return await measure(client, http, base_url, sessions[0], opts.hostile_baseline_s,
+                             opts.hostile_attack_s, opts.viewer_rcvbuf_mb)
+    finally:
+        await _stop_sessions(client, sessions, runs, rec)
+
+
 # -------------------------------------------------------------------- run
 class Phases:
     """Wall time of consecutive phases, into a dict (name -> seconds)."""
@@ -503,6 +527,10 @@ async def run_load(opts: LoadOptions) -> LoadReport:
                     opts, opts.seconds, report, pid, sids, phases)
             else:
                 await _stop_sessions(client, sessions, runs, rec)
+            if opts.hostile_attack_s > 0:
+                hostile = await _hostile(client, http, gw.base_url, opts, rec, sids, learn_slots)
+                report.hostile = hostile.to_json() if hostile is not None else None
+                phases.mark("hostile")
         report.notes.append(f"{baseline_errors} error(s) during the baseline")
 
         # -- leaks: every client connection is closed; wait for the pods to go
@@ -592,11 +620,47 @@ def run(opts: Options) -> Result:
         Figure("gateway RSS, max", s["gateway_rss_mb_max"], "MB"),
         Figure("machine CPU, mean", s["machine_cpu_pct_mean"], "%"),
     ]
+    if report.hostile is not None:
+        h = report.hostile
+        result.figures += [
+            Figure("honest viewer frames/s while a view token attacks (60 Hz page)",
+                   h["attacked"]["viewer_fps"], "fps", h["baseline"]["viewer_fps"],
+                   "no attacker, same session", lower_is_better=False,
+                   target=">= 0.8x baseline"),
+            Figure("runtime agent memory (cgroup), peak while a view token attacks",
+                   h["attacked"]["agent_cgroup_mb_max"], "MB",
+                   h["baseline"]["agent_cgroup_mb_max"], "no attacker, same session",
+                   target=f"< {h['agent_limit_mb']} MB (its cgroup limit)"),
+        ]
+        for line in _hostile_lines(h):
+            print(line)
+            result.notes.append(line)
+    else:
+        result.notes.append("the hostile-viewer phase did not run (see load.json errors)")
     result.series = {"samples": report.samples,
                      "latencies_ms": {r.session_id: r.latencies_ms for r in report.sessions}}
     result.notes.append(f"leaks: {report.leaks or 'none'}; errors by status: "
                         f"{s['errors_by_status']}")
     return result
+
+
+def _hostile_lines(hostile: dict[str, Any] | None) -> list[str]:
+    if hostile is None:
+        return ["hostile view token: not run"]
+    b, a = hostile["baseline"], hostile["attacked"]
+    return [
+        f"hostile view token: honest viewer {b['viewer_fps']} fps alone -> "
+        f"{a['viewer_fps']} fps attacked, ratio {hostile['fps_ratio']} (target >= 0.8); "
+        f"encoder {b['encoded_fps']} -> {a['encoded_fps']} fps",
+        f"  runtime agent memory (cgroup) peak {hostile['peak_mb']} MB of its "
+        f"{hostile['agent_limit_mb']} MB limit ({b['agent_cgroup_mb_max']} MB alone, "
+        f"{a['agent_cgroup_mb_max']} MB attacked); agent RSS max {b['agent_rss_mb_max']} -> "
+        f"{a['agent_rss_mb_max']} MB, VmHWM {hostile['agent_hwm_mb']} MB; "
+        f"OOM kills {hostile['oom_kills']}; agent CPU {b['agent_cpu_pct']} -> "
+        f"{a['agent_cpu_pct']} %",
+        f"  attacker: {hostile['attacker'].get('status')} {hostile['attacker'].get('notes')}",
+        *(f"  error: {e}" for e in hostile["errors"]),
+    ]
 
 
 def main() -> int:
@@ -621,6 +685,8 @@ def main() -> int:
                        viewer_rcvbuf_mb=args.viewer_rcvbuf_mb)
     report = asyncio.run(run_load(opts))
     print_summary(report)
+    for line in _hostile_lines(report.hostile):
+        print(line)
     write_json(report, args.out)
     print(f"wrote {args.out}")
     s = report.summary()

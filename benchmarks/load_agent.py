@@ -159,8 +159,10 @@ def chromium_shown(png: bytes) -> bool:
     return min(_pixel(png, 0.5, 0.01)) >= 0x80
 
 
-async def open_page(session: RemoteSession, rec: Recorder, within: float = 120.0) -> bool:
-    """Open the counter page: type its data: URL into Chromium's address bar.
+async def open_page(session: RemoteSession, rec: Recorder, within: float = 120.0,
+                    url: str = PAGE_URL) -> bool:
+    """Open the counter page (or another navy page, *url*): type its data: URL into
+    Chromium's address bar.
 
     A session is ``running`` once its display serves frames, which is before
     Chromium's window is up; on a busy machine Chromium also takes seconds to
@@ -190,7 +192,7 @@ async def open_page(session: RemoteSession, rec: Recorder, within: float = 120.0
             await rec.call(sid, "action:left_click", session.click(*spot))
             await rec.call(sid, "action:key", session.key("ctrl+l"))
             await asyncio.sleep(0.3)
-            await rec.call(sid, "action:type", session.type_text(PAGE_URL + "\n"))
+            await rec.call(sid, "action:type", session.type_text(url + "\n"))
             if await shows(page_shown, min(deadline, time.monotonic() + 40)):
                 # focus the page, not the address bar: typed words must not navigate
                 await rec.call(sid, "action:left_click", session.click(*spot))

@@ -99,6 +99,8 @@ class LoadReport:
     seconds it took to go (``items``, ``seconds``)."""
     phases_s: dict[str, float] = field(default_factory=dict)
     """Wall time of each phase: gateway start, baseline, create, page, viewers, window, stop..."""
+    hostile: dict[str, Any] | None = None
+    """The hostile-viewer phase (:class:`benchmarks.load_hostile.HostileRun`), if it ran."""
 
     # -------------------------------------------------------- derived
     @property

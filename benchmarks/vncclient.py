@@ -117,6 +117,10 @@ class RfbClient:
 
     async def connect(self, socket_path: Path) -> None:
         reader, writer = await asyncio.open_unix_connection(str(socket_path))
+        await self.start(reader, writer)
+
+    async def start(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Handshake on an open connection, then keep asking for updates."""
         self._reader, self._writer = reader, writer
         version = await self._read(12)
         if not version.startswith(b"RFB 003."):
