@@ -25,6 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from gateway.backends.session_disk import check_support, create_disk, release_disk
 from gateway.backends.uidrange import OWNER, check_range, free_base, pod_range
 from gateway.cli.checks import Check, DoctorOptions, run_tool
 from gateway.cli.doctor_sandbox import (
@@ -36,6 +37,7 @@ from gateway.cli.doctor_sandbox import (
 )
 from gateway.cli.doctor_swarm import check_swarm
 from gateway.config import GatewayConfig
+from gateway.errors import BackendError
 
 __all__ = ["Check", "DoctorOptions", "format_check", "format_report", "run_checks", "to_json"]
 
@@ -344,7 +346,42 @@ def run_checks(options: DoctorOptions,
     add([check_state_dir(options), check_disk(options), check_port(options)])
     if options.config is not None:
         add([check_pool(options.config)])
+        add([check_session_disk(options.config)])
     return checks
+
+
+def check_session_disk(config: GatewayConfig) -> Check:
+    """Makes, mounts and removes one session disk as the backends would (``local``,
+    ``docker``); on ``swarm`` it is a known gap (docs/SECURITY.md)."""
+    size = config.session_disk_mb
+    if config.backend == "swarm":
+        return Check("session disk", False, False,
+                     "swarm sessions have no disk quota: a session can fill its node's disk",
+                     "see docs/SECURITY.md, Known gaps")
+    if not size:
+        return Check("session disk", False, False,
+                     "off (--session-disk-mb 0): a session can fill the state disk",
+                     "--session-disk-mb 2048")
+    why = check_support()
+    if why:
+        return Check("session disk", True, False, why,
+                     "run as root with loop devices, or --session-disk-mb 0 (no quota)")
+    import tempfile
+    import time
+
+    base = _existing_parent(config.state_dir)
+    try:
+        with tempfile.TemporaryDirectory(prefix=".doctor-disk-", dir=base) as tmp:
+            t0 = time.monotonic()
+            create_disk(Path(tmp) / "s", size, os.getuid())
+            took = (time.monotonic() - t0) * 1000
+            release_disk(Path(tmp) / "s")
+    except (BackendError, OSError) as e:
+        return Check("session disk", True, False, f"cannot make a session disk: {e}",
+                     "apt-get install e2fsprogs; modprobe loop; or --session-disk-mb 0")
+    return Check("session disk", True, True,
+                 f"{size} MiB per session (sparse ext4 image, loop-mounted; made and "
+                 f"mounted in {took:.0f} ms)")
 
 
 def check_pool(config: GatewayConfig) -> Check:

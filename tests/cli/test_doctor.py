@@ -15,7 +15,8 @@ from tests.gateway_fixtures import API_TOKEN, in_process_gateway, wait_no_pod_pr
 LOCAL_CHECKS = {"Xvfb", "fluxbox", "xterm", "chromium", "x11vnc", "ffmpeg", "ffprobe", "bwrap",
                 "setpriv", "nsenter", "ip", "iptables", "root", "code readable", "sandbox",
                 "user namespaces", "network namespaces", "cgroups", "XShm in a pod",
-                "runtime dir", "pod uid range", "warm pool", "state dir", "free disk", "port"}
+                "runtime dir", "pod uid range", "warm pool", "session disk", "state dir",
+                "free disk", "port"}
 
 
 def _free_port() -> int:

@@ -135,3 +135,17 @@ async def test_a_session_fills_only_its_own_disk(quota_gateway: Gateway) -> None
     async with gw.http.get(base, headers=gw.auth) as resp:
         kept = {f["path"]: f["size"] for f in (await resp.json())["files"]}
     assert kept == {"fill": written}
+
+
+def test_doctor_makes_a_session_disk_or_says_why(tmp_path: Path) -> None:
+    from gateway.cli.doctor import check_session_disk
+    from gateway.config import GatewayConfig
+
+    on = check_session_disk(GatewayConfig(state_dir=tmp_path / "state", session_disk_mb=32))
+    assert on.ok and on.required and on.detail.startswith("32 MiB per session"), on
+    assert _mounts(tmp_path) == [] and _loop_devices(tmp_path) == []
+    assert list(tmp_path.iterdir()) == []  # its trial disk is gone
+    off = check_session_disk(GatewayConfig(state_dir=tmp_path / "state", session_disk_mb=0))
+    assert not off.ok and not off.required and "fill the state disk" in off.detail
+    swarm = check_session_disk(GatewayConfig(backend="swarm", state_dir=tmp_path / "state"))
+    assert not swarm.ok and "no disk quota" in swarm.detail
