@@ -39,6 +39,10 @@ to Docker's other bridges (``docker0``, ``br-*``), to the ``local`` backend's
 sessions (``vrh+``) and to link-local addresses (cloud metadata). The chains
 are made idempotently on the first egress session and left in place (they
 match only ``vrd+`` interfaces; other gateways on the host share them).
+``--egress-deny`` (private LAN/VPC ranges, metadata addresses) is a chain of
+each session's own, ``VR-DENY-vrd<hash>``, hooked first in ``FORWARD`` and
+``DOCKER-USER`` for its bridge before the bridge exists, as ``network.py``
+does for the local backend; it goes when the session stops.
 
 Ownership is by label: ``visual-runtime.session``, ``visual-runtime.role``
 (``app``, ``agent``, ``network``) and ``visual-runtime.gateway`` (a hash of the
@@ -76,7 +80,7 @@ from .base import (
 from .cgroup import limit_events_of
 from .devtools import POD_DIR, POD_SOCKET, host_cdp_dir, prepare_cdp_dir
 from .local import AGENT_RECORDING, LocalBackend, _chromium_flags, _describe_status
-from .network import run
+from .network import Egress, EgressManager, run
 from .session_disk import DiskWatch, check_support, create_disk
 from .xauth import XAUTHORITY_IN_POD
 
@@ -135,6 +139,7 @@ class DockerBackend(SessionBackend):
             raise BackendError(f"no per-session disk: {why}; or set --session-disk-mb 0")
         self._rules_lock = asyncio.Lock()
         self._rules_ready = False
+        self._egress = EgressManager(config.egress_deny)
         self._closed = False
 
     # ----------------------------------------------------------------- names
@@ -147,6 +152,10 @@ class DockerBackend(SessionBackend):
     @staticmethod
     def _bridge(sid: str) -> str:
         return BRIDGE_PREFIX + hashlib.sha256(sid.encode()).hexdigest()[:11]
+
+    def _deny_target(self, sid: str) -> Egress:
+        """The session's bridge as :class:`EgressManager` names a link (``VR-DENY-vrd…``)."""
+        return Egress(netns="", host_if=self._bridge(sid), host_ip="", sandbox_ip="")
 
     # ----------------------------------------------------------------- start
     async def start_pod(self, request: PodRequest) -> PodHandle:
@@ -174,6 +183,8 @@ class DockerBackend(SessionBackend):
         await asyncio.to_thread(self._prepare_dirs, request)
         if handle["net"]:
             await self._ensure_rules()
+            # --egress-deny: the session's own chain, hooked before its bridge exists
+            await self._egress.deny(self._deny_target(sid), self._config.egress_deny)
             await asyncio.to_thread(self._create_network, sid, handle["net"])
         t0 = time.monotonic()
         app = await asyncio.to_thread(self._run_app, request, handle)
@@ -386,6 +397,7 @@ class DockerBackend(SessionBackend):
                                 [handle["agent"], handle["app"]])
         if handle.get("net"):
             await asyncio.to_thread(self._remove_network, handle["net"])
+            await self._egress.undeny(self._deny_target(sid))
         await asyncio.to_thread(LocalBackend._remove_runtime_dirs, Path(handle["session_dir"]),
                                 Path(handle["runtime_dir"]))
         logger.info("session %s: pod removed", sid)

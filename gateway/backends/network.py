@@ -195,7 +195,8 @@ class EgressManager:
             if code != 0:
                 await run("iptables", "-w", "-I", parent, "1", *spec)
 
-    async def _undeny(self, egress: Egress) -> None:
+    async def undeny(self, egress: Egress) -> None:
+        """Unhook and delete the chain :meth:`deny` made for *egress* (if any)."""
         chain = _deny_chain(egress)
         spec = ["-i", egress.host_if, "-j", chain]
         for parent in await _deny_parents():
@@ -206,7 +207,7 @@ class EgressManager:
 
     async def remove(self, egress: Egress) -> None:
         """Delete the namespace (its veth end goes with it, and so does the host end)."""
-        await self._undeny(egress)
+        await self.undeny(egress)
         if Path("/run/netns", egress.netns).exists():
             await run("ip", "netns", "delete", egress.netns, check=False)
         await run("ip", "link", "delete", egress.host_if, check=False)
