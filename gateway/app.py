@@ -22,6 +22,7 @@ from gateway.http.actions import setup_routes as setup_action_routes
 from gateway.mcp import setup_mcp
 from gateway.media import files, recordings
 from gateway.security.auth import Authenticator
+from gateway.security.conncap import CONNECTIONS, ConnectionCaps
 from gateway.security.cors import cors_middleware, setup_cors
 from gateway.security.hardening import hardening_middleware, setup_hardening
 from gateway.sessions.events import EventHub
@@ -69,6 +70,8 @@ def create_app(config: GatewayConfig, api_token: str) -> web.Application:
     setup_hardening(app, config)
     setup_cors(app)
     app[AUTH] = Authenticator(api_token)
+    app[CONNECTIONS] = ConnectionCaps.from_settings(config.max_connections,
+                                                    config.max_connections_per_client)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         # Recordings, shared folders, logs, the token and the database: root's only

@@ -118,6 +118,11 @@ class GatewayConfig:
     """IPv4 networks egress sessions never reach (``--egress-deny``)."""
     frame_ancestors: str = "'none'"
     """CSP ``frame-ancestors`` of the viewer pages ('none': they cannot be framed)."""
+    max_connections: int = 0
+    """Open connections to the gateway's port from all clients; more get 503 (0: derived
+    from the file limit, ``gateway.security.conncap.default_caps``)."""
+    max_connections_per_client: int = 0
+    """Open connections from one client address; more get 503 (0: derived as above)."""
     max_body_kb: int = 64
     """Largest JSON or SDP request body in KiB (uploads have ``max_upload_mb``); more is 413."""
     max_fps: int = 60

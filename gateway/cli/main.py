@@ -24,6 +24,7 @@ from gateway.cli.demo_agent import drive
 from gateway.cli.mcp_command import add_mcp_command
 from gateway.config import EGRESS_DENY_DEFAULT, GatewayConfig, env_default
 from gateway.errors import BackendError, StateFileError
+from gateway.security.conncap import CONNECTIONS, CappedAppRunner, raise_nofile_limit
 from gateway.sessions.tokens import load_or_create_api_token
 
 logger = logging.getLogger("gateway")
@@ -115,6 +116,14 @@ def _add_server_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--egress-deny", default=env_default("egress_deny", None),
                    help="comma-separated IPv4 networks egress sessions never reach (default: "
                         "private, CGNAT and cloud metadata ranges; 'none' for none)")
+    p.add_argument("--max-connections", type=int,
+                   default=int(env_default("max_connections", "0") or 0),
+                   help="open connections from all clients before 503 (0: half the file "
+                        "limit left after 1024, 64-16384)")
+    p.add_argument("--max-connections-per-client", type=int,
+                   default=int(env_default("max_connections_per_client", "0") or 0),
+                   help="open connections from one client address before 503 (0: a quarter "
+                        "of --max-connections, 16-256)")
     p.add_argument("--max-fps", type=int, default=int(env_default("max_fps", "60") or 60),
                    help="frame-rate cap of every session's video, 1-120 (the runtime agent "
                         "lowers it when it cannot keep up)")
@@ -195,6 +204,8 @@ def _build_config(args: argparse.Namespace) -> GatewayConfig:
         max_fps=args.max_fps, viewer_limits=_viewer_limits(args.viewer_limit),
         allowed_hosts=tuple(h.strip() for h in str(args.allowed_hosts).split(",") if h.strip()),
         ice_servers=tuple(s.strip() for s in args.ice_server if s.strip()),
+        max_connections=args.max_connections,
+        max_connections_per_client=args.max_connections_per_client,
         turn_urls=tuple(s.strip() for s in args.turn_url if s.strip()),
         turn_secret_file=Path(args.turn_secret_file) if args.turn_secret_file else None,
         turn_ttl_s=args.turn_ttl,
@@ -237,9 +248,13 @@ async def run_gateway(config: GatewayConfig,
     else:
         api_token, created = load_or_create_api_token(config.token_file)
     app = create_app(config, api_token)
-    runner = web.AppRunner(app, handle_signals=False,
-                           keepalive_timeout=config.keepalive_timeout_s)
+    caps = app[CONNECTIONS]
+    logger.info("file limit %d: at most %d open connections, %d per client address",
+                nofile, caps.max_connections, caps.max_per_client)
+    runner = CappedAppRunner(app, caps, handle_signals=False,
+                             keepalive_timeout=config.keepalive_timeout_s)
     await runner.setup()
+    nofile = raise_nofile_limit()
     ssl_ctx = None
     if config.tls_cert and config.tls_key:
         ssl_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)

@@ -10,6 +10,7 @@ from aiohttp import web
 from gateway.appkeys import AUTH, MANAGER
 from gateway.http.openapi import OPENAPI
 from gateway.security.auth import bearer
+from gateway.security.conncap import CONNECTIONS
 from gateway.sessions.manager import closed_viewers
 from gateway.sessions.pool import WarmPool
 from gateway.sessions.session import SessionStatus
@@ -126,6 +127,17 @@ async def metrics(request: web.Request) -> web.Response:
     _metric(lines, "visual_runtime_refinements_total", "counter",
             "Near-lossless refinements encoded after the screen settled.", refinements)
     _pool_metrics(lines, manager.pool, manager.startup)
+    caps = request.app[CONNECTIONS]
+    _metric(lines, "visual_runtime_connections", "gauge",
+            "Open client connections to the gateway's port (all clients).",
+            [("", float(caps.open_total))])
+    _metric(lines, "visual_runtime_connection_limit", "gauge",
+            "Caps on open connections: in all (total), per client address (per_client).",
+            [('{scope="total"}', float(caps.max_connections)),
+             ('{scope="per_client"}', float(caps.max_per_client))])
+    _metric(lines, "visual_runtime_connections_refused_total", "counter",
+            "Connections refused (503 or closed) over a cap, by the cap.",
+            [(f'{{reason="{r}"}}', float(n)) for r, n in sorted(caps.refused.items())])
     return web.Response(text="\n".join(lines) + "\n", content_type="text/plain",
                         charset="utf-8", headers={"X-Content-Type-Options": "nosniff"})
 
