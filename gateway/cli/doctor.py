@@ -356,7 +356,8 @@ def check_session_disk(config: GatewayConfig) -> Check:
     size = config.session_disk_mb
     if config.backend == "swarm":
         return Check("session disk", False, False,
-                     "swarm sessions have no disk quota: a session can fill its node's disk",
+                     "not on swarm: a pod's HOME is its 1.5 GiB /tmp tmpfs (memory), "
+                     "without --session-disk-mb or a disk event",
                      "see docs/SECURITY.md, Known gaps")
     if not size:
         return Check("session disk", False, False,

@@ -169,7 +169,7 @@ OPENAPI: dict[str, Any] = {
                                "schema": {"type": "string"}}]),
             "put": _op("Upload a file (raw body; only while running)", {
                 "201": {"description": "Stored"}, "200": {"description": "Replaced"},
-                "413": _PROBLEM, **_errors},
+                "413": _PROBLEM, "507": _PROBLEM, **_errors},
                 params=[_SID, {"name": "path", "in": "path", "required": True,
                                "schema": {"type": "string"}}],
                 body={"required": True, "content": {"application/octet-stream": {}}}),
