@@ -11,6 +11,9 @@
 #   agent  uid 10002, no capabilities, no new privileges, in the node's network
 #          (ICE candidates, the TLS link to the gateway); it alone can read the
 #          link secret and key (Swarm secrets, mode 0400, uid 10002).
+#          With VR_EGRESS set (network "egress") that namespace gets a link to
+#          the node instead, behind the session's own firewall rules
+#          (container/pod-egress.sh, removed again when the pod exits).
 #   both   write their output to /tmp/logs/{app,agent}.log through file
 #          descriptors this script opened (the files are root's: neither part can
 #          rewrite the other's log); the agent serves them to the gateway.
@@ -27,9 +30,30 @@ as_user() {
   exec setpriv --reuid="$uid" --regid="$uid" --clear-groups --inh-caps=-all --no-new-privs -- "$@"
 }
 
-( as_user 10001 unshare --user --net --map-user=10001 --map-group=10001 -- \
-    env HOME=/tmp/user USER=user DISPLAY=:0 /opt/visual-runtime/session.sh ) >>/tmp/logs/app.log 2>&1 &
-APP=$!
+APP_ENV=(env HOME=/tmp/user USER=user DISPLAY=:0 /opt/visual-runtime/session.sh)
+if [ -z "${VR_EGRESS:-}" ]; then
+  ( as_user 10001 unshare --user --net --map-user=10001 --map-group=10001 -- "${APP_ENV[@]}" ) \
+    >>/tmp/logs/app.log 2>&1 &
+  APP=$!
+else
+  # network "egress": the sandbox's namespace gets a link to the node, behind this
+  # session's firewall rules (container/pod-egress.sh; the launcher then holds
+  # CAP_NET_ADMIN too). The namespace's own root sets its end up, then the desktop
+  # runs as 10001 in a nested user namespace.
+  trap '/opt/visual-runtime/pod-egress.sh down' EXIT
+  if ! /opt/visual-runtime/pod-egress.sh up >>/tmp/logs/agent.log 2>&1; then
+    echo "pod: the egress network did not come up (see above)" >>/tmp/logs/agent.log
+    exit 1
+  fi
+  ( as_user 10001 unshare --user --net --map-root-user -- \
+      /opt/visual-runtime/pod-egress.sh sandbox "${APP_ENV[@]}" ) >>/tmp/logs/app.log 2>&1 &
+  APP=$!
+  if ! /opt/visual-runtime/pod-egress.sh move "$APP" >>/tmp/logs/agent.log 2>&1; then
+    kill -TERM "$APP" 2>/dev/null
+    wait "$APP"
+    exit 1
+  fi
+fi
 for _ in $(seq 1 1000); do
   [ -S /tmp/.X11-unix/X0 ] && break
   kill -0 "$APP" 2>/dev/null || break

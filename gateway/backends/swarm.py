@@ -12,7 +12,8 @@ agent's uid.
 **One container, two sandboxes.** Swarm cannot share an IPC namespace between
 two services, and the runtime agent captures through XShm, so both parts of a
 session run in one container (``container/pod.sh``): the desktop as uid 10001
-in a user and network namespace of its own (loopback only), the runtime agent
+in a user and network namespace of its own (loopback only; for ``egress`` a link
+to the node behind the session's own firewall rules, :mod:`.swarm_egress`), the runtime agent
 as uid 10002 in the node's network (its ICE candidates are the node's
 addresses; it serves the gateway over TCP+TLS on ``link_port + slot``). Both
 run without capabilities and with ``no_new_privs``; only the few-line
@@ -59,6 +60,7 @@ from .docker import LABEL_GATEWAY, LABEL_ROLE, LABEL_SESSION, gateway_label
 from .local import _chromium_flags
 from .mirror import Mirror
 from .remote import AgentEndpoint, new_credentials
+from .swarm_egress import egress_env
 
 logger = logging.getLogger(__name__)
 
@@ -112,9 +114,6 @@ class SwarmBackend(SessionBackend):
     # ----------------------------------------------------------------- start
     async def start_pod(self, request: PodRequest) -> PodHandle:
         sid = request.session_id
-        if request.spec.network != "none":
-            raise BackendError("the swarm backend runs sessions with network 'none' only "
-                               "(egress is not available on swarm yet: docs/swarm.md)")
         handle: PodHandle = {
             "session_id": sid,
             "session_dir": str(request.session_dir),
@@ -138,9 +137,14 @@ class SwarmBackend(SessionBackend):
             (request.session_dir / sub).mkdir(parents=True, exist_ok=True)
         creds = new_credentials(sid)
         handle["secret"], handle["cert"] = creds.secret, creds.cert_pem
+        egress: dict[str, str] = {}
+        if request.spec.network == "egress":
+            nodes = await asyncio.to_thread(self._client.api.nodes)
+            egress = egress_env(request.slot, self._config.egress_deny, nodes, self._config.host)
         secret_ids = await asyncio.to_thread(self._create_secrets, sid, handle,
                                              [creds.secret, creds.bundle_pem])
-        service = await asyncio.to_thread(self._create_service, request, handle, secret_ids)
+        service = await asyncio.to_thread(self._create_service, request, handle, secret_ids,
+                                          egress)
         handle["service_id"] = service
         logger.info("session %s: swarm service %s", sid, handle["service"])
         task = await self._wait_running(handle)
@@ -167,7 +171,7 @@ class SwarmBackend(SessionBackend):
         return ids
 
     def _create_service(self, request: PodRequest, handle: PodHandle,
-                        secret_ids: list[str]) -> str:
+                        secret_ids: list[str], egress: dict[str, str]) -> str:
         sid, config = request.session_id, self._config
         w, h = request.spec.resolution
         args = ["pod", "--socket", "/tmp/agent/agent.sock", "--display", ":0",
@@ -197,7 +201,7 @@ class SwarmBackend(SessionBackend):
             env={"VR_SESSION_ID": sid, "VR_RESOLUTION": f"{w}x{h}",
                  "VR_APPS": " ".join(config.apps),
                  "VR_START_URL": request.spec.start_url or "about:blank",
-                 "VR_CHROMIUM_FLAGS": " ".join(_chromium_flags(w, h))},
+                 "VR_CHROMIUM_FLAGS": " ".join(_chromium_flags(w, h)), **egress},
             labels=self._labels(sid, "pod"), read_only=True, init=False,
             mounts=[Mount("/tmp", None, type="tmpfs", tmpfs_size=1536 * 1024 * 1024,
                           tmpfs_mode=0o1777),
@@ -205,7 +209,10 @@ class SwarmBackend(SessionBackend):
                           tmpfs_mode=0o1777)],
             secrets=secrets, stop_grace_period=int(7e9),
             healthcheck=Healthcheck(test=["NONE"]),
-            cap_drop=["ALL"], cap_add=["CAP_SETUID", "CAP_SETGID", "CAP_KILL"],
+            cap_drop=["ALL"],
+            # The launcher joins an egress sandbox to the node (container/pod-egress.sh).
+            cap_add=["CAP_SETUID", "CAP_SETGID", "CAP_KILL"] + (["CAP_NET_ADMIN"] if egress
+                                                                else []),
         )
         preferences = ([("spread", config.swarm_spread)] if config.swarm_spread else None)
         template = TaskTemplate(

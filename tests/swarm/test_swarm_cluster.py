@@ -43,6 +43,7 @@ from tests.gateway_fixtures import (
     stop_served_gateway,
 )
 from tests.swarm.cluster import (
+    TEST_LABEL,
     Cluster,
     kill_worker,
     node_leftovers,
@@ -52,6 +53,14 @@ from tests.swarm.cluster import (
     stop_cluster,
     swarm_objects,
     task_of,
+)
+from tests.swarm.egress_probe import (
+    in_sandbox,
+    node_firewall,
+    probe,
+    requests_seen,
+    sandbox_links,
+    start_listener,
 )
 from tests.viewer.pages import open_viewer, wait_connected
 from tests.webrtc.whep_client import Typist, WhepViewer
@@ -79,11 +88,11 @@ def cluster(docker_client: docker.DockerClient, tmp_path_factory: pytest.TempPat
             assert left == [], f"left behind: {left}"
 
 
-def serve(state_dir: Path, tmp: Path) -> tuple[subprocess.Popen[bytes], Gateway]:
+def serve(state_dir: Path, tmp: Path, *extra: str) -> tuple[subprocess.Popen[bytes], Gateway]:
     proc, url = start_served_gateway(
         state_dir, "--backend", "swarm", "--runtime-dir", str(tmp / "run"),
         "--max-sessions", "8", "--swarm-reserve-cpus", str(RESERVE_CPUS),
-        "--swarm-reserve-memory-mb", "512", "--apps", "fluxbox,xterm,chromium")
+        "--swarm-reserve-memory-mb", "512", "--apps", "fluxbox,xterm,chromium", *extra)
     # Keep reading its output (into a file), or a full pipe would block the gateway.
     log = (tmp / "gateway.log").open("ab")
     threading.Thread(target=_drain, args=(proc, log), daemon=True).start()
@@ -118,7 +127,7 @@ async def served(cluster: Cluster, tmp_path: Path) -> AsyncIterator[dict[str, An
 
 
 async def create_running(gw: Gateway, timeout: float = 120, **body: Any) -> dict[str, Any]:
-    created = await gw.create(network="none", **body)
+    created = await gw.create(**{"network": "none", **body})
     sid = created["session_id"]
     session = await gw.wait_status(sid, {"running", "failed", "stopped"}, timeout=timeout)
     assert session["status"] == "running", session
@@ -161,6 +170,84 @@ def pod_processes(worker: str, container_id: str) -> dict[str, dict[str, str]]:
             k, v = line.split(":", 1)
             current[k.strip()] = v.strip()
     return procs
+
+
+@pytest.mark.timeout(600)
+async def test_egress_sessions_on_a_worker(cluster: Cluster, tmp_path: Path) -> None:
+    """``network: "egress"`` on a worker: the app sandbox reaches a listener on the
+    worker's outside (a container on the host's bridge), but neither the manager
+    (where the gateway runs), the worker itself (other sessions' runtime agents),
+    another session's sandbox nor a network on ``--egress-deny``; and nothing of
+    it stays on the node once the sessions stop. Runs before the test that kills
+    the worker."""
+    assert cluster.state_dir is not None
+    client = cluster.client
+    image = GatewayConfig().docker_image
+    labels = {TEST_LABEL: cluster.run_id}
+    allowed, allowed_ip = start_listener(client, image, f"vr-swarm-{cluster.run_id}-out", labels)
+    denied, denied_ip = start_listener(client, image, f"vr-swarm-{cluster.run_id}-deny", labels)
+    proc, gw = serve(cluster.state_dir, tmp_path, "--egress-deny", f"{denied_ip}/32")
+    try:
+        first = await create_running(gw, network="egress",
+                                     start_url=f"http://{allowed_ip}:8080/from-the-sandbox")
+        second = await create_running(gw, network="egress")
+        tasks = [task_of(client, s["session_id"]) for s in (first, second)]
+        worker = cluster.worker(tasks[0]["NodeID"])
+        pods = [t["Status"]["ContainerStatus"]["ContainerID"] for t in tasks]
+        assert tasks[1]["NodeID"] == worker.node_id  # one worker in CI; both fit on it
+
+        # The session's own Chromium fetched its start page over the egress link.
+        for _ in range(120):
+            if "/from-the-sandbox" in requests_seen(allowed):
+                break
+            await asyncio.sleep(0.5)
+        assert "GET /from-the-sandbox" in requests_seen(allowed), requests_seen(allowed)
+
+        # The second session's sandbox serves on 8081 (as its uid 10001); the first
+        # must not reach it, nor anything else but the allowed listener.
+        in_sandbox(worker.name, pods[1], "python3", "-m", "http.server", "8081", detach=True)
+        links = sandbox_links(worker.name, pods[1])
+        sandbox_ip = re.findall(r"inet (10\.232\.\S+)/30", links)
+        assert len(sandbox_ip) == 1, links
+        assert not re.search(r"vrwp\d+\s+inet6", links), links  # no IPv6 on the link
+        for _ in range(40):  # its own loopback says when the server is up
+            if probe(worker.name, pods[1], ["127.0.0.1:8081"])["127.0.0.1:8081"] == "open":
+                break
+            await asyncio.sleep(0.25)
+        manager = str(client.info()["Swarm"]["NodeAddr"])
+        gateway_port = gw.base_url.rsplit(":", 1)[1].strip("/")
+        args = tasks[1]["Spec"]["ContainerSpec"]["Args"]
+        link_port = args[args.index("--listen") + 1].rsplit(":", 1)[1]
+        targets = {
+            "allowed": f"{allowed_ip}:8080",
+            "deny list": f"{denied_ip}:8080",
+            "manager (gateway)": f"{manager}:{gateway_port}",
+            "manager (swarm)": f"{manager}:2377",
+            "worker (other agent)": f"{worker.address}:{link_port}",
+            "other sandbox": f"{sandbox_ip[0]}:8081",
+        }
+        seen = probe(worker.name, pods[0], list(targets.values()))
+        verdict = {name: seen[target] for name, target in targets.items()}
+        print(f"swarm egress: {verdict}")
+        assert verdict == {"allowed": "open", "deny list": "dropped",
+                           "manager (gateway)": "dropped", "manager (swarm)": "dropped",
+                           "worker (other agent)": "dropped", "other sandbox": "dropped"}
+        assert "GET" not in requests_seen(denied)
+        assert node_firewall(worker.name) != ""  # the rules are there while it runs
+
+        for s in (first, second):
+            await gw.stop(s["session_id"])
+        for _ in range(60):
+            if not node_firewall(worker.name) and not node_leftovers(worker):
+                break
+            await asyncio.sleep(0.5)
+        assert node_firewall(worker.name) == "", "egress rules or links left on the node"
+        assert node_leftovers(worker) == []
+    finally:
+        await gw.http.close()
+        stop_served_gateway(proc)
+        for container in (allowed, denied):
+            container.remove(force=True)
 
 
 @pytest.mark.timeout(900)  # building the cluster (image load) is most of it: ~3 min here
