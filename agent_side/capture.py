@@ -5,6 +5,15 @@ thread. It keeps a single BGRA :class:`av.VideoFrame` that always holds the
 latest captured picture; each grab writes only the requested rectangle into
 it, so no per-frame 5.8 MB buffers are allocated.
 
+The grab backend is XShm (mss's ``xshmgetimage``: a memfd passed to the X
+server over its socket, which the server writes into) unless a probe at
+:meth:`ScreenCapture.open` shows that the server's writes never reach that
+memory: a server that accepts the segment but maps a copy would otherwise
+give a black picture and no error. The capture then uses XGetImage (the
+pixels travel through the X socket) and logs a warning. An Xvfb inside gVisor
+(the docker backend's ``--docker-runtime runsc``) passes the probe: the memfd
+crosses as a host file and XShm works there.
+
 Change detection prefers the XDAMAGE extension (``damage`` == ``"xdamage"``);
 when it is missing, :meth:`ScreenCapture.diff_grab` grabs the whole screen
 into a scratch buffer and compares rows (``damage`` == ``"diff"``).
@@ -15,6 +24,8 @@ Exceptions: :class:`CaptureError` (display unreachable, wrong size).
 from __future__ import annotations
 
 import logging
+import mmap
+import os
 import select
 from dataclasses import dataclass
 from typing import Any
@@ -133,6 +144,17 @@ class ScreenCapture:
                 f"display {self._display_name!r} is {monitor['width']}x{monitor['height']}, "
                 f"smaller than the configured {self.width}x{self.height}"
             )
+        if not self._shm_reaches_us():
+            logger.warning("capture %s: the X server's XShm writes do not reach this process "
+                           "(it maps a copy of the segment); using XGetImage",
+                           self._display_name)
+            self._sct.close()
+            try:
+                with mss_via_socket_file(self._display_name):
+                    self._sct = mss.MSS(backend="xgetimage", display=self._display_name)
+            except Exception as e:  # as above
+                self._sct = None
+                raise CaptureError(f"cannot open display {self._display_name!r}: {e}") from e
         # The first grab goes through mss's public path: it decides whether
         # MIT-SHM works on this connection (it needs a shared IPC namespace).
         shot = self._sct.grab(self._monitor(self._full))
@@ -190,6 +212,50 @@ class ScreenCapture:
         self._impl = impl
         self._xcb = (xcb, ALL_PLANES)
         self._fast_shm = True
+
+    def _shm_reaches_us(self) -> bool:
+        """Whether XShmGetImage really writes into memory this process reads.
+
+        Fills a probe segment with 0x00, grabs, fills it with 0xFF, grabs: a
+        server that writes leaves the screen's pixels both times; one that
+        does not leaves the two fills. True when mss uses no XShm at all.
+        """
+        impl = getattr(self._sct, "_impl", None)
+        status = getattr(impl, "shm_status", None)
+        if impl is None or status is None or status.name == "UNAVAILABLE":
+            return True
+        from mss.linux import xcb
+        from mss.linux.base import ALL_PLANES
+        w, h = min(64, self.width), min(16, self.height)
+        size = w * h * 4
+        fd = os.memfd_create("vr-shm-probe", os.MFD_CLOEXEC)
+        try:
+            os.ftruncate(fd, size)
+            buf = mmap.mmap(fd, size)  # holds a duplicate of fd
+        except OSError:
+            os.close(fd)
+            raise
+        seg = xcb.ShmSeg(xcb.generate_id(impl.conn).value)
+        try:
+            xcb.shm_attach_fd(impl.conn, seg, fd, read_only=False)  # xcb closes fd
+        except xcb.XError as e:
+            logger.info("capture %s: XShm probe attach failed: %s", self._display_name, e)
+            buf.close()
+            return False
+        untouched = []
+        try:
+            for fill in (b"\x00", b"\xff"):
+                buf[:] = fill * size
+                xcb.shm_get_image(impl.conn, impl.drawable, 0, 0, w, h, ALL_PLANES,
+                                  xcb.ImageFormat.ZPixmap, seg, 0)
+                untouched.append(buf[:] == fill * size)
+            xcb.shm_detach(impl.conn, seg)
+        except xcb.XError as e:
+            logger.info("capture %s: XShm probe grab failed: %s", self._display_name, e)
+            return False
+        finally:
+            buf.close()
+        return not all(untouched)
 
     def _setup_damage(self) -> None:
         try:

@@ -14,16 +14,18 @@ FLUX
 echo "background: none" > "$HOME/.fluxbox/overlay"
 
 # -auth: only clients with the pod's cookie (gateway/backends/xauth.py) open the display.
+# -displayfd: Xvfb writes the display number into the pipe once it accepts
+# clients (or closes it when it dies). Not `test -S` on the socket: under
+# gVisor (--docker-runtime runsc) stat of the host-created socket is EPERM.
+READY="$HOME/.xvfb-ready"
+rm -f "$READY"
+mkfifo "$READY"
 Xvfb :0 ${XAUTHORITY:+-auth "$XAUTHORITY"} -screen 0 "${VR_RESOLUTION}x24" -nolisten tcp \
-  -noreset -dpi 96 \
-  +extension DAMAGE +extension MIT-SHM +extension XTEST &
+  -noreset -dpi 96 -displayfd 3 \
+  +extension DAMAGE +extension MIT-SHM +extension XTEST 3>"$READY" &
 XVFB=$!
-i=0
-while [ ! -S /tmp/.X11-unix/X0 ]; do
-  i=$((i+1)); [ $i -gt 500 ] && { echo 'Xvfb did not start' >&2; exit 1; }
-  kill -0 $XVFB 2>/dev/null || { echo 'Xvfb exited' >&2; exit 1; }
-  sleep 0.02
-done
+read -r _display <"$READY" || { echo 'Xvfb exited before it accepted clients' >&2; exit 1; }
+rm -f "$READY"
 export DISPLAY=:0
 case " $VR_APPS " in *" fluxbox "*) fluxbox -rc "$HOME/.fluxbox/init" & ;; esac
 case " $VR_APPS " in
