@@ -31,7 +31,7 @@ import pytest
 
 from gateway.backends.session_disk import upload_staging_dir
 from tests.gateway_fixtures import Gateway, in_process_gateway, owned, wait_no_pod_processes
-from tests.recording.helpers import wait_event
+from tests.recording.helpers import events_of, wait_event
 from tests.security.helpers import run_in_app
 
 pytestmark = pytest.mark.timeout(240)
@@ -104,6 +104,12 @@ async def test_a_session_fills_only_its_own_disk(quota_gateway: Gateway) -> None
     assert _host_bytes(session_dir) <= (QUOTA_MB + 4) * MiB
     assert free_before - _host_free(gw.state_dir) < 384 * MiB  # others share this disk
 
+    # A session started now (its sandbox's mount namespace is a copy of the host's, with
+    # the full disk in it) neither sees that disk nor keeps it mounted after its stop.
+    other = (await gw.create_running(resolution="640x480", enable_recording=False))["session_id"]
+    seen = await run_in_app(gw, other, ["sh", "-c", "ls Downloads; grep -c /dev/loop /proc/mounts"])
+    assert seen.out.split() == ["1"], seen  # its own disk only
+
     event = await wait_event(gw, sid, "resource_limit", kind="disk", timeout=30)
     assert event["limit"] == f"{QUOTA_MB} MiB" and event["count"] == 1, event
     assert (await gw.get(sid))["status"] == "running"
@@ -129,6 +135,12 @@ async def test_a_session_fills_only_its_own_disk(quota_gateway: Gateway) -> None
 
     # A full disk does not stop the stop: everything of it goes, the files stay listed.
     assert (await gw.stop(sid))["status"] == "stopped"
+    assert [m for m in _mounts(gw.state_dir) if sid in m] == []
+    assert [d for d in _loop_devices(gw.state_dir) if sid in d] == []
+    assert len(_mounts(gw.state_dir)) == 1  # the other session's
+    assert (await gw.get(other))["status"] == "running"
+    assert await events_of(gw, other, "resource_limit") == []
+    await gw.stop(other)
     assert _mounts(gw.state_dir) == [] and _loop_devices(gw.state_dir) == []
     assert not (session_dir / "disk.img").exists() and not (session_dir / "disk").exists()
     assert not (session_dir / "home").is_symlink()
