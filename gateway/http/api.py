@@ -16,6 +16,7 @@ from gateway.errors import (
     bad_request,
     forbidden,
     not_found,
+    unauthorized,
     unsupported_media_type,
 )
 from gateway.http.ice import ice_servers_for, link_headers
@@ -24,6 +25,7 @@ from gateway.http.viewer_limits import is_viewer_limit, viewer_limit_problem
 from gateway.sessions.agent_link import AgentUnavailable
 from gateway.sessions.events import read_ndjson
 from gateway.sessions.session import Session, SessionStatus, rfc3339
+from gateway.sessions.tokens import token_hash
 from wire import agent_api
 
 logger = logging.getLogger(__name__)
@@ -109,9 +111,18 @@ async def issue_token(request: web.Request) -> web.Response:
     token = await manager.issue_token(session.session_id, str(kind))
     sid = session.session_id
     return web.json_response(
-        {"session_id": sid, "kind": kind, "token": token,
+        {"session_id": sid, "kind": kind, "token": token, "token_id": token_hash(token)[:32],
          "viewer_url": f"/sessions/{sid}/?token={token}"},
         status=201, headers={"Cache-Control": "no-store"})
+
+
+async def revoke_token(request: web.Request) -> web.Response:
+    """Extension: revoke one of a live session's tokens by its id (API token)."""
+    request.app[AUTH].api(request)
+    session = _session(request)
+    result = await request.app[MANAGER].revoke_token(session.session_id,
+                                                     request.match_info["token_id"])
+    return web.json_response(result, headers={"Cache-Control": "no-store"})
 
 
 def _control_body(session: Session) -> dict[str, Any]:
@@ -183,6 +194,15 @@ async def whep_offer(request: web.Request) -> web.Response:
         # 422, not 400: some WHEP players read 400 as "send an empty offer instead"
         raise ProblemError(422, "unanswerable-offer", "Offer cannot be answered", detail)
     peer_id = reply.headers.get(agent_api.PEER_ID_HEADER, "")
+
+    async def close_peer() -> None:
+        await agent.request("DELETE", agent_api.whep_peer(peer_id),
+                            headers={agent_api.TOKEN_KIND_HEADER: "api",
+                                     agent_api.TOKEN_ID_HEADER: ""})
+
+    if request.app[MANAGER].live.add(session.session_id, who.token_id, close_peer) is None:
+        await close_peer()  # its token was revoked while the offer was answered
+        raise unauthorized("this token was revoked")
     # absolute, as the WHEP draft asks (clients resolve it against the endpoint anyway)
     location = (f"{request.scheme}://{request.host}"
                 f"/api/visual-sessions/{session.session_id}/whep/{peer_id}")
@@ -286,6 +306,7 @@ def setup_routes(app: web.Application) -> None:
     r.add_delete(base + "/{session_id}", delete_session)
     r.add_post(base + "/{session_id}/stop", stop_session)
     r.add_post(base + "/{session_id}/tokens", issue_token)
+    r.add_delete(base + "/{session_id}/tokens/{token_id}", revoke_token)
     r.add_get(base + "/{session_id}/control", get_control)
     r.add_post(base + "/{session_id}/control", post_control)
     r.add_post(base + "/{session_id}/whep", whep_offer)

@@ -31,7 +31,7 @@ from aiohttp import WSCloseCode, web
 
 from gateway.appkeys import AUTH, MANAGER
 from gateway.errors import ProblemError, forbidden
-from gateway.http.viewer import SOCKETS, pump
+from gateway.http.viewer import SOCKETS, close_revoked, pump
 from gateway.security.auth import Principal
 from gateway.sessions.agent_link import AgentClient, AgentUnavailable
 from gateway.sessions.session import Session
@@ -144,11 +144,15 @@ async def cdp_socket(request: web.Request) -> web.StreamResponse:
         logger.info("session %s: CDP connection %s opened (%s token)", sid, conn, who.kind)
         sockets = request.app[SOCKETS].items
         sockets.add(ws)
+        unregister = manager.live.add(sid, who.token_id, lambda: close_revoked(ws))
         try:
-            await pump(ws, upstream)
+            if unregister is not None:  # else its token was revoked meanwhile
+                await pump(ws, upstream)
         finally:
             # The handler may be cancelled when the client goes (aiohttp's
             # handler_cancellation): the summary is fetched in a task of our own.
+            if unregister is not None:
+                unregister()
             sockets.discard(ws)
             closing = request.app[CLOSING].tasks
             task = asyncio.get_running_loop().create_task(

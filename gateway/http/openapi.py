@@ -68,11 +68,27 @@ OPENAPI: dict[str, Any] = {
                         "session_id": {"type": "string"},
                         "kind": {"enum": ["view", "control"]},
                         "token": {"type": "string"},
+                        "token_id": {"type": "string", "description": "first 32 hex digits "
+                                     "of the token's SHA-256 (revoke with it)"},
                         "viewer_url": {"type": "string"}}}}}},
                 **_errors}, params=[_SID], body={"required": False, "content": {
                     "application/json": {"schema": {
                         "type": "object", "additionalProperties": False, "properties": {
                             "kind": {"enum": ["view", "control"], "default": "control"}}}}}}),
+        },
+        "/api/visual-sessions/{session_id}/tokens/{token_id}": {
+            "delete": _op("Revoke a view or control token of a live session: refused from now "
+                          "on, its viewers closed, control released (API token; extension)", {
+                "200": {"description": "Revoked", "content": {"application/json": {"schema": {
+                    "type": "object", "properties": {
+                        "session_id": {"type": "string"}, "token_id": {"type": "string"},
+                        "kind": {"enum": ["view", "control"]},
+                        "closed": {"type": "integer", "description": "connections closed"},
+                        "released_control": {"type": "boolean"}}}}}},
+                **_errors}, params=[_SID, {
+                    "name": "token_id", "in": "path", "required": True,
+                    "schema": {"type": "string"},
+                    "description": "first 32 hex digits of the token's SHA-256 (token_id)"}]),
         },
         "/api/visual-sessions/{session_id}/control": {
             "get": _op("Who holds control", {"200": {"description": "Control",

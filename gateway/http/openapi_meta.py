@@ -31,6 +31,7 @@ OPERATIONS: Final[dict[tuple[str, str], tuple[str, str]]] = {
     ("delete", S + "/{session_id}"): ("delete_session", "sessions"),
     ("post", S + "/{session_id}/stop"): ("stop_session", "sessions"),
     ("post", S + "/{session_id}/tokens"): ("issue_token", "sessions"),
+    ("delete", S + "/{session_id}/tokens/{token_id}"): ("revoke_token", "sessions"),
     ("get", S + "/{session_id}/control"): ("get_control", "control"),
     ("post", S + "/{session_id}/control"): ("set_control", "control"),
     ("post", S + "/{session_id}/actions"): ("act", "actions"),

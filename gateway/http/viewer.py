@@ -27,7 +27,7 @@ import logging
 from typing import Final
 
 import aiohttp
-from aiohttp import WSMsgType, web
+from aiohttp import WSCloseCode, WSMsgType, web
 
 from gateway.appkeys import AUTH, CONFIG, MANAGER
 from gateway.config import WEB_DIR
@@ -151,10 +151,14 @@ async def _proxy(request: web.Request, agent_path: str, protocols: tuple[str, ..
         await ws.prepare(request)
         sockets = request.app[SOCKETS].items
         sockets.add(ws)
+        unregister = manager.live.add(sid, who.token_id, lambda: close_revoked(ws))
         logger.info("session %s: %s proxied for a %s token", sid, agent_path, who.kind)
         try:
-            await _pump(ws, upstream)
+            if unregister is not None:  # else its token was revoked meanwhile
+                await _pump(ws, upstream)
         finally:
+            if unregister is not None:
+                unregister()
             sockets.discard(ws)
             await upstream.close()
             await ws.close()
@@ -199,6 +203,11 @@ async def _pump(browser: web.WebSocketResponse, agent: aiohttp.ClientWebSocketRe
 
 pump = _pump
 """Shared with :mod:`gateway.http.cdp` (the same two-way copy)."""
+
+
+async def close_revoked(ws: web.WebSocketResponse) -> None:
+    """Close a viewer's WebSocket because its token was revoked (1008, policy)."""
+    await ws.close(code=WSCloseCode.POLICY_VIOLATION, message=b"token revoked")
 
 
 async def stream_socket(request: web.Request) -> web.StreamResponse:

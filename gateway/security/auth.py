@@ -77,6 +77,8 @@ class Authenticator:
         if same_token(token, self._api_token):
             return Principal("api", token, None)
         digest = token_hash(token)
+        if digest in session.revoked_tokens:
+            raise unauthorized("this token was revoked")
         if not session.status.terminal and session.status.value != "stopping":
             if same_token(digest, session.view_token_hash):
                 return Principal("view", token, session.session_id)
@@ -94,7 +96,7 @@ class Authenticator:
     def _session_of(self, token: str) -> Session | None:
         digest = token_hash(token)
         for s in self._sessions.values():
-            if s.status.terminal:
+            if s.status.terminal or digest in s.revoked_tokens:
                 continue
             if digest in (s.view_token_hash, s.control_token_hash) or digest in s.issued_tokens:
                 return s

@@ -24,6 +24,7 @@ from gateway.errors import BackendError, CapacityProblem, conflict, not_found
 from gateway.sessions.agent_link import AgentClient, AgentUnavailable
 from gateway.sessions.events import EventHub
 from gateway.sessions.limits import LimitReporter, describe_hits
+from gateway.sessions.live import LiveConnections
 from gateway.sessions.pool import PooledPod, WarmPool
 from gateway.sessions.session import (
     Controller,
@@ -81,6 +82,9 @@ class SessionManager:
         self.stop_hooks: list[OnStop] = []
         """Awaited after a session's pod stopped, before its terminal state (e.g. finalise
         the recording); a failing hook is logged and does not block the stop."""
+        self.live = LiveConnections()
+        """Open viewer connections by token, closed when their token is revoked."""
+        self.stop_hooks.append(self.live.on_stop)
 
     # ------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -258,7 +262,7 @@ class SessionManager:
         logger.info("session %s: deleted", session.session_id)
 
     async def set_control(self, session: Session, action: str, token: str,
-                          by: str = "api") -> Session:
+                          by: str = "api", *, holder: str | None = None) -> Session:
         """``take`` or ``release`` by the holder of *token* (control or API token).
 
         *by* is the token's kind (``control`` or ``api``). A change emits one
@@ -272,7 +276,7 @@ class SessionManager:
                 raise conflict("session-not-running",
                                f"session {session.session_id} is {session.status.value}",
                                "Session not running")
-            holder = token_hash(token)
+            holder = holder or token_hash(token)
             if action == "take":
                 if (session.controller is Controller.HUMAN
                         and session.controller_token_hash not in (None, holder)):
@@ -335,6 +339,39 @@ class SessionManager:
         self.events.emit(session_id, "token_issued", kind=kind, token_id=digest[:32])
         logger.info("session %s: %s token issued", session_id, kind)
         return token
+
+    async def revoke_token(self, session_id: str, token_id: str) -> dict[str, object]:
+        """Revoke a live token of the session by its id (the first 32 hex digits of its
+        SHA-256): refused from now on, its open viewers closed, control released if it
+        held it. 404 for an id that is not a live token of the session."""
+        session = self.get(session_id)
+        if not session.status.live:
+            raise conflict("session-not-running",
+                           f"session {session_id} is {session.status.value}", "Session not running")
+        tokens = {session.view_token_hash: "view", session.control_token_hash: "control",
+                  **session.issued_tokens}
+        match = [(d, k) for d, k in tokens.items()
+                 if d[:32] == token_id and d not in session.revoked_tokens]
+        if len(token_id) != 32 or not match:
+            raise not_found(f"session {session_id} has no live token with id {token_id!r}")
+        digest, kind = match[0]
+        session.revoked_tokens.add(digest)
+        self._save(session)
+        held = (session.controller is Controller.HUMAN
+                and session.controller_token_hash == digest)
+        if held:
+            try:
+                await self.set_control(session, "release", "", by="revoked", holder=digest)
+            except AgentUnavailable as e:  # the token is refused anyway; the agent keeps input
+                logger.warning("session %s: control not released from the agent: %s",
+                               session_id, e)
+        closed = await self.live.revoke(session_id, token_id)
+        self.events.emit(session_id, "token_revoked", kind=kind, token_id=token_id,
+                         closed=closed, released_control=held)
+        logger.info("session %s: %s token %s revoked (%d connections closed)", session_id,
+                    kind, token_id, closed)
+        return {"session_id": session_id, "token_id": token_id, "kind": kind,
+                "closed": closed, "released_control": held}
 
     def note_action(self, session: Session) -> None:
         session.last_activity = utcnow()

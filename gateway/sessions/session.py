@@ -104,6 +104,8 @@ class Session:
     """Hash of the token that took control (control belongs to the token)."""
     issued_tokens: dict[str, str] = field(default_factory=dict)
     """Hashes of tokens minted after creation (``POST .../tokens``) -> ``view``/``control``."""
+    revoked_tokens: set[str] = field(default_factory=set)
+    """Hashes of this session's tokens revoked before its end (``DELETE .../tokens/{id}``)."""
     last_activity: datetime = field(default_factory=utcnow)
     """Last agent action or human input, for the idle timeout."""
     viewers: int = 0
