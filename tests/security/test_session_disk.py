@@ -13,7 +13,10 @@ app sandbox (``tests.security.helpers.run_in_app``), runs ``fallocate`` and
   (with and without ``Content-Length``);
 * stopping the full session leaves nothing: no mount in /proc/self/mountinfo,
   no loop device (``losetup -a``), no image, no pod process or container,
-  while the shared folder's files are still listed after the end.
+  while the shared folder's files are still listed after the end;
+* a session started while another's disk is full sees only its own disk;
+* after a gateway crash (SIGKILL) the next gateway re-adopts the mounted disk,
+  reports it filling, and removes it at stop; ``doctor`` makes one to check.
 
 Before the fix the writes landed on the state filesystem: ``fallocate`` got
 its 512 MiB and every assertion on ENOSPC and host usage failed.
@@ -21,16 +24,29 @@ its 512 MiB and every assertion on ENOSPC and host usage failed.
 
 from __future__ import annotations
 
+import asyncio
 import io
 import os
+import signal
 import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import aiohttp
 import pytest
 
 from gateway.backends.session_disk import upload_staging_dir
-from tests.gateway_fixtures import Gateway, in_process_gateway, owned, wait_no_pod_processes
+from gateway.cli.doctor import check_session_disk
+from gateway.config import GatewayConfig
+from tests.gateway_fixtures import (
+    API_TOKEN,
+    Gateway,
+    in_process_gateway,
+    owned,
+    start_served_gateway,
+    stop_served_gateway,
+    wait_no_pod_processes,
+)
 from tests.recording.helpers import events_of, wait_event
 from tests.security.helpers import run_in_app
 
@@ -150,9 +166,6 @@ async def test_a_session_fills_only_its_own_disk(quota_gateway: Gateway) -> None
 
 
 def test_doctor_makes_a_session_disk_or_says_why(tmp_path: Path) -> None:
-    from gateway.cli.doctor import check_session_disk
-    from gateway.config import GatewayConfig
-
     on = check_session_disk(GatewayConfig(state_dir=tmp_path / "state", session_disk_mb=32))
     assert on.ok and on.required and on.detail.startswith("32 MiB per session"), on
     assert _mounts(tmp_path) == [] and _loop_devices(tmp_path) == []
@@ -161,3 +174,36 @@ def test_doctor_makes_a_session_disk_or_says_why(tmp_path: Path) -> None:
     assert not off.ok and not off.required and "fill the state disk" in off.detail
     swarm = check_session_disk(GatewayConfig(backend="swarm", state_dir=tmp_path / "state"))
     assert not swarm.ok and swarm.detail.startswith("not on swarm"), swarm
+
+
+async def test_a_crashed_gateways_session_disk_is_adopted_and_removed(tmp_path: Path) -> None:
+    """SIGKILL leaves the pod and its mounted disk; the next gateway re-adopts both, reports
+    the disk filling, and its stop removes the mount and loop device."""
+    state_dir = tmp_path / "state"
+    proc, base_url = await asyncio.to_thread(
+        start_served_gateway, state_dir, "--apps", "xterm", "--session-disk-mb", str(QUOTA_MB))
+    try:
+        headers = {"Authorization": f"Bearer {API_TOKEN}"}
+        async with aiohttp.ClientSession() as http:
+            async with http.post(base_url + "/api/visual-sessions", headers=headers,
+                                 json={"resolution": "640x480", "enable_recording": False}) as r:
+                assert r.status == 201, await r.text()
+                sid = (await r.json())["session_id"]
+            async with http.get(base_url + f"/api/visual-sessions/{sid}?wait=running",
+                                headers=headers) as r:
+                assert (await r.json())["status"] == "running"
+    finally:
+        await asyncio.to_thread(stop_served_gateway, proc, signal.SIGKILL)  # no clean-up
+    assert len(_mounts(state_dir)) == 1 and len(_loop_devices(state_dir)) == 1
+
+    async for gw in in_process_gateway(tmp_path, apps=("xterm",), session_disk_mb=QUOTA_MB):
+        assert (await gw.get(sid))["status"] == "running"
+        fill = await run_in_app(gw, sid, ["dd", "if=/dev/zero", "of=Downloads/fill", "bs=1M",
+                                          "count=256"], timeout=120)
+        assert fill.code != 0 and "No space left on device" in fill.err, fill
+        event = await wait_event(gw, sid, "resource_limit", kind="disk", timeout=30)
+        assert event["limit"] == f"{QUOTA_MB} MiB"
+        await gw.stop(sid)
+        assert _mounts(state_dir) == [] and _loop_devices(state_dir) == []
+    assert wait_no_pod_processes(state_dir) == []
+    assert not (state_dir / "sessions" / sid / "disk.img").exists()
