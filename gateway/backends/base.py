@@ -163,6 +163,7 @@ def prepare_session_dirs(request: PodRequest, uid_app: int, uid_agent: int) -> d
     os.chown(paths["run"], uid_agent, uid_agent)
     paths["run"].chmod(0o700)
     os.chown(paths["files"], uid_app, uid_app)
+    paths["files"].chmod(0o700)  # the session's uid alone (another pod's uid cannot look in)
     if request.spec.enable_recording:
         recording = request.session_dir / "recording"
         recording.mkdir(exist_ok=True)

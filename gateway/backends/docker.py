@@ -4,7 +4,8 @@ The pod model is the ``local`` backend's (see ``local.py``), with Docker doing
 the isolation:
 
 * **App container** (``vr-<gw>-<sid>-app``): the desktop (Xvfb, fluxbox, xterm,
-  Chromium) as uid 10001. ``cap_drop=ALL``, ``no-new-privileges``, a seccomp
+  Chromium) as the pod's first uid (``uid_base + 2·slot``, the local backend's
+  reserved range; label ``visual-runtime.uid``). ``cap_drop=ALL``, ``no-new-privileges``, a seccomp
   profile passed as JSON content (Docker's default plus ``clone``, ``unshare``
   and ``chroot`` so that Chromium keeps its own sandbox:
   ``container/seccomp-chromium.json``), a read-only root with tmpfs ``/tmp``
@@ -12,7 +13,7 @@ the isolation:
   namespace is ``shareable`` (for the agent's XShm). Network: ``none``, or for
   ``egress`` a bridge network of its own (see *Egress* below).
 * **Runtime-agent container** (``vr-<gw>-<sid>-agent``): the same image as
-  uid 10002 running ``python -m agent_side``, in the app container's IPC
+  the pod's second uid running ``python -m agent_side``, in the app container's IPC
   namespace, seeing the X socket folder and its run folder ``/run/vr`` (bind
   mounts of host folders, so the gateway reaches its unix socket exactly as
   with ``local``). It uses the **host network**: aiortc must offer ICE
@@ -24,7 +25,7 @@ Folders (host → container), as ``session_paths`` lays them out:
 ``<runtime>/<sid>/x11`` → ``/tmp/.X11-unix`` (both), ``<runtime>/<sid>/run`` →
 ``/run/vr`` (agent), ``<state>/sessions/<sid>/recording`` → ``/run/vr-recording``
 (agent, when recording), ``<state>/sessions/<sid>/home/Downloads`` →
-``/home/user/Downloads`` (app, uid 10001: the shared folder), and the files
+``/home/user/Downloads`` (app, its uid: the shared folder), and the files
 ``logs/app.log`` / ``logs/agent.log`` → ``/var/log/visual-runtime/*.log``, so
 the containers' output lands in the session log while they run and survives
 them. Everything a container writes elsewhere dies with it.
@@ -82,18 +83,19 @@ from .devtools import POD_DIR, POD_SOCKET, host_cdp_dir, prepare_cdp_dir
 from .local import AGENT_RECORDING, LocalBackend, _chromium_flags, _describe_status
 from .network import Egress, EgressManager, run
 from .session_disk import DiskWatch, check_support, create_disk
+from .uidrange import UidRangeError, pod_range, reserve_range
 from .xauth import XAUTHORITY_IN_POD
 
 logger = logging.getLogger(__name__)
 
-APP_UID = 10001
-AGENT_UID = 10002
 HOME = "/home/user"
 AGENT_RUN = "/run/vr"
 LOG_DIR = "/var/log/visual-runtime"
 LABEL_SESSION = "visual-runtime.session"
 LABEL_ROLE = "visual-runtime.role"
 LABEL_GATEWAY = "visual-runtime.gateway"
+LABEL_UID = "visual-runtime.uid"
+"""The container's uid (app: the pod's first, agent: its second), for re-adoption."""
 BRIDGE_PREFIX = "vrd"
 CHAIN_IN = "VR-DOCKER-IN"
 CHAIN_FWD = "VR-DOCKER-FWD"
@@ -137,6 +139,16 @@ class DockerBackend(SessionBackend):
         self._disks = DiskWatch()
         if config.session_disk_mb and (why := check_support()):
             raise BackendError(f"no per-session disk: {why}; or set --session-disk-mb 0")
+        try:  # the pods' uids: the local backend's reserved range (uidrange.py)
+            if reserve_range(config.uid_base):
+                start, count = pod_range(config.uid_base)
+                logger.info("reserved uids %d-%d for the pods in /etc/subuid and /etc/subgid",
+                            start, start + count - 1)
+        except UidRangeError as e:
+            raise BackendError(f"cannot reserve the pods' uids: {e}") from None
+        except OSError as e:  # a read-only /etc (the gateway image): `doctor` reports it
+            logger.warning("could not record the pods' uid range in /etc/subuid and "
+                           "/etc/subgid (%s)", e)
         self._rules_lock = asyncio.Lock()
         self._rules_ready = False
         self._egress = EgressManager(config.egress_deny)
@@ -169,6 +181,10 @@ class DockerBackend(SessionBackend):
             "agent": self._name(sid, "agent"),
             "net": self._name(sid, "net") if request.spec.network == "egress" else None,
             "image": self._config.docker_image,
+            # Two uids of the reserved range per slot, as the local backend allocates
+            # them: the slot (and so the pair) is the session's until it ends.
+            "uid_app": self._config.uid_base + request.slot * 2,
+            "uid_agent": self._config.uid_base + request.slot * 2 + 1,
         }
         await self._start_or_clean_up(handle, lambda: self._start(request, handle))
         return handle
@@ -180,7 +196,7 @@ class DockerBackend(SessionBackend):
 
     async def _start(self, request: PodRequest, handle: PodHandle) -> None:
         sid = request.session_id
-        await asyncio.to_thread(self._prepare_dirs, request)
+        await asyncio.to_thread(self._prepare_dirs, request, handle)
         if handle["net"]:
             await self._ensure_rules()
             # --egress-deny: the session's own chain, hooked before its bridge exists
@@ -198,12 +214,21 @@ class DockerBackend(SessionBackend):
         logger.info("session %s: runtime-agent container %s (%s)", sid, handle["agent"],
                     agent.short_id)
 
-    def _prepare_dirs(self, request: PodRequest) -> None:
+    def _prepare_dirs(self, request: PodRequest, handle: PodHandle) -> None:
+        uid_app, uid_agent = handle["uid_app"], handle["uid_agent"]
         # The shared folder (bound into the app container) lies on the session's disk.
-        create_disk(request.session_dir, self._config.session_disk_mb, APP_UID)
-        paths = prepare_session_dirs(request, APP_UID, AGENT_UID)
-        prepare_cdp_dir(request.runtime_dir, APP_UID, AGENT_UID)
-        for name, uid in (("app.log", APP_UID), ("agent.log", AGENT_UID)):
+        create_disk(request.session_dir, self._config.session_disk_mb, uid_app)
+        paths = prepare_session_dirs(request, uid_app, uid_agent)
+        prepare_cdp_dir(request.runtime_dir, uid_app, uid_agent)
+        # The image knows only its own users; name the pod's uids (bash, xterm, Chromium).
+        pod = request.session_dir / "pod"
+        pod.mkdir(exist_ok=True)
+        (pod / "passwd").write_text(
+            "root:x:0:0:root:/root:/usr/sbin/nologin\n"
+            f"user:x:{uid_app}:{uid_app}:Visual Runtime:{HOME}:/bin/bash\n"
+            f"agent:x:{uid_agent}:{uid_agent}:Runtime agent:/nonexistent:/usr/sbin/nologin\n")
+        (pod / "group").write_text(f"root:x:0:\nuser:x:{uid_app}:\nagent:x:{uid_agent}:\n")
+        for name, uid in (("app.log", uid_app), ("agent.log", uid_agent)):
             log = paths["logs"] / name
             log.touch()
             os.chown(log, uid, uid)
@@ -221,11 +246,12 @@ class DockerBackend(SessionBackend):
         )
         logger.info("session %s: egress network %s (bridge %s)", sid, name, self._bridge(sid))
 
-    def _common(self, sid: str, role: str) -> dict[str, Any]:
+    def _common(self, sid: str, role: str, uid: int) -> dict[str, Any]:
         return {
             "image": self._config.docker_image,
             "name": self._name(sid, role),
-            "labels": self._labels(sid, role),
+            "labels": self._labels(sid, role) | {LABEL_UID: str(uid)},
+            "user": f"{uid}:{uid}",
             "detach": True,
             "read_only": True,
             "cap_drop": ["ALL"],
@@ -239,6 +265,7 @@ class DockerBackend(SessionBackend):
         sid = request.session_id
         paths = session_paths(request.session_dir, request.runtime_dir)
         w, h = request.spec.resolution
+        uid_app = handle["uid_app"]
         self._remove_container(handle["app"])
         # Egress sessions get no IPv6, not even a link-local address that would reach
         # host services listening on [::] through the session's bridge.
@@ -248,12 +275,11 @@ class DockerBackend(SessionBackend):
                                if handle["net"] else {"network_mode": "none"})
         container = self._client.containers.run(
             command=["app"],
-            user=f"{APP_UID}:{APP_UID}",
             security_opt=["no-new-privileges", f"seccomp={self._seccomp}"],
             tmpfs={
                 # Chromium's shared memory and profile live here; both count as memory.
                 "/tmp": "rw,nosuid,nodev,size=512m,mode=1777",
-                HOME: f"rw,nosuid,nodev,size=1g,uid={APP_UID},gid={APP_UID},mode=0700",
+                HOME: f"rw,nosuid,nodev,size=1g,uid={uid_app},gid={uid_app},mode=0700",
             },
             shm_size=256 * 1024 * 1024,
             ipc_mode="shareable",
@@ -268,6 +294,10 @@ class DockerBackend(SessionBackend):
                 Mount(f"{HOME}/Downloads", str(paths["files"]), type="bind"),
                 Mount(POD_DIR, str(host_cdp_dir(request.runtime_dir)), type="bind"),
                 Mount(f"{LOG_DIR}/app.log", str(paths["logs"] / "app.log"), type="bind"),
+                Mount("/etc/passwd", str(request.session_dir / "pod" / "passwd"), type="bind",
+                      read_only=True),
+                Mount("/etc/group", str(request.session_dir / "pod" / "group"), type="bind",
+                      read_only=True),
             ],
             environment={
                 "HOME": HOME,
@@ -280,9 +310,10 @@ class DockerBackend(SessionBackend):
                 "VR_START_URL": request.spec.start_url or "about:blank",
                 "VR_CHROMIUM_FLAGS": " ".join(_chromium_flags(w, h)),
                 "VR_LOG_FILE": f"{LOG_DIR}/app.log",
+                "VR_AGENT_UID": str(handle["uid_agent"]),  # the DevTools relay's one peer
             },
             **net,
-            **self._common(sid, "app"),
+            **self._common(sid, "app", uid_app),
         )
         return container
 
@@ -314,7 +345,6 @@ class DockerBackend(SessionBackend):
                                 type="bind"))
         return self._client.containers.run(
             command=command,
-            user=f"{AGENT_UID}:{AGENT_UID}",
             security_opt=["no-new-privileges"],
             tmpfs={"/tmp": "rw,nosuid,nodev,size=64m,mode=1777"},
             ipc_mode=f"container:{app_id}",
@@ -332,10 +362,20 @@ class DockerBackend(SessionBackend):
                 "VR_SESSION_ID": sid,
                 "VR_LOG_FILE": f"{LOG_DIR}/agent.log",
             },
-            **self._common(sid, "agent"),
+            **self._common(sid, "agent", handle["uid_agent"]),
         )
 
     # ----------------------------------------------------------------- state
+    def _adopt_uids(self, handle: PodHandle) -> None:
+        """Take the pod's uids from its containers' labels (they keep them until removed)."""
+        for role in ("app", "agent"):
+            try:
+                labels = self._client.api.inspect_container(handle[role])["Config"]["Labels"]
+            except docker.errors.NotFound:
+                continue
+            if labels.get(LABEL_UID, "").isdigit():
+                handle[f"uid_{role}"] = int(labels[LABEL_UID])
+
     def _status(self, name: str) -> str:
         try:
             info = self._client.api.inspect_container(name)
@@ -345,6 +385,8 @@ class DockerBackend(SessionBackend):
 
     async def is_alive(self, handle: PodHandle) -> bool:
         def check() -> bool:
+            if "uid_app" not in handle:  # a handle of an older gateway: the labels tell
+                self._adopt_uids(handle)
             return all(self._status(handle[role]) == "running" for role in ("app", "agent"))
 
         try:

@@ -13,10 +13,17 @@ import docker
 import docker.errors
 import pytest
 
+from gateway.appkeys import MANAGER
 from gateway.config import GatewayConfig
 from tests.gateway_fixtures import Gateway, in_process_gateway, owned
 
 IMAGE = GatewayConfig().docker_image
+
+
+def pod_uids(gw: Gateway, sid: str) -> tuple[int, int]:
+    """(app, agent) uids of a live session's pod, from the gateway's handle."""
+    handle = gw.extra["app"][MANAGER].get(sid).pod
+    return int(handle["uid_app"]), int(handle["uid_agent"])
 
 
 @pytest.fixture

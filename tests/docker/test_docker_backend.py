@@ -13,8 +13,8 @@ from typing import Any
 import docker
 from docker.models.containers import Container
 
-from gateway.backends.docker import AGENT_UID, APP_UID, gateway_label
-from tests.docker.conftest import owned
+from gateway.backends.docker import gateway_label
+from tests.docker.conftest import owned, pod_uids
 from tests.gateway_fixtures import (
     Gateway,
     in_process_gateway,
@@ -40,10 +40,12 @@ def pod(client: docker.DockerClient, state_dir: Path, sid: str, role: str) -> Co
     return client.containers.get(f"vr-{gateway_label(state_dir)[:8]}-{sid}-{role}")
 
 
-async def run_in(container: Container, code: str, user: str = f"{APP_UID}") -> tuple[int, str]:
-    """Run Python *code* in *container* (Debian's python3 in the image)."""
+async def run_in(container: Container, code: str, user: str | None = None) -> tuple[int, str]:
+    """Run Python *code* in *container* (Debian's python3 in the image), as its own user
+    unless *user* is given."""
     def run() -> tuple[int, str]:
-        code_, out = container.exec_run(["python3", "-c", code], user=user)
+        code_, out = container.exec_run(["python3", "-c", code],
+                                        user=user or container.attrs["Config"]["User"])
         return code_, out.decode(errors="replace").strip()
     return await asyncio.to_thread(run)
 
@@ -66,7 +68,7 @@ async def test_create_screenshot_stop_and_nothing_left(
         pod(docker_client, gw.state_dir, sid, "app"), pod(docker_client, gw.state_dir, sid, "agent")))
     # The shared folder is the container's ~/Downloads, owned by the session user.
     files = gw.state_dir / "sessions" / sid / "home" / "Downloads"
-    assert files.stat().st_uid == APP_UID
+    assert files.stat().st_uid == pod_uids(gw, sid)[0]
     app = pod(docker_client, gw.state_dir, sid, "app")
     code, out = await run_in(app, "open('/home/user/Downloads/from-inside.txt','w').write('hi')")
     assert code == 0, out
@@ -88,7 +90,8 @@ async def test_security_options_are_applied(
     host: dict[str, Any] = app.attrs["HostConfig"]
     assert host["ReadonlyRootfs"] is True
     assert host["CapDrop"] == ["ALL"]
-    assert app.attrs["Config"]["User"] == f"{APP_UID}:{APP_UID}"
+    uid_app, uid_agent = pod_uids(gw, sid)
+    assert app.attrs["Config"]["User"] == f"{uid_app}:{uid_app}"
     assert host["PidsLimit"] >= 512
     assert host["Memory"] == 2048 * 1024 * 1024
     assert host["NanoCpus"] == 1_000_000_000
@@ -100,7 +103,7 @@ async def test_security_options_are_applied(
     assert "/tmp" in host["Tmpfs"] and "/home/user" in host["Tmpfs"]
     ahost: dict[str, Any] = agent.attrs["HostConfig"]
     assert ahost["ReadonlyRootfs"] is True and ahost["CapDrop"] == ["ALL"]
-    assert agent.attrs["Config"]["User"] == f"{AGENT_UID}:{AGENT_UID}"
+    assert agent.attrs["Config"]["User"] == f"{uid_agent}:{uid_agent}"
     assert ahost["IpcMode"] == f"container:{app.id}"
     assert ahost["NetworkMode"] == "host"
     assert "no-new-privileges" in ahost["SecurityOpt"]
@@ -178,7 +181,7 @@ async def test_network_none_and_egress_isolation(
                                "s=socket.socket(); s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\n"
                                "s.bind(('0.0.0.0',8765)); s.listen(8)\n"
                                "while True: c,_=s.accept(); c.close()\n"],
-                              user=str(APP_UID), detach=True)
+                              user=b.attrs["Config"]["User"], detach=True)
         assert listener is not None
         deadline = time.monotonic() + 20
         while True:

@@ -15,8 +15,8 @@ import docker
 import pytest
 
 from gateway.appkeys import CONFIG
-from gateway.backends.docker import AGENT_UID, APP_UID
 from gateway.backends.xauth import read_cookie
+from tests.docker.conftest import pod_uids
 from tests.gateway_fixtures import Gateway
 from tests.security.test_x_display_auth import as_nobody, x_setup
 
@@ -30,9 +30,10 @@ async def test_docker_pod_display_needs_the_cookie(
     runtime = gw.extra["app"][CONFIG].runtime_dir / sid
     x_socket, xauth = runtime / "x11" / "X0", runtime / "Xauthority"
     folder, cookie_file = (runtime / "x11").stat(), xauth.stat()
-    assert (folder.st_uid, folder.st_gid, folder.st_mode & 0o7777) == (AGENT_UID, APP_UID, 0o770)
+    uid_app, uid_agent = pod_uids(gw, sid)
+    assert (folder.st_uid, folder.st_gid, folder.st_mode & 0o7777) == (uid_agent, uid_app, 0o770)
     assert (cookie_file.st_uid, cookie_file.st_gid, cookie_file.st_mode & 0o7777) == (
-        APP_UID, AGENT_UID, 0o440)
+        uid_app, uid_agent, 0o440)
     assert as_nobody(f"print(x_setup({str(x_socket)!r}))") == "EACCES"
     assert x_setup(str(x_socket)) == 0
     assert x_setup(str(x_socket), os.urandom(16)) == 0

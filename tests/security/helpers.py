@@ -106,7 +106,7 @@ class ProbeResult:
 
 def app_user(gw: Gateway, sid: str) -> int:
     pod = gw.extra["app"][MANAGER].get(sid).pod
-    return int(pod["uid_app"]) if "uid_app" in pod else 10001
+    return int(pod["uid_app"])
 
 
 def _local_argv(gw: Gateway, sid: str, argv: list[str], seccomp_fd: int) -> list[str]:
@@ -160,7 +160,8 @@ def _docker_exec(gw: Gateway, sid: str, argv: list[str], timeout: float) -> Prob
         container = client.containers.get(pod["app"])
         exec_id = client.api.exec_create(container.id, ["timeout", "-s", "KILL", str(int(timeout)),
                                                         *argv],
-                                         user="10001:10001", workdir="/home/user",
+                                         user=container.attrs["Config"]["User"],
+                                         workdir="/home/user",
                                          environment={"HOME": "/home/user", "DISPLAY": ":0",
                                                       "XAUTHORITY": XAUTHORITY_IN_POD})
         out, err = client.api.exec_start(exec_id, demux=True)
