@@ -23,6 +23,7 @@ from .cdp import CdpProxy
 from .cdp_link import BrowserLink
 from .config import AgentConfig
 from .control import InputGate
+from .fanout import BITRATE_POLICIES
 from .ice import restrict_host_candidates
 from .injector import create_injector
 from .limits import ViewerAdmission, ViewerLimits
@@ -51,6 +52,10 @@ def parse_args(argv: list[str] | None = None) -> AgentConfig:
     parser.add_argument("--fps", type=int, default=60,
                         help="frame-rate cap (1-120); the governor may go lower under load")
     parser.add_argument("--keyframe-interval", type=float, default=3.0)
+    parser.add_argument("--bitrate-policy", choices=BITRATE_POLICIES, default="steering",
+                        help="whose bandwidth estimates set the shared encoder's bitrate: "
+                             "steering (tokens that may take control; view-only peers are "
+                             "paced) or min (every viewer)")
     parser.add_argument("--input", choices=("xtest", "null"), default="xtest")
     parser.add_argument("--ice-ports", default=None, help="reserved: LOW-HIGH UDP port range")
     parser.add_argument("--recording", type=Path, default=None,
@@ -81,6 +86,7 @@ def parse_args(argv: list[str] | None = None) -> AgentConfig:
     return AgentConfig(socket=args.socket, display=args.display, width=width, height=height,
                        session_id=args.session_id, fps=args.fps,
                        keyframe_interval_s=args.keyframe_interval, input=args.input,
+                       bitrate_policy=args.bitrate_policy,
                        recording=args.recording,
                        recording_keyframe_interval_s=args.recording_keyframe_interval,
                        recording_min_free_mb=args.recording_min_free_mb,
@@ -128,6 +134,7 @@ async def serve(config: AgentConfig) -> int:
     source = VideoSource(MediaConfig(display=config.display, width=config.width,
                                      height=config.height, fps=config.fps,
                                      keyframe_interval_s=keyframe_s,
+                                     bitrate_policy=config.bitrate_policy,
                                      session_id=sid))
     await source.start()
     spans["first_capture"] = (time.monotonic() - t0) * 1000

@@ -27,6 +27,9 @@ class AgentConfig:
     """Capture/encode frame-rate cap; the video governor lowers it under load."""
     keyframe_interval_s: float = 3.0
     """Periodic keyframe interval."""
+    bitrate_policy: str = "steering"
+    """Whose bandwidth estimates (REMB) set the shared encoder's cap: ``steering`` (peers
+    whose token may take control; view-only peers are paced) or ``min`` (every peer)."""
     input: str = "xtest"
     """Input injector: ``xtest`` or ``null``."""
     recording: Path | None = None

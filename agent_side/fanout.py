@@ -4,8 +4,8 @@ Contract (event-loop side only; nothing here blocks or runs on the worker):
 
 * :class:`Fanout` keeps the :class:`PacketSubscription` objects of each codec,
   tells the capture→encode worker which codecs are wanted, forwards keyframe
-  requests and aggregates bandwidth estimates (the encoder cap is the minimum
-  estimate of the codec's consumers, clamped to ``[min_bitrate, max_bitrate]``).
+  requests and aggregates bandwidth estimates into the encoder's cap (see
+  *Bitrate policy*).
 * :meth:`Fanout.deliver` runs on the event loop for every encoded frame and
   copies it into each subscription of its codec; it records the deepest queue
   it saw (:attr:`Fanout.backlog`, read by the worker's governor) and how long
@@ -13,6 +13,21 @@ Contract (event-loop side only; nothing here blocks or runs on the worker):
 * A :class:`PacketSubscription` starts at a keyframe; when it falls
   ``maxlen`` frames behind, everything queued is dropped and it resumes at the
   next keyframe (one is requested).
+
+Bitrate policy (one encoder serves every viewer, so whose bandwidth estimate
+sets its cap is a choice; :data:`BITRATE_POLICIES`):
+
+* ``steering`` (default): the cap is the minimum estimate of the subscriptions
+  that *steer* the bitrate (WebRTC peers whose token may take control: control
+  and API tokens), clamped to ``[min_bitrate, max_bitrate]``; with none, the
+  start bitrate. A subscription that does not steer (a view-only peer) and
+  reports less than the cap is *paced* instead: it gets frames while a byte
+  budget at its own estimate allows, keyframes always, and after a dropped
+  frame nothing until the next keyframe (the periodic one: it asks for none).
+  One watcher on a poor or lying link gets fewer frames; the others keep
+  their picture.
+* ``min``: the minimum estimate over every subscription (each viewer's link
+  bounds everyone's quality; no pacing). For a trusted audience on one network.
 
 Exceptions: :class:`MediaError` (base of the video source's errors),
 :class:`SubscriptionClosed`.
@@ -32,7 +47,13 @@ from .encoder import CODECS, EncodedFrame
 from .errors import AgentSideError
 from .videoworker import WorkerInbox
 
-__all__ = ["Fanout", "MediaError", "PacketSubscription", "SubscriptionClosed"]
+__all__ = ["BITRATE_POLICIES", "Fanout", "MediaError", "PacketSubscription",
+           "SubscriptionClosed"]
+
+BITRATE_POLICIES = ("steering", "min")
+"""Whose bandwidth estimates set the shared encoder's cap (module docstring)."""
+PACE_BURST_S = 1.0
+"""A paced subscription may run this many seconds of its estimate ahead."""
 
 logger = logging.getLogger(__name__)
 
@@ -58,9 +79,18 @@ class SubscriptionOwner(Protocol):
 class PacketSubscription:
     """One consumer's view of the encoded stream of one codec."""
 
-    def __init__(self, source: SubscriptionOwner, codec: str, name: str, maxlen: int) -> None:
+    def __init__(self, source: SubscriptionOwner, codec: str, name: str, maxlen: int,
+                 steers_bitrate: bool = True) -> None:
         self.codec = codec
         self.name = name
+        self.steers_bitrate = steers_bitrate
+        """Whether this consumer's estimate may lower the shared encoder's cap (policy
+        ``steering``); one that does not is paced at its estimate instead."""
+        self.pace_bps: int | None = None
+        """Set by :meth:`Fanout.update_bitrate`: deliver at most this many bit/s."""
+        self._pace_tokens = 0.0
+        self._pace_at: float | None = None
+        self._pace_skip = False
         self._source = source
         self._maxlen = maxlen
         self._queue: collections.deque[EncodedFrame] = collections.deque()
@@ -71,6 +101,8 @@ class PacketSubscription:
         """Last bandwidth estimate reported for this consumer (bit/s)."""
         self.dropped = 0
         """Frames dropped for this consumer (overflow or waiting for a keyframe)."""
+        self.paced_out = 0
+        """Of those, frames dropped because they did not fit its pace."""
 
     @property
     def closed(self) -> bool:
@@ -118,10 +150,38 @@ class PacketSubscription:
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)
 
+    def _paced(self, frame: EncodedFrame, now: float) -> bool:
+        """Whether *frame* does not fit this subscription's pace (and is to be dropped)."""
+        if self.pace_bps is None:
+            self._pace_at = None
+            self._pace_skip = False
+            return False
+        rate = self.pace_bps / 8
+        if self._pace_at is None:
+            self._pace_tokens = rate * PACE_BURST_S
+        else:
+            self._pace_tokens = min(rate * PACE_BURST_S,
+                                    self._pace_tokens + (now - self._pace_at) * rate)
+        self._pace_at = now
+        if frame.keyframe:  # a resync point: always sent, may overdraw the budget
+            self._pace_skip = False
+        elif self._pace_skip or self._pace_tokens < len(frame.data):
+            self._pace_skip = True  # the next frames depend on this one: to the next keyframe
+            return True
+        self._pace_tokens -= len(frame.data)
+        return False
+
     def _push(self, frame: EncodedFrame) -> None:
         """Called on the event loop for every encoded frame of this codec."""
         if self._closed:
             return
+        if self._paced(frame, time.monotonic()):
+            self.dropped += 1
+            self.paced_out += 1
+            return
+        self._enqueue(frame)
+
+    def _enqueue(self, frame: EncodedFrame) -> None:
         if self._need_keyframe and not frame.keyframe:
             self.dropped += 1
             return
@@ -145,7 +205,12 @@ class Fanout:
     """The subscriptions of one video source, by codec."""
 
     def __init__(self, inbox: WorkerInbox, *, queue_frames: int, min_bitrate: int,
-                 max_bitrate: int, start_bitrate: int, log_prefix: str = "") -> None:
+                 max_bitrate: int, start_bitrate: int, log_prefix: str = "",
+                 bitrate_policy: str = "steering") -> None:
+        if bitrate_policy not in BITRATE_POLICIES:
+            raise ValueError(f"bitrate_policy must be one of {BITRATE_POLICIES}, "
+                             f"not {bitrate_policy!r}")
+        self.bitrate_policy = bitrate_policy
         self._inbox = inbox
         self._queue_frames = queue_frames
         self._min_bitrate = min_bitrate
@@ -162,9 +227,10 @@ class Fanout:
     def count(self) -> int:
         return sum(len(s) for s in self._subscriptions.values())
 
-    def subscribe(self, owner: SubscriptionOwner, codec: str, name: str) -> PacketSubscription:
+    def subscribe(self, owner: SubscriptionOwner, codec: str, name: str,
+                  steers_bitrate: bool = True) -> PacketSubscription:
         """A new subscription of *codec*; the worker starts encoding it with a keyframe."""
-        sub = PacketSubscription(owner, codec, name, self._queue_frames)
+        sub = PacketSubscription(owner, codec, name, self._queue_frames, steers_bitrate)
         self._subscriptions[codec].append(sub)
         with self._inbox.lock:
             self._inbox.codec_counts[codec] = self._inbox.codec_counts.get(codec, 0) + 1
@@ -189,11 +255,18 @@ class Fanout:
         self._inbox.wake()
 
     def update_bitrate(self, codec: str) -> None:
-        """Recompute *codec*'s encoder cap from its consumers' estimates."""
-        estimates = [s.bitrate_estimate for s in self._subscriptions[codec]
-                     if s.bitrate_estimate is not None]
+        """Recompute *codec*'s encoder cap from its consumers' estimates (and who is
+        paced; see *Bitrate policy* in the module docstring)."""
+        subs = self._subscriptions[codec]
+        everyone = self.bitrate_policy == "min"
+        estimates = [s.bitrate_estimate for s in subs if s.bitrate_estimate is not None
+                     and (everyone or s.steers_bitrate)]
         target = min(estimates) if estimates else self._start_bitrate
         target = max(self._min_bitrate, min(self._max_bitrate, target))
+        for s in subs:
+            s.pace_bps = (s.bitrate_estimate if not everyone and not s.steers_bitrate
+                          and s.bitrate_estimate is not None and s.bitrate_estimate < target
+                          else None)
         with self._inbox.lock:
             self._inbox.bitrate_targets[codec] = target
 

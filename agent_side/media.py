@@ -34,7 +34,7 @@ import numpy as np
 
 from .capture import ScreenCapture
 from .encoder import CODECS, EncodedFrame, EncoderConfig
-from .fanout import Fanout, MediaError, PacketSubscription, SubscriptionClosed
+from .fanout import BITRATE_POLICIES, Fanout, MediaError, PacketSubscription, SubscriptionClosed
 from .governor import GovernorConfig
 from .videoworker import CaptureEncodeWorker, WorkerInbox, WorkerSettings
 
@@ -66,6 +66,13 @@ class MediaConfig:
     """Ceiling of the encoder bitrate cap."""
     start_bitrate: int = 8_000_000
     """Cap used until a subscriber reports a bandwidth estimate."""
+    bitrate_policy: str = "steering"
+    """Whose estimates set the cap: ``steering`` (viewers that may take control; view-only
+    ones are paced) or ``min`` (every viewer); see :mod:`agent_side.fanout`."""
+    keyframe_min_gap_s: float = 0.5
+    """Keyframe requests of a codec (PLI/FIR, a viewer's request, an overflow) closer
+    than this are merged into one keyframe at the end of the gap: each one makes every
+    viewer's next frame a big one, and a viewer may send them as fast as it likes."""
     refresh_delay_s: float = 0.15
     """This long after the screen stops changing, one refinement (near-lossless
     refresh of what was encoded lossy) is encoded."""
@@ -107,6 +114,11 @@ class MediaConfig:
             raise ValueError("refresh_delay_s and cpu_budget must be > 0, refine_passes >= 1")
         if self.queue_frames < 1:
             raise ValueError(f"queue_frames must be >= 1, got {self.queue_frames!r}")
+        if self.bitrate_policy not in BITRATE_POLICIES:
+            raise ValueError(f"bitrate_policy must be one of {BITRATE_POLICIES}, "
+                             f"got {self.bitrate_policy!r}")
+        if self.keyframe_min_gap_s < 0:
+            raise ValueError("keyframe_min_gap_s must be >= 0")
 
 
 class VideoSource:
@@ -130,6 +142,11 @@ class VideoSource:
         self._closed = False
         self._started = False
         self._worker_error: BaseException | None = None
+        self._keyframe_at: dict[str, float] = {}
+        """When a keyframe request of each codec last went to the worker."""
+        self._keyframe_deferred: set[str] = set()
+        self.keyframe_requests_merged = 0
+        """Keyframe requests folded into another one (``keyframe_min_gap_s``)."""
 
     # -- lifecycle -------------------------------------------------------
 
@@ -148,7 +165,7 @@ class VideoSource:
         self._fanout = fanout = Fanout(
             inbox, queue_frames=cfg.queue_frames, min_bitrate=cfg.min_bitrate,
             max_bitrate=cfg.max_bitrate, start_bitrate=cfg.start_bitrate,
-            log_prefix=self._log_prefix)
+            log_prefix=self._log_prefix, bitrate_policy=cfg.bitrate_policy)
         settings = WorkerSettings(
             width=cfg.width, height=cfg.height, fps=cfg.fps,
             keyframe_interval_s=cfg.keyframe_interval_s, refresh_delay_s=cfg.refresh_delay_s,
@@ -195,25 +212,48 @@ class VideoSource:
 
     # -- public API ------------------------------------------------------
 
-    def subscribe(self, codec: str = "h264", *, name: str = "") -> PacketSubscription:
-        """Receive encoded packets of *codec*; the first one is a keyframe."""
+    def subscribe(self, codec: str = "h264", *, name: str = "",
+                  steers_bitrate: bool = True) -> PacketSubscription:
+        """Receive encoded packets of *codec*; the first one is a keyframe.
+
+        *steers_bitrate*: whether this consumer's bandwidth estimate may lower the
+        shared encoder's cap (see :mod:`agent_side.fanout`, *Bitrate policy*)."""
         if codec not in CODECS:
             raise ValueError(f"unsupported codec {codec!r} (expected one of {CODECS})")
         if self._closed or not self._started or self._fanout is None:
             raise MediaError("video source is not running")
-        return self._fanout.subscribe(self, codec, name or f"{codec}-{id(self):x}")
+        return self._fanout.subscribe(self, codec, name or f"{codec}-{id(self):x}",
+                                      steers_bitrate)
 
     def request_keyframe(self, codec: str | None = None) -> None:
-        """Make the next frame of *codec* (default: every codec in use) a keyframe."""
+        """Make the next frame of *codec* (default: every codec in use) a keyframe.
+
+        Requests for one codec closer than ``keyframe_min_gap_s`` are merged: the
+        later ones become one keyframe at the end of the gap (none is lost)."""
         inbox = self._inbox
         if inbox is None:
             return
+        if codec is not None and self._loop is not None:
+            now = time.monotonic()
+            wait = self._keyframe_at.get(codec, -1e9) + self.config.keyframe_min_gap_s - now
+            if wait > 0:
+                self.keyframe_requests_merged += 1
+                if codec not in self._keyframe_deferred:
+                    self._keyframe_deferred.add(codec)
+                    self._loop.call_later(wait, self._deferred_keyframe, codec)
+                return
+            self._keyframe_at[codec] = now
         with inbox.lock:
             if codec is None:
                 inbox.keyframe_requests.update(inbox.codec_counts)
             else:
                 inbox.keyframe_requests.add(codec)
         inbox.wake()
+
+    def _deferred_keyframe(self, codec: str) -> None:
+        self._keyframe_deferred.discard(codec)
+        if not self._closed:
+            self.request_keyframe(codec)
 
     def set_bitrate_estimate(self, subscription: PacketSubscription, bps: int | None) -> None:
         """Record *subscription*'s bandwidth estimate; the cap is the minimum, clamped."""
@@ -288,6 +328,9 @@ class VideoSource:
             "refinements": st.refinements,
             "refine_bytes": {**st.refine_bytes, "total": sum(st.refine_bytes.values())},
             "keyframes": st.keyframes,
+            "keyframe_requests_merged": self.keyframe_requests_merged,
+            "bitrate": {"policy": self.config.bitrate_policy,
+                        "cap": dict(self._bitrate_targets)},
             "loop_lag_ms": round(fanout.loop_lag_s * 1000, 3) if fanout is not None else None,
         }
 

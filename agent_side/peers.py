@@ -125,7 +125,12 @@ class PeerManager:
 
     def describe(self) -> list[dict[str, object]]:
         return [{"peer_id": p.peer_id, "codec": p.codec, "token_kind": p.token_kind,
-                 "state": p.pc.connectionState} for p in self._peers.values()]
+                 "state": p.pc.connectionState,
+                 "bitrate_estimate": p.track.subscription.bitrate_estimate,
+                 "steers_bitrate": p.track.subscription.steers_bitrate,
+                 "frames_dropped": p.track.subscription.dropped,
+                 "frames_paced_out": p.track.subscription.paced_out}
+                for p in self._peers.values()]
 
     async def answer(self, offer_sdp: str, token_kind: TokenKind, token_id: str) -> tuple[str, str]:
         """Answer a WHEP offer; returns (peer id, answer SDP with candidates).
@@ -143,7 +148,10 @@ class PeerManager:
             await pc.setRemoteDescription(RTCSessionDescription(offer_sdp, "offer"))
             # Offered by Chromium: render each frame as soon as it is decoded.
             playout_delay_id = enable_playout_delay(transceiver, offer_sdp)
-            track = EncodedVideoTrack(self._source.subscribe(codec, name=peer_id))
+            # Only a token that may take control steers the shared encoder's bitrate
+            # (REMB); a view-only peer that reports less is paced on its own.
+            track = EncodedVideoTrack(self._source.subscribe(
+                codec, name=peer_id, steers_bitrate=token_kind in ("control", "api")))
             transceiver.sender.replaceTrack(track)
             attach_sender(transceiver.sender, track)
             peer = Peer(peer_id, pc, token_kind, token_id, codec, track, ticket=ticket)

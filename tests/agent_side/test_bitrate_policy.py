@@ -1,0 +1,127 @@
+"""The shared encoder's bitrate policy and keyframe-request merging (issue 21).
+
+Unit tests of :class:`agent_side.fanout.Fanout` and :class:`PacketSubscription`
+(a real :class:`WorkerInbox`, no worker), and of
+:meth:`agent_side.media.VideoSource.request_keyframe` on a real Xvfb. The same
+policy against real aiortc peers: ``tests/webrtc/test_remb_policy.py``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+
+from agent_side.encoder import EncodedFrame
+from agent_side.fanout import Fanout, PacketSubscription
+from agent_side.media import MediaConfig, VideoSource
+from agent_side.videoworker import WorkerInbox
+
+MIN, START, MAX = 1_500_000, 8_000_000, 20_000_000
+
+
+class Owner:
+    def __init__(self) -> None:
+        self.keyframes = 0
+        self.fanout: Fanout | None = None
+
+    def request_keyframe(self, codec: str | None = None) -> None:
+        self.keyframes += 1
+
+    def set_bitrate_estimate(self, subscription: PacketSubscription, bps: int | None) -> None:
+        subscription.bitrate_estimate = bps
+        assert self.fanout is not None
+        self.fanout.update_bitrate(subscription.codec)
+
+    def _unsubscribe(self, subscription: PacketSubscription) -> None:
+        assert self.fanout is not None
+        self.fanout.unsubscribe(subscription)
+
+
+def make(policy: str) -> tuple[Fanout, Owner, WorkerInbox]:
+    inbox = WorkerInbox()
+    fanout = Fanout(inbox, queue_frames=30, min_bitrate=MIN, max_bitrate=MAX,
+                    start_bitrate=START, bitrate_policy=policy)
+    owner = Owner()
+    owner.fanout = fanout
+    return fanout, owner, inbox
+
+
+def test_steering_policy_ignores_view_only_estimates_and_paces_them() -> None:
+    fanout, owner, inbox = make("steering")
+    viewer = fanout.subscribe(owner, "h264", "viewer", steers_bitrate=False)
+    controller = fanout.subscribe(owner, "h264", "controller", steers_bitrate=True)
+    viewer.set_bitrate_estimate(10_000)
+    assert inbox.bitrate_targets["h264"] == START
+    assert viewer.pace_bps == 10_000 and controller.pace_bps is None
+    controller.set_bitrate_estimate(3_000_000)
+    assert inbox.bitrate_targets["h264"] == 3_000_000
+    # A view-only estimate above the cap needs no pacing.
+    viewer.set_bitrate_estimate(5_000_000)
+    assert viewer.pace_bps is None and inbox.bitrate_targets["h264"] == 3_000_000
+    controller.close()
+    assert inbox.bitrate_targets["h264"] == START
+
+
+def test_min_policy_lets_every_estimate_lower_the_cap() -> None:
+    fanout, owner, inbox = make("min")
+    viewer = fanout.subscribe(owner, "h264", "viewer", steers_bitrate=False)
+    viewer.set_bitrate_estimate(10_000)
+    assert inbox.bitrate_targets["h264"] == MIN
+    assert viewer.pace_bps is None
+
+
+def test_unknown_policy_is_refused() -> None:
+    with pytest.raises(ValueError, match="bitrate_policy"):
+        make("max")
+
+
+def test_a_paced_subscription_gets_keyframes_and_what_fits() -> None:
+    _, owner, _ = make("steering")
+    sub = PacketSubscription(owner, "h264", "paced", maxlen=100, steers_bitrate=False)
+    sub.pace_bps = 80_000  # 10 kB/s, bursts of 10 kB
+
+    def frame(pts: int, key: bool, size: int) -> EncodedFrame:
+        return EncodedFrame("h264", b"\0" * size, pts, key)
+
+    def push(f: EncodedFrame, now: float) -> bool:
+        if sub._paced(f, now):
+            return False
+        sub._enqueue(f)
+        return True
+
+    assert push(frame(0, True, 50_000), 0.0)  # a keyframe overdraws the budget
+    assert not push(frame(1, False, 1_000), 0.1)  # over budget: dropped...
+    assert not push(frame(2, False, 10), 10.0)  # ...and every frame until a keyframe
+    assert push(frame(3, True, 5_000), 10.1)
+    assert push(frame(4, False, 4_000), 10.2)
+    assert not push(frame(5, False, 4_000), 10.3)  # 10 kB burst spent
+    assert [p.pts for p in iter(sub.get_nowait, None)] == [0, 3, 4]
+    sub.pace_bps = None  # no longer paced: everything passes
+    assert push(frame(6, False, 10**6), 10.4)
+
+
+@pytest.fixture
+async def source(xvfb) -> AsyncIterator[VideoSource]:  # type: ignore[no-untyped-def]
+    src = VideoSource(MediaConfig(display=xvfb.name, width=320, height=240,
+                                  keyframe_min_gap_s=0.5))
+    await src.start()
+    try:
+        yield src
+    finally:
+        await src.aclose()
+
+
+async def test_keyframe_requests_are_merged_not_lost(source: VideoSource) -> None:
+    inbox = source._inbox
+    assert inbox is not None
+    source.request_keyframe("h264")
+    for _ in range(20):
+        source.request_keyframe("h264")  # a PLI flood
+    assert source.keyframe_requests_merged == 20
+    with inbox.lock:
+        inbox.keyframe_requests.clear()  # the worker took the first one
+    await asyncio.sleep(0.7)  # the merged ones come back as one, at the end of the gap
+    with inbox.lock:
+        assert inbox.keyframe_requests == {"h264"}
