@@ -437,8 +437,10 @@ async def _hostile(client: VisualRuntimeClient, http: aiohttp.ClientSession, bas
             return None
         if not await open_page(sessions[0], rec, url=ANIM_PAGE_URL):
             return None
+        sid = sessions[0].session_id
         return await measure(client, http, base_url, sessions[0], opts.hostile_baseline_s,
-                             opts.hostile_attack_s, opts.viewer_rcvbuf_mb)
+                             opts.hostile_attack_s, opts.runtime_dir / sid / "run" / "agent.sock",
+                             opts.viewer_rcvbuf_mb)
     finally:
         await _stop_sessions(client, sessions, runs, rec)
 
@@ -658,6 +660,8 @@ def _hostile_lines(hostile: dict[str, Any] | None) -> list[str]:
         f"{a['agent_rss_mb_max']} MB, VmHWM {hostile['agent_hwm_mb']} MB; "
         f"OOM kills {hostile['oom_kills']}; agent CPU {b['agent_cpu_pct']} -> "
         f"{a['agent_cpu_pct']} %",
+        f"  frame rate limited by (samples) {b['governor']} -> {a['governor']}; keyframes "
+        f"{b['keyframes']} -> {a['keyframes']}",
         f"  attacker: {hostile['attacker'].get('status')} {hostile['attacker'].get('notes')}",
         *(f"  error: {e}" for e in hostile["errors"]),
     ]

@@ -67,6 +67,11 @@ class Window:
     agent_rss_mb_max: float | None = None
     agent_cpu_pct: float | None = None
     """CPU of the runtime agent and its children (x11vnc) over the window, % of one core."""
+    governor: dict[str, int] = field(default_factory=dict)
+    """What limited the frame rate, sampled every 0.25 s from the agent's ``/stats``
+    (``cap``, ``cpu``, ``encode_time``, ``consumer``) -> samples."""
+    keyframes: int | None = None
+    """Keyframes the agent encoded during the window."""
 
 
 @dataclass
@@ -115,13 +120,30 @@ def _hwm_mb(pid: int) -> float | None:
 class _Sampler:
     """The agent's memory every 0.25 s into the current window's maxima."""
 
-    def __init__(self, cg: Cgroup, pid: int) -> None:
+    def __init__(self, cg: Cgroup, pid: int, agent_socket: Path) -> None:
         self.cg, self.pid = cg, pid
         self.window = Window()
         self._stop = asyncio.Event()
+        self.agent_socket = agent_socket
+        self.keyframes: int | None = None
+
+    async def _stats(self, http: aiohttp.ClientSession) -> None:
+        with contextlib.suppress(aiohttp.ClientError, OSError, TimeoutError, ValueError):
+            async with http.get("http://agent/stats") as resp:
+                media = (await resp.json())["media"]
+            reason = str(media["fps"].get("reason"))
+            self.window.governor[reason] = self.window.governor.get(reason, 0) + 1
+            self.keyframes = int(media["keyframes"])
 
     async def run(self) -> None:
+        async with aiohttp.ClientSession(
+                connector=aiohttp.UnixConnector(path=str(self.agent_socket)),
+                timeout=aiohttp.ClientTimeout(total=5)) as http:
+            await self._sample(http)
+
+    async def _sample(self, http: aiohttp.ClientSession) -> None:
         while not self._stop.is_set():
+            await self._stats(http)
             charged = await asyncio.to_thread(self.cg.memory_current)
             rss = await asyncio.to_thread(rss_mb, self.pid)
             w = self.window
@@ -147,6 +169,7 @@ async def _window(client: VisualRuntimeClient, viewer: Viewer, sampler: _Sampler
                   pid: int, until: asyncio.Future[Any] | float) -> Window:
     """Measure from now until *until* (a monotonic time, or a future that completes)."""
     w = sampler.window = Window()
+    k0 = sampler.keyframes
     t0, n0, e0 = time.monotonic(), len(viewer.frame_times), await _encoded(client, sid)
     cpu0 = await asyncio.to_thread(tree_cpu_seconds, (pid,))
     if isinstance(until, float):
@@ -161,6 +184,8 @@ async def _window(client: VisualRuntimeClient, viewer: Viewer, sampler: _Sampler
     if e0 is not None and e1 is not None:
         w.encoded_fps = round((e1 - e0) / (t1 - t0), 2)
     w.agent_cpu_pct = round((cpu1 - cpu0) / (t1 - t0) * 100, 1)
+    if k0 is not None and sampler.keyframes is not None:
+        w.keyframes = sampler.keyframes - k0
     return w
 
 
@@ -198,7 +223,7 @@ async def _attacker(base_url: str, sid: str, token: str, seconds: float,
 
 async def measure(client: VisualRuntimeClient, http: aiohttp.ClientSession, base_url: str,
                   session: RemoteSession, baseline_s: float, attack_s: float,
-                  rcvbuf_mb: int = 4) -> HostileRun:
+                  agent_socket: Path, rcvbuf_mb: int = 4) -> HostileRun:
     """The two windows on *session* (running, showing :data:`ANIM_PAGE_URL`)."""
     sid = session.session_id
     run = HostileRun(sid)
@@ -209,7 +234,7 @@ async def measure(client: VisualRuntimeClient, http: aiohttp.ClientSession, base
     cg = Cgroup(f"{sid}.agent")
     run.agent_limit_mb = _limit_mb(cg)
     viewer = Viewer(http, base_url, sid, str(minted["token"]), rcvbuf_mb)
-    sampler = _Sampler(cg, pid)
+    sampler = _Sampler(cg, pid, agent_socket)
     sampling = asyncio.create_task(sampler.run())
     try:
         await viewer.connect()
