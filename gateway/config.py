@@ -69,6 +69,8 @@ class GatewayConfig:
     """Session image of the ``docker`` backend (built by ``container/build.sh``)."""
     docker_seccomp_profile: Path | None = None
     """Seccomp profile (JSON file) of docker app containers; None: container/seccomp-chromium.json."""
+    docker_runtime: str = "runc"
+    """OCI runtime of docker app containers: ``runc``, or ``runsc`` for gVisor (registered with dockerd)."""
     swarm_constraints: tuple[str, ...] = ("node.labels.visual-runtime==session",)
     """Placement constraints of swarm session services (docs/swarm.md)."""
     swarm_spread: str = "node.labels.visual-runtime.zone"

@@ -80,6 +80,7 @@ from .base import (
 )
 from .cgroup import limit_events_of
 from .devtools import POD_DIR, POD_SOCKET, host_cdp_dir, prepare_cdp_dir
+from .docker_runtime import check_runtime, describe_registration
 from .local import AGENT_RECORDING, LocalBackend, _chromium_flags, _describe_status
 from .network import Egress, EgressManager, run
 from .session_disk import DiskWatch, check_support, create_disk
@@ -136,6 +137,8 @@ class DockerBackend(SessionBackend):
             self._client.ping()
         except docker.errors.DockerException as e:
             raise BackendError(f"the docker engine is not reachable: {e}") from e
+        self._runtime = check_runtime(self._client.info(), config.docker_runtime)
+        logger.info("docker app containers run on %s", describe_registration(self._runtime))
         self._disks = DiskWatch()
         if config.session_disk_mb and (why := check_support()):
             raise BackendError(f"no per-session disk: {why}; or set --session-disk-mb 0")
@@ -286,7 +289,7 @@ class DockerBackend(SessionBackend):
             mem_limit=self._config.session_memory_mb * 1024 * 1024,
             memswap_limit=self._config.session_memory_mb * 1024 * 1024,
             nano_cpus=int(self._config.session_cpus * 1e9),
-            pids_limit=self.pids_limit(self._config.session_pids),
+            pids_limit=self._runtime.host_pids_limit(self.pids_limit(self._config.session_pids)),
             hostname="visual-runtime",
             mounts=[
                 Mount("/tmp/.X11-unix", str(paths["x11"]), type="bind"),
@@ -313,6 +316,7 @@ class DockerBackend(SessionBackend):
                 "VR_AGENT_UID": str(handle["uid_agent"]),  # the DevTools relay's one peer
             },
             **net,
+            **self._runtime.app_options(),
             **self._common(sid, "app", uid_app),
         )
         return container
@@ -347,7 +351,7 @@ class DockerBackend(SessionBackend):
             command=command,
             security_opt=["no-new-privileges"],
             tmpfs={"/tmp": "rw,nosuid,nodev,size=64m,mode=1777"},
-            ipc_mode=f"container:{app_id}",
+            ipc_mode=self._runtime.agent_ipc_mode(app_id),
             network_mode="host",
             mem_limit=AGENT_MEMORY,
             memswap_limit=AGENT_MEMORY,

@@ -270,6 +270,7 @@ def check_docker(options: DoctorOptions) -> list[Check]:
         return [Check("docker engine", True, False, f"the docker engine does not answer: {e}",
                       "start it: systemctl start docker (or scripts/docker-setup.sh)")]
     checks = [Check("docker engine", True, True, f"dockerd {version} answers")]
+    checks.append(_check_docker_runtime(client, options))
     try:
         image = client.images.get(options.docker_image)
     except docker.errors.ImageNotFound:
@@ -302,6 +303,21 @@ def check_docker(options: DoctorOptions) -> list[Check]:
             checks.append(Check("session image age", False, True,
                                 "built from this checkout's sources"))
     return checks
+
+
+def _check_docker_runtime(client: object, options: DoctorOptions) -> Check:
+    """``--docker-runtime`` is registered with dockerd (and gVisor with --host-uds)."""
+    from gateway.backends.docker_runtime import check_runtime, describe_registration
+    name = (options.config or GatewayConfig()).docker_runtime
+    try:
+        info = check_runtime(client.info(), name)  # type: ignore[attr-defined]
+    except BackendError as e:
+        return Check("docker runtime", True, False, str(e),
+                     "scripts/docker-setup.sh registers runsc (docs/docker.md#gvisor-runsc)")
+    except Exception as e:  # the engine went away between the checks
+        return Check("docker runtime", True, False, f"cannot read dockerd's runtimes: {e}",
+                     "scripts/docker-setup.sh")
+    return Check("docker runtime", True, True, describe_registration(info))
 
 
 # ------------------------------------------------------------------ runner
@@ -341,6 +357,8 @@ def run_checks(options: DoctorOptions,
         add([check_runtime_dir(options), check_uid_range(options)])
     else:
         add(check_docker(options))
+        if options.backend == "docker":  # its pods take their uids from the same range
+            add([check_uid_range(options)])
         if options.backend == "swarm":
             add(check_swarm(options.config or GatewayConfig(backend="swarm")))
     add([check_state_dir(options), check_disk(options), check_port(options)])

@@ -82,6 +82,9 @@ def _add_server_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--docker-seccomp-profile", type=Path,
                    default=env_default("docker_seccomp_profile", None),
                    help="seccomp JSON of docker app containers (default: container/seccomp-chromium.json)")
+    p.add_argument("--docker-runtime", default=env_default("docker_runtime", "runc") or "runc",
+                   help="OCI runtime of docker app containers: runc, or runsc (gVisor; "
+                        "registered with dockerd, docs/docker.md)")
     p.add_argument("--swarm-constraint", action="append", metavar="EXPR",
                    default=[c for c in (env_default("swarm_constraint", "") or "").split(",") if c],
                    help="placement constraint of swarm sessions, repeatable "
@@ -194,6 +197,7 @@ def _build_config(args: argparse.Namespace) -> GatewayConfig:
         swarm_reserve_memory_mb=args.swarm_reserve_memory_mb,
         docker_seccomp_profile=(Path(args.docker_seccomp_profile)
                                 if args.docker_seccomp_profile else None),
+        docker_runtime=args.docker_runtime,
         auth_failure_limit=args.auth_failure_limit,
         auth_failure_window_s=args.auth_failure_window,
         create_rate_per_minute=args.create_rate, create_burst=args.create_burst,
