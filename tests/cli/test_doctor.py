@@ -91,6 +91,7 @@ def test_doctor_docker_backend_checks_engine_and_image(tmp_path: Path) -> None:
     checks = {c["name"]: c for c in report["checks"]}
     assert checks["docker engine"]["ok"], checks["docker engine"]
     assert checks["session image"]["ok"], checks["session image"]
+    assert checks["pod uid range"]["ok"], checks["pod uid range"]  # docker pods use it too
     assert "bwrap" not in checks and "XShm in a pod" not in checks
     assert result.returncode == 0, result.stdout
 
