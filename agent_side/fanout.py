@@ -7,7 +7,7 @@ Contract (event-loop side only; nothing here blocks or runs on the worker):
   requests and aggregates bandwidth estimates into the encoder's cap (see
   *Bitrate policy*).
 * :meth:`Fanout.deliver` runs on the event loop for every encoded frame and
-  copies it into each subscription of its codec; it records the deepest queue
+  copies it into each subscription of its codec; it records the shallowest queue
   it saw (:attr:`Fanout.backlog`, read by the worker's governor) and how long
   the frame waited for the event loop (:attr:`Fanout.loop_lag_s`).
 * A :class:`PacketSubscription` starts at a keyframe; when it falls
@@ -219,7 +219,8 @@ class Fanout:
         self._log_prefix = log_prefix
         self._subscriptions: dict[str, list[PacketSubscription]] = {c: [] for c in CODECS}
         self.backlog = 0
-        """Deepest subscriber queue seen by the last :meth:`deliver` (frames)."""
+        """Shallowest queue of the subscribers seen by the last :meth:`deliver` (frames;
+        those waiting for a keyframe aside)."""
         self.loop_lag_s = 0.0
         """How long the last frame waited between the worker and the event loop."""
 
@@ -274,7 +275,10 @@ class Fanout:
         """Event loop: copy *frame* (handed over at monotonic *sent_at*) to its subscribers."""
         self.loop_lag_s = time.monotonic() - sent_at
         subs = self._subscriptions[frame.codec]
-        self.backlog = max((s.queued for s in subs), default=0)
+        # The shallowest queue: all behind means the event loop cannot deliver this
+        # rate (the governor lowers it); one behind is that consumer's problem (it drops
+        # to its next keyframe), and must not lower everyone's frame rate.
+        self.backlog = min((s.queued for s in subs if not s._need_keyframe), default=0)
         for sub in list(subs):
             sub._push(frame)
 

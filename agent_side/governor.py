@@ -14,10 +14,11 @@ never sleeps, so unit tests replay any timeline without waiting.
     recent CPU cost of one frame;
   - encode time: a frame must be done before the next one is due, so at most
     ``1 / wall time of one frame`` (with ``headroom``);
-  - a slow consumer: a subscriber with ``backlog_frames`` or more frames
-    queued cuts the rate by ``decrease`` (at most once per ``cut_interval_s``);
-    it recovers by ``recover_step`` of the cap every ``recover_s`` without
-    backlog.
+  - slow consumers: when every subscriber has ``backlog_frames`` or more
+    frames queued (the fan-out reports the shallowest queue, so one slow viewer
+    does not lower everyone's rate: it drops to its next keyframe instead), the
+    rate is cut by ``decrease`` (at most once per ``cut_interval_s``); it
+    recovers by ``recover_step`` of the cap every ``recover_s`` without backlog.
 
   :meth:`Governor.rate` never goes below ``floor_fps``; :attr:`Governor.reason`
   names the limit in force (``cap``, ``cpu``, ``encode_time``, ``consumer``).
@@ -124,7 +125,7 @@ class Governor:
         self._wall_s = wall_s if self._wall_s is None else (1 - a) * self._wall_s + a * wall_s
 
     def backlog(self, frames: int, now: float) -> None:
-        """The most frames any subscriber had queued when the last frame arrived."""
+        """The fewest frames any subscriber had queued when the last frame arrived."""
         cfg = self.config
         if frames >= cfg.backlog_frames and now - self._last_cut >= cfg.cut_interval_s:
             self._factor = max(cfg.floor_fps / cfg.cap_fps, self._factor * cfg.decrease)

@@ -9,6 +9,7 @@ policy against real aiortc peers: ``tests/webrtc/test_remb_policy.py``.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 
 import pytest
@@ -100,6 +101,23 @@ def test_a_paced_subscription_gets_keyframes_and_what_fits() -> None:
     assert [p.pts for p in iter(sub.get_nowait, None)] == [0, 3, 4]
     sub.pace_bps = None  # no longer paced: everything passes
     assert push(frame(6, False, 10**6), 10.4)
+
+
+def test_one_slow_subscriber_is_no_backlog_for_the_governor() -> None:
+    fanout, owner, _ = make("steering")
+    slow = fanout.subscribe(owner, "h264", "slow")
+    fast = fanout.subscribe(owner, "h264", "fast")
+
+    def deliver(pts: int) -> None:
+        fanout.deliver(EncodedFrame("h264", b"x", pts, pts == 0), time.monotonic())
+
+    for pts in range(6):
+        deliver(pts)
+        assert fast.get_nowait() is not None
+    assert slow.queued == 6 and fanout.backlog == 0
+    for pts in range(6, 9):  # now both fall behind: the event loop cannot keep up
+        deliver(pts)
+    assert fanout.backlog == 2
 
 
 @pytest.fixture
