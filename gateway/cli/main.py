@@ -67,7 +67,7 @@ def _add_server_flags(p: argparse.ArgumentParser) -> None:
                    default=int(env_default("agent_restarts", "0") or 0),
                    help="restart a session's crashed runtime agent up to N times (0: fail)")
     p.add_argument("--session-disk-mb", type=int,
-                   default=int(env_default("session_disk_mb", "2048") or 0),
+                   default=int(env_default("session_disk_mb", "2048") or 2048),
                    help="size of each session's own filesystem (HOME, shared folder; "
                         "local and docker; 0: none, unlimited on the state disk)")
     p.add_argument("--max-upload-mb", type=int,
