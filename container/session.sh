@@ -35,9 +35,11 @@ case " $VR_APPS " in
   *" chromium "*)
     # DevTools on a pipe only, relayed to the runtime agent's socket when the
     # gateway mounted the shared folder (gateway/backends/devtools.py).
-    if [ -d /run/vr-cdp ] && [ -w /run/vr-cdp ]; then
+    # (VR_CDP_DIR: the swarm pod's folder in its /tmp, container/pod.sh.)
+    CDP_DIR="${VR_CDP_DIR:-/run/vr-cdp}"
+    if [ -d "$CDP_DIR" ] && [ -w "$CDP_DIR" ]; then
       # shellcheck disable=SC2086 # the flags are a word list
-      python3 /opt/visual-runtime/cdp-relay.py --socket /run/vr-cdp/cdp.sock \
+      python3 /opt/visual-runtime/cdp-relay.py --socket "$CDP_DIR/cdp.sock" \
         --peer-uid "${VR_AGENT_UID:-10002}" -- chromium --remote-debugging-pipe \
         $VR_CHROMIUM_FLAGS "$VR_START_URL" >"$HOME/.chromium.log" 2>&1 &
     else

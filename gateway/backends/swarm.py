@@ -57,7 +57,7 @@ from ..config import GatewayConfig
 from ..errors import BackendError
 from .base import PodHandle, PodRequest, SessionBackend, session_paths, viewer_limit_args
 from .docker import LABEL_GATEWAY, LABEL_ROLE, LABEL_SESSION, gateway_label
-from .local import _chromium_flags
+from .local import SANDBOX_HOME, _chromium_flags
 from .mirror import Mirror
 from .remote import AgentEndpoint, new_credentials
 from .swarm_egress import egress_env
@@ -74,6 +74,10 @@ runtime agent offers only those as ICE host candidates (default: all of the node
 SECRET_FILE = "vr-link-secret"
 BUNDLE_FILE = "vr-link-tls"
 AGENT_UID = "10002"
+POD_HOME = "/tmp/user"
+"""The session user's HOME in the pod (container/pod.sh), on the pod's /tmp."""
+POD_CDP_SOCKET = "/tmp/vr-cdp/cdp.sock"
+"""Chromium's DevTools relay in the pod (container/pod.sh makes its folder)."""
 AGENT_CPUS = 1.0
 AGENT_MEMORY_MB = 1024
 LINK_DEAD_S = 6.0
@@ -179,6 +183,8 @@ class SwarmBackend(SessionBackend):
                 "--listen", f"0.0.0.0:{handle['port']}",
                 "--secret-file", f"/run/secrets/{SECRET_FILE}",
                 "--tls-bundle", f"/run/secrets/{BUNDLE_FILE}", "--mirror", "logs=/tmp/logs"]
+        if "chromium" in config.apps:  # DevTools through the relay (container/pod.sh)
+            args += ["--cdp-socket", POD_CDP_SOCKET]
         if request.spec.enable_recording:
             args += ["--recording", "/tmp/agent/recording",
                      "--recording-min-free-mb", str(config.recording_min_free_mb),
@@ -201,7 +207,9 @@ class SwarmBackend(SessionBackend):
             env={"VR_SESSION_ID": sid, "VR_RESOLUTION": f"{w}x{h}",
                  "VR_APPS": " ".join(config.apps),
                  "VR_START_URL": request.spec.start_url or "about:blank",
-                 "VR_CHROMIUM_FLAGS": " ".join(_chromium_flags(w, h)), **egress},
+                 # HOME is /tmp/user in the pod (the image's /home is read-only)
+                 "VR_CHROMIUM_FLAGS": " ".join(_chromium_flags(w, h)).replace(
+                     f"{SANDBOX_HOME}/", f"{POD_HOME}/"), **egress},
             labels=self._labels(sid, "pod"), read_only=True, init=False,
             mounts=[Mount("/tmp", None, type="tmpfs", tmpfs_size=1536 * 1024 * 1024,
                           tmpfs_mode=0o1777),

@@ -36,6 +36,7 @@ from playwright.async_api import Browser
 
 from gateway.backends.docker import gateway_label
 from gateway.config import GatewayConfig
+from tests.cdp.test_cdp_playwright import FORM
 from tests.gateway_fixtures import (
     API_TOKEN,
     Gateway,
@@ -188,9 +189,10 @@ async def test_egress_sessions_on_a_worker(cluster: Cluster, tmp_path: Path) -> 
     denied, denied_ip = start_listener(client, image, f"vr-swarm-{cluster.run_id}-deny", labels)
     proc, gw = serve(cluster.state_dir, tmp_path, "--egress-deny", f"{denied_ip}/32")
     try:
-        first = await create_running(gw, network="egress",
-                                     start_url=f"http://{allowed_ip}:8080/from-the-sandbox")
-        second = await create_running(gw, network="egress")
+        first, second = await asyncio.gather(  # at once: CI's time
+            create_running(gw, network="egress",
+                           start_url=f"http://{allowed_ip}:8080/from-the-sandbox"),
+            create_running(gw, network="egress"))
         tasks = [task_of(client, s["session_id"]) for s in (first, second)]
         worker = cluster.worker(tasks[0]["NodeID"])
         pods = [t["Status"]["ContainerStatus"]["ContainerID"] for t in tasks]
@@ -312,6 +314,27 @@ async def test_sessions_across_the_swarm(cluster: Cluster, served: dict[str, Any
     async with gw.http.get(gw.url(f"/api/visual-sessions/{sids[1]}/screenshot"),
                            headers=gw.auth) as resp:
         assert resp.status == 200 and (await resp.read()).startswith(b"\x89PNG")
+
+    # DevTools over the link: Playwright drives the session's Chromium through /cdp,
+    # with the errors of one machine (a view token 403, a second client 409).
+    cdp_url = gw.url(f"/api/visual-sessions/{sids[1]}/cdp")
+    async with gw.http.get(f"{cdp_url}/json/version", headers={
+            "Authorization": f"Bearer {second['tokens']['view']}"}) as resp:
+        assert resp.status == 403, await resp.text()
+    cdp = await browser.browser_type.connect_over_cdp(cdp_url, headers=gw.auth)
+    try:
+        with pytest.raises(aiohttp.WSServerHandshakeError) as busy:
+            await gw.http.ws_connect(cdp_url, headers=gw.auth)
+        assert busy.value.status == 409
+        context = cdp.contexts[0]
+        page = context.pages[0] if context.pages else await context.new_page()
+        await page.set_content(FORM)
+        await page.fill("#name", "swarm")
+        await page.click("#go")
+        await page.wait_for_function("document.getElementById('out').textContent !== ''")
+        assert await page.text_content("#out") == "hello swarm"
+    finally:
+        await cdp.close()
 
     # Isolation, read inside the pod on its node.
     task = task_of(client, sids[0])
