@@ -300,9 +300,11 @@ async def novnc(http: aiohttp.ClientSession, base: str, sid: str, token: str, un
     except Exception as e:  # noqa: BLE001 - reported, the other parts go on
         tally.saw("novnc", type(e).__name__)
     finally:
-        await client.aclose()
+        # the feeder first: the WebSocket's close handshake must not race its reads
         feeder.cancel()
         await asyncio.gather(feeder, return_exceptions=True)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(client.aclose(), 5)
 
 
 async def flood(http: aiohttp.ClientSession, base: str, sid: str, token: str, seconds: float,
@@ -345,7 +347,7 @@ async def attack(base: str, sid: str, token: str, seconds: float, lossy: int = 2
         await asyncio.sleep(1.0)  # the held-open viewers first, then the flood
         tasks.append(asyncio.create_task(flood(http, base, sid, token, seconds - 2.0, tally),
                                          name="flood"))
-        done, pending = await asyncio.wait(tasks, timeout=seconds + 20)
+        done, pending = await asyncio.wait(tasks, timeout=seconds + 10)
         for task in pending:  # a part stuck past the window (logged, then cancelled)
             task.cancel()
             tally.notes[f"part_stuck_{task.get_name()}"] += 1
