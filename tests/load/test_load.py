@@ -60,7 +60,7 @@ def report_starve(report: LoadReport) -> float:
 @pytest.mark.timeout(420)
 async def test_ten_sessions_sixty_seconds(tmp_path: Path) -> None:
     opts = LoadOptions(sessions=SESSIONS, seconds=SECONDS, baseline_seconds=0,
-                       state_dir=tmp_path / "state")
+                       state_dir=tmp_path / "state", hostile_attack_s=0)  # benchmark only
     report = await run_load(opts)
     print()
     print_summary(report)
