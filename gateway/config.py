@@ -189,6 +189,14 @@ class GatewayConfig:
                              f"not {self.session_disk_mb}")
         if self.agent_restarts < 0:
             raise ValueError(f"agent_restarts must be >= 0, not {self.agent_restarts}")
+        if self.backend == "swarm" and self.pool_sizes():
+            raise ValueError("the swarm backend keeps no warm pool (a pooled pod would be "
+                             "placed before its session's node and link are known): drop "
+                             "--pool-size/--pool (docs/swarm.md)")
+        if self.backend == "swarm" and self.agent_restarts:
+            raise ValueError("the swarm backend does not restart a runtime agent inside its "
+                             "pod (the pod ends with it and the session fails, naming the "
+                             "node): drop --agent-restarts (docs/swarm.md)")
         if self.recording_min_free_mb < 0 or self.max_upload_mb < 1:
             raise ValueError("recording_min_free_mb must be >= 0 and max_upload_mb >= 1")
         if self.auth_failure_limit < 1 or self.auth_failure_window_s <= 0:

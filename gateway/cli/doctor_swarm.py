@@ -3,8 +3,9 @@
 Run on the manager the gateway will use. The checks ask the swarm itself: is
 this engine a manager, which nodes match the placement constraints and are
 ready and active, what they can still place at the configured reservations
-(the same figure the gateway's 503 uses), and whether ``--max-sessions``
-promises more than that.
+(the same figure the gateway's 503 uses), whether ``--max-sessions``
+promises more than that, and what a swarm pod does not do (warm pool, agent
+restarts: the configuration refuses them, see ``GatewayConfig``).
 """
 
 from __future__ import annotations
@@ -50,6 +51,11 @@ def check_swarm(config: GatewayConfig) -> list[Check]:
         else:
             checks.append(Check("max sessions", False, True,
                                 f"--max-sessions {config.max_sessions} fits the cluster ({room})"))
+        checks.append(Check(
+            "pod features", False, True,
+            "no warm pool and no runtime agent restarts on swarm: serve refuses "
+            "--pool-size/--pool and --agent-restarts with --backend swarm (a dead agent "
+            "ends its pod; the session fails naming the node)"))
         return checks
     finally:
         client.close()

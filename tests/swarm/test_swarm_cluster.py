@@ -270,6 +270,7 @@ async def test_sessions_across_the_swarm(cluster: Cluster, served: dict[str, Any
     assert f"{WORKERS} ready and active node(s)" in checks["session nodes"]["detail"]
     assert f"room for {2 * WORKERS} more session(s)" in checks["cluster capacity"]["detail"]
     assert not checks["max sessions"]["ok"]  # 8 promised, 2 per worker placeable
+    assert "no warm pool and no runtime agent restarts" in checks["pod features"]["detail"]
     t0 = time.monotonic()
     first = await create_running(gw, resolution="1280x720", enable_recording=True)
     print(f"swarm: create -> running {time.monotonic() - t0:.1f} s")
