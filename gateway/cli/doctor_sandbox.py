@@ -41,22 +41,38 @@ def _drop(uid: int) -> list[str]:
 
 
 def check_sandbox(options: DoctorOptions) -> Check:
-    """bubblewrap with the app sandbox's namespaces, dropping to a session uid."""
+    """bubblewrap with the app sandbox's namespaces and seccomp filter, dropping to a
+    session uid."""
+    from gateway.backends.seccomp import bpf_fd, local_program
+    from gateway.errors import BackendError
+
     uid = options.uid_base - 2
-    argv = ["bwrap", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-net",
-            "--unshare-cgroup-try", "--die-with-parent", *_base_fs(), *_SANDBOX_PATH, "--",
-            *_drop(uid), "/bin/sh", "-c", "id -u"]
-    code, out = run_tool(argv, timeout=15)
-    if code == 0 and out.strip().splitlines()[-1:] == [str(uid)]:
+    try:
+        program = local_program()
+    except BackendError as e:
+        return Check("sandbox", True, False, f"the sandboxes' seccomp filter: {e}",
+                     "run scripts/setup.sh (libseccomp2, and pyseccomp in the venv)")
+    fd = bpf_fd(program)
+    try:
+        argv = ["bwrap", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-net",
+                "--unshare-cgroup-try", "--die-with-parent", *_base_fs(), *_SANDBOX_PATH,
+                "--seccomp", str(fd), "--",
+                *_drop(uid), "/bin/sh", "-c", "id -u; grep '^Seccomp:' /proc/self/status"]
+        code, out = run_tool(argv, timeout=15, pass_fds=(fd,))
+    finally:
+        os.close(fd)
+    if code == 0 and [x.split() for x in out.strip().splitlines()[-2:]] == [
+            [str(uid)], ["Seccomp:", "2"]]:
         return Check("sandbox", True, True,
                      "bubblewrap starts a sandbox with its own pid/ipc/uts/net namespaces "
+                     f"and the seccomp filter ({len(program) // 8} BPF instructions) "
                      f"as uid {uid}")
     return Check("sandbox", True, False,
                  f"bubblewrap could not start the app sandbox (exit {code}): "
                  f"{out.strip()[:240]}",
-                 "run as root on a kernel with namespaces; in a container start it with "
-                 "--privileged (or --cap-add SYS_ADMIN --security-opt seccomp=unconfined "
-                 "--security-opt apparmor=unconfined)")
+                 "run as root on a kernel with namespaces and seccomp; in a container start "
+                 "it with --privileged (or --cap-add SYS_ADMIN --security-opt "
+                 "seccomp=unconfined --security-opt apparmor=unconfined)")
 
 
 def check_user_namespaces() -> Check:

@@ -36,6 +36,7 @@ def test_doctor_passes_on_this_machine(tmp_path: Path) -> None:
     for check in checks.values():
         if check["required"]:
             assert check["ok"], check
+    assert "seccomp filter" in checks["sandbox"]["detail"], checks["sandbox"]
     # The real probes ran: a sandboxed Xvfb was captured over MIT-SHM.
     assert checks["XShm in a pod"]["ok"], checks["XShm in a pod"]
     assert "cgroup v" in checks["cgroups"]["detail"]
