@@ -245,22 +245,59 @@ def _copy_tree(src: Path, dst: Path) -> None:
         os.close(src_fd)
 
 
-def _copy_dir(src_fd: int, dst: Path) -> None:
+MAX_DEPTH: Final = 32
+"""Folders nested deeper than this in the shared folder are not kept (each level holds
+a file descriptor while it is copied)."""
+
+
+def _copy_dir(src_fd: int, dst: Path, depth: int = 0) -> None:
     dst.mkdir(mode=0o755)
     flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
     for name in os.listdir(src_fd):
         st = os.stat(name, dir_fd=src_fd, follow_symlinks=False)
         if stat.S_ISDIR(st.st_mode):
+            if depth >= MAX_DEPTH:
+                logger.warning("%s: not keeping folders nested deeper than %d", dst, MAX_DEPTH)
+                continue
             fd = os.open(name, flags | os.O_DIRECTORY, dir_fd=src_fd)
             try:
-                _copy_dir(fd, dst / name)
+                _copy_dir(fd, dst / name, depth + 1)
             finally:
                 os.close(fd)
         elif stat.S_ISREG(st.st_mode):
             fd = os.open(name, flags, dir_fd=src_fd)
             try:
-                with open(dst / name, "xb") as out, os.fdopen(os.dup(fd), "rb") as inp:
-                    shutil.copyfileobj(inp, out, 1024 * 1024)
+                out = os.open(dst / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC,
+                              0o644)
+                try:
+                    _copy_data(fd, out, st.st_size)
+                finally:
+                    os.close(out)
                 os.utime(dst / name, ns=(st.st_atime_ns, st.st_mtime_ns))
             finally:
                 os.close(fd)
+
+
+def _copy_data(src: int, dst: int, size: int) -> None:
+    """Copy only the data extents of *src* (holes stay holes): a sparse file of a
+    terabyte on a 2 GiB session disk must not become a terabyte on the host."""
+    offset = 0
+    while offset < size:
+        try:
+            start = os.lseek(src, offset, os.SEEK_DATA)
+        except OSError as e:
+            if e.errno == errno.ENXIO:  # only a hole is left
+                break
+            raise
+        end = os.lseek(src, start, os.SEEK_HOLE)
+        while start < end:
+            chunk = os.pread(src, min(1024 * 1024, end - start), start)
+            if not chunk:
+                end = start
+                break
+            written = 0
+            while written < len(chunk):
+                written += os.pwrite(dst, chunk[written:], start + written)
+            start += len(chunk)
+        offset = end
+    os.ftruncate(dst, size)

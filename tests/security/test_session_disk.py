@@ -13,7 +13,8 @@ app sandbox (``tests.security.helpers.run_in_app``), runs ``fallocate`` and
   (with and without ``Content-Length``);
 * stopping the full session leaves nothing: no mount in /proc/self/mountinfo,
   no loop device (``losetup -a``), no image, no pod process or container,
-  while the shared folder's files are still listed after the end;
+  while the shared folder's files are still listed after the end (a sparse
+  8 GiB file among them costs the host no more than its data);
 * a session started while another's disk is full sees only its own disk;
 * after a gateway crash (SIGKILL) the next gateway re-adopts the mounted disk,
   reports it filling, and removes it at stop; ``doctor`` makes one to check.
@@ -148,6 +149,9 @@ async def test_a_session_fills_only_its_own_disk(quota_gateway: Gateway) -> None
         listed = {f["path"] for f in (await resp.json())["files"]}
     assert listed == {"fill"}, listed
     assert list(upload_staging_dir(session_dir).iterdir()) == []
+    # A sparse file far larger than the disk (it holds no data blocks).
+    sparse = await run_in_app(gw, sid, ["truncate", "-s", "8G", "Downloads/sparse"])
+    assert sparse.code == 0, sparse
 
     # A full disk does not stop the stop: everything of it goes, the files stay listed.
     assert (await gw.stop(sid))["status"] == "stopped"
@@ -162,7 +166,9 @@ async def test_a_session_fills_only_its_own_disk(quota_gateway: Gateway) -> None
     assert not (session_dir / "home").is_symlink()
     async with gw.http.get(base, headers=gw.auth) as resp:
         kept = {f["path"]: f["size"] for f in (await resp.json())["files"]}
-    assert kept == {"fill": written}
+    assert kept == {"fill": written, "sparse": 8 << 30}
+    # Keeping the shared folder copied data, not holes: the host holds the data only.
+    assert _host_bytes(session_dir) <= (QUOTA_MB + 4) * MiB
 
 
 def test_doctor_makes_a_session_disk_or_says_why(tmp_path: Path) -> None:
