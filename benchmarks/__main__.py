@@ -49,6 +49,7 @@ MODULES: tuple[str, ...] = (
     "agent_pipeline",      # encoder CPU and PSNR vs a naive pipeline (full mode only)
     "idle",                # idle session CPU
     "session_start",       # start-to-first-frame per backend
+    "gvisor",              # docker app container on runsc vs runc (start, page load, CPU, latency)
     "fanout",              # 1, 5, 10 viewers
     "recording_overhead",  # recorder CPU
     "density",             # idle sessions with Chromium before p95 doubles
