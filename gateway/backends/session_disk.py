@@ -16,18 +16,18 @@ every pod its own filesystem of that size, laid out as::
 the files API's staging folder and the shared folder share one mount (a rename
 between them is not a copy). At stop (:func:`release_disk`) the shared folder
 is copied out to a real ``home/Downloads`` (downloads keep working after the
-session ended), then the image is unmounted (its loop device goes with it:
-``mount -o loop`` sets autoclear) and deleted. Every step runs even when an
-earlier one failed, so a full disk never leaves a half-done stop.
+session ended: folders and regular files, data extents only, so a sparse file
+stays sparse; symlinks and special files are left out), then the image is
+unmounted (its loop device goes with it: ``mount -o loop`` sets autoclear) and
+deleted. Every step runs even when an earlier one failed, so a full disk never
+leaves a half-done stop.
 
 Why an image and not a tmpfs: tmpfs pages are memory, charged to whoever
 writes them, so a full tmpfs is an OOM kill rather than ``ENOSPC``, and a
-2 GiB quota would reserve 2 GiB of RAM per session. Measured on the
-development VM (2 cores, ext4 on virtio): ``truncate`` + ``mkfs.ext4`` (no
-journal, lazy inode tables) + ``mount -o loop`` of a 1 GiB image take
-~12 ms together (mkfs 4-6 ms, mount 5-12 ms; 4 GiB: ~17 ms), a tmpfs mount
-2-3 ms; unmounting either takes 2-4 ms. The image costs ~0.7 MB of host disk
-when empty. See docs/SECURITY.md and docs/operations.md.
+2 GiB quota would reserve 2 GiB of RAM per session. Making and mounting a
+2 GiB disk (``mkfs.ext4`` without a journal, lazy inode tables) costs tens of
+milliseconds at pod start (a warm-pool claim nothing), ~1 MB of host disk when
+empty; the figures measured are in docs/operations.md ("Session disk").
 """
 
 from __future__ import annotations
@@ -193,6 +193,8 @@ def release_disk(session_dir: Path) -> None:
             except OSError as e:
                 logger.error("%s: keeping the shared folder failed: %s", session_dir.name, e)
         shutil.rmtree(kept, ignore_errors=True)
+        with _logged(session_dir, "making an empty shared folder"):
+            (home / "Downloads").mkdir(exist_ok=True)  # the files API lists it after the end
     if not disk_mounted(session_dir):
         with _logged(session_dir, "removing the disk's mount point"):
             if mount.is_dir():
