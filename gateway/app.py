@@ -8,6 +8,7 @@ readers are closed, the warm pool's pods removed, every session is stopped
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 
@@ -25,9 +26,11 @@ from gateway.security.auth import Authenticator
 from gateway.security.conncap import CONNECTIONS, ConnectionCaps
 from gateway.security.cors import cors_middleware, setup_cors
 from gateway.security.hardening import hardening_middleware, setup_hardening
+from gateway.sessions import logs as session_logs
 from gateway.sessions.events import EventHub
 from gateway.sessions.manager import SessionManager
 from gateway.sessions.pool import WarmPool
+from gateway.sessions.session import SessionStatus
 from gateway.sessions.store import SessionStore
 
 logger = logging.getLogger(__name__)
@@ -81,7 +84,8 @@ def create_app(config: GatewayConfig, api_token: str) -> web.Application:
         store = SessionStore(config.db_file)
         store.open()
         backend = create_backend(config)
-        events = EventHub(lambda sid: config.sessions_dir / sid / "logs")
+        events = EventHub(lambda sid: config.sessions_dir / sid / "logs",
+                          max_bytes=config.event_log_max_mb * 1024 * 1024)
         manager = SessionManager(config, backend, store, events)
         app[BACKEND] = backend
         app[MANAGER] = manager
@@ -91,9 +95,15 @@ def create_app(config: GatewayConfig, api_token: str) -> web.Application:
         await manager.start()
         manager.pool = pool
         await pool.start()
+        log_cap = asyncio.create_task(session_logs.watch(
+            lambda: [manager.session_dir(s) / "logs" for s in manager.list()
+                     if s.status is SessionStatus.RUNNING],
+            config.session_log_max_mb * 1024 * 1024))
         try:
             yield
         finally:
+            log_cap.cancel()
+            await asyncio.gather(log_cap, return_exceptions=True)
             await pool.aclose()
             await manager.aclose()
             await backend.aclose()

@@ -118,13 +118,19 @@ class GatewayConfig:
     """Seconds an idle HTTP keep-alive connection stays open (aiohttp's default is 3630:
     idle clients would hold a file descriptor each for an hour)."""
     """IPv4 networks egress sessions never reach (``--egress-deny``)."""
-    frame_ancestors: str = "'none'"
-    """CSP ``frame-ancestors`` of the viewer pages ('none': they cannot be framed)."""
     max_connections: int = 0
     """Open connections to the gateway's port from all clients; more get 503 (0: derived
     from the file limit, ``gateway.security.conncap.default_caps``)."""
     max_connections_per_client: int = 0
     """Open connections from one client address; more get 503 (0: derived as above)."""
+    event_log_max_mb: int = 64
+    """Size a session's event log (``events.ndjson`` and ``events.1.ndjson``) stays under;
+    past it the oldest events are dropped (an ``events_dropped`` event says so)."""
+    session_log_max_mb: int = 64
+    """Size past which a session's ``agent.log``/``app.log`` is cut: its newest half moves
+    to ``*.1.log`` and a marker line starts the file again."""
+    frame_ancestors: str = "'none'"
+    """CSP ``frame-ancestors`` of the viewer pages ('none': they cannot be framed)."""
     max_body_kb: int = 64
     """Largest JSON or SDP request body in KiB (uploads have ``max_upload_mb``); more is 413."""
     max_fps: int = 60

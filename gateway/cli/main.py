@@ -116,9 +116,6 @@ def _add_server_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--keepalive-timeout", type=float,
                    default=float(env_default("keepalive_timeout", "75") or 75),
                    help="seconds an idle HTTP keep-alive connection stays open")
-    p.add_argument("--egress-deny", default=env_default("egress_deny", None),
-                   help="comma-separated IPv4 networks egress sessions never reach (default: "
-                        "private, CGNAT and cloud metadata ranges; 'none' for none)")
     p.add_argument("--max-connections", type=int,
                    default=int(env_default("max_connections", "0") or 0),
                    help="open connections from all clients before 503 (0: half the file "
@@ -127,6 +124,17 @@ def _add_server_flags(p: argparse.ArgumentParser) -> None:
                    default=int(env_default("max_connections_per_client", "0") or 0),
                    help="open connections from one client address before 503 (0: a quarter "
                         "of --max-connections, 16-256)")
+    p.add_argument("--event-log-max-mb", type=int,
+                   default=int(env_default("event_log_max_mb", "64") or 64),
+                   help="size a session's event log stays under (oldest events dropped, with "
+                        "an events_dropped event)")
+    p.add_argument("--session-log-max-mb", type=int,
+                   default=int(env_default("session_log_max_mb", "64") or 64),
+                   help="size past which a session's agent.log/app.log is cut (newest half "
+                        "kept in *.1.log, a marker line)")
+    p.add_argument("--egress-deny", default=env_default("egress_deny", None),
+                   help="comma-separated IPv4 networks egress sessions never reach (default: "
+                        "private, CGNAT and cloud metadata ranges; 'none' for none)")
     p.add_argument("--max-fps", type=int, default=int(env_default("max_fps", "60") or 60),
                    help="frame-rate cap of every session's video, 1-120 (the runtime agent "
                         "lowers it when it cannot keep up)")
@@ -204,12 +212,13 @@ def _build_config(args: argparse.Namespace) -> GatewayConfig:
         allowed_origins=tuple(o.strip() for o in str(args.allowed_origins).split(",") if o.strip()),
         egress_deny=_egress_deny(args.egress_deny),
         keepalive_timeout_s=args.keepalive_timeout,
+        max_connections=args.max_connections,
+        max_connections_per_client=args.max_connections_per_client,
+        event_log_max_mb=args.event_log_max_mb, session_log_max_mb=args.session_log_max_mb,
         frame_ancestors=args.frame_ancestors, max_body_kb=args.max_body_kb,
         max_fps=args.max_fps, viewer_limits=_viewer_limits(args.viewer_limit),
         allowed_hosts=tuple(h.strip() for h in str(args.allowed_hosts).split(",") if h.strip()),
         ice_servers=tuple(s.strip() for s in args.ice_server if s.strip()),
-        max_connections=args.max_connections,
-        max_connections_per_client=args.max_connections_per_client,
         turn_urls=tuple(s.strip() for s in args.turn_url if s.strip()),
         turn_secret_file=Path(args.turn_secret_file) if args.turn_secret_file else None,
         turn_ttl_s=args.turn_ttl,
@@ -251,6 +260,7 @@ async def run_gateway(config: GatewayConfig,
         api_token, created = config.token, False
     else:
         api_token, created = load_or_create_api_token(config.token_file)
+    nofile = raise_nofile_limit()
     app = create_app(config, api_token)
     caps = app[CONNECTIONS]
     logger.info("file limit %d: at most %d open connections, %d per client address",
@@ -258,7 +268,6 @@ async def run_gateway(config: GatewayConfig,
     runner = CappedAppRunner(app, caps, handle_signals=False,
                              keepalive_timeout=config.keepalive_timeout_s)
     await runner.setup()
-    nofile = raise_nofile_limit()
     ssl_ctx = None
     if config.tls_cert and config.tls_key:
         ssl_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from typing import Any
@@ -22,8 +23,8 @@ from gateway.errors import (
 from gateway.http.ice import ice_servers_for, link_headers
 from gateway.http.schemas import parse_control_request, parse_create_session, read_json_object
 from gateway.http.viewer_limits import is_viewer_limit, viewer_limit_problem
+from gateway.sessions import logs as session_logs
 from gateway.sessions.agent_link import AgentUnavailable
-from gateway.sessions.events import read_ndjson
 from gateway.sessions.session import Session, SessionStatus, rfc3339
 from gateway.sessions.tokens import token_hash
 from wire import agent_api
@@ -253,7 +254,7 @@ async def events_stream(request: web.Request) -> web.StreamResponse:
     await resp.prepare(request)
     await resp.write(b"retry: 2000\n\n")
     ended = session.status.terminal
-    if ended and not hub.history(session.session_id, after):
+    if ended and not hub.history(session.session_id, after, limit=1):
         return resp
     try:
         async for event in hub.follow(session.session_id, after):
@@ -263,7 +264,7 @@ async def events_stream(request: web.Request) -> web.StreamResponse:
             if event["type"] == "status" and event.get("status") in ("stopped", "expired",
                                                                       "failed"):
                 ended = True
-            if ended and not hub.history(session.session_id, event["id"]):
+            if ended and not hub.history(session.session_id, event["id"], limit=1):
                 break
     except (ConnectionResetError, ClientConnectionResetError):
         pass  # the reader went away; nothing to clean up beyond the generator
@@ -271,30 +272,16 @@ async def events_stream(request: web.Request) -> web.StreamResponse:
 
 
 async def get_logs(request: web.Request) -> web.StreamResponse:
+    """The newest ``?limit=`` entries (events and process log lines), oldest first."""
     session = _session(request)
     request.app[AUTH].session(request, session)
+    raw = request.query.get("limit", str(session_logs.DEFAULT_LIMIT))
+    if not raw.isdigit() or not 1 <= int(raw) <= session_logs.MAX_LIMIT:
+        raise ValidationProblem([FieldError(
+            "limit", f"must be an integer from 1 to {session_logs.MAX_LIMIT}, got {raw!r}")])
     logs_dir = request.app[MANAGER].session_dir(session) / "logs"
-    lines = read_ndjson(logs_dir / "events.ndjson")
-    for source in ("agent", "app"):
-        try:
-            text = (logs_dir / f"{source}.log").read_text(errors="replace")
-        except OSError:
-            continue
-        for line in text.splitlines():
-            if line.strip():
-                lines.append({"ts": _log_ts(line), "type": "log", "source": source,
-                              "line": line})
-    lines.sort(key=lambda e: e.get("ts") or "~")
-    body = "".join(json.dumps(e) + "\n" for e in lines)
-    return web.Response(text=body, content_type="application/x-ndjson")
-
-
-def _log_ts(line: str) -> str | None:
-    # runtime agent lines start with "YYYY-MM-DD HH:MM:SS,mmm"
-    head = line[:23]
-    if len(head) == 23 and head[4] == "-" and head[10] == " " and head[19] == ",":
-        return head[:10] + "T" + head[11:19] + "." + head[20:23] + "Z"
-    return None
+    entries = await asyncio.to_thread(session_logs.tail_entries, logs_dir, int(raw))
+    return web.Response(text=session_logs.to_ndjson(entries), content_type="application/x-ndjson")
 
 
 def setup_routes(app: web.Application) -> None:

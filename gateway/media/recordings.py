@@ -42,7 +42,6 @@ from gateway.config import GatewayConfig
 from gateway.errors import FieldError, ValidationProblem, not_found
 from gateway.media.files import send_fd
 from gateway.media.retention import RecordingEntry, folder_size, plan
-from gateway.sessions.events import read_ndjson
 from gateway.sessions.manager import SessionManager
 from gateway.sessions.session import Session, SessionStatus, utcnow
 
@@ -54,6 +53,8 @@ RECORDING_DIR = "recording"
 RECORDING_FILE = "recording.mp4"
 STATE_FILE = "recording.json"
 CHAPTER_TYPES = ("action", "control")
+MAX_CHAPTERS = 5000
+"""Chapters kept: the newest ones (a longer recording's first marks are left out)."""
 FINALISE_TIMEOUT_S = 600.0
 
 
@@ -225,7 +226,7 @@ class RecordingService:
         current = str(state.get("state", ""))
         if sid not in self._seen:
             # A restarted gateway re-adopting a session: what its log already says.
-            self._seen[sid] = _seen_in_history(self._manager.events.history(sid))
+            self._seen[sid] = _seen_in_history(self._manager.events.last(sid, {"recording"}, 1))
         seen = self._seen.get(sid, "")
         if seen == "final":
             return  # finalised: later state reads must not emit again
@@ -344,8 +345,9 @@ class RecordingService:
         if not isinstance(duration, int | float):
             end = session.ended_at or utcnow()
             duration = max(0.0, (end - started).total_seconds())
-        logs = self._manager.session_dir(session) / "logs" / "events.ndjson"
-        events = await asyncio.to_thread(read_ndjson, logs)
+        # The newest MAX_CHAPTERS marks, read backwards from the log's end (bounded).
+        events = await asyncio.to_thread(self._manager.events.last, session.session_id,
+                                         set(CHAPTER_TYPES), MAX_CHAPTERS)
         return build_chapters(events, started, float(duration))
 
     async def enforce_retention(self) -> list[tuple[str, str]]:
