@@ -36,7 +36,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from gateway.backends.session_disk import upload_staging_dir
+from gateway.backends.session_disk import DiskWatch, create_disk, release_disk, upload_staging_dir
 from gateway.cli.doctor import check_session_disk
 from gateway.config import GatewayConfig
 from tests.gateway_fixtures import (
@@ -213,3 +213,26 @@ async def test_a_crashed_gateways_session_disk_is_adopted_and_removed(tmp_path: 
         assert _mounts(state_dir) == [] and _loop_devices(state_dir) == []
     assert wait_no_pod_processes(state_dir) == []
     assert not (state_dir / "sessions" / sid / "disk.img").exists()
+
+
+def test_each_filling_of_a_disk_counts_once(tmp_path: Path) -> None:
+    """Full, freed, full again: two fillings; polls in between add nothing."""
+    session_dir = tmp_path / "s"
+    create_disk(session_dir, 16, os.getuid())
+    watch = DiskWatch()
+    try:
+        fill = ["dd", "if=/dev/zero", f"of={session_dir}/home/fill", "bs=1M", "count=32"]
+        assert watch.events("s", session_dir) == {}
+        assert subprocess.run(fill, capture_output=True, check=False).returncode != 0
+        assert watch.events("s", session_dir) == {"disk": 1}
+        assert watch.events("s", session_dir) == {"disk": 1}
+        (session_dir / "home" / "fill").unlink()
+        assert watch.events("s", session_dir) == {"disk": 1}
+        assert subprocess.run(fill, capture_output=True, check=False).returncode != 0
+        assert watch.events("s", session_dir) == {"disk": 2}
+    finally:
+        release_disk(session_dir)
+    assert watch.events("s", session_dir) == {"disk": 2}  # the last answer, then forgotten
+    assert watch.events("s", session_dir) == {}
+    assert _mounts(tmp_path) == [] and _loop_devices(tmp_path) == []
+    assert sorted(p.name for p in session_dir.iterdir()) == ["home"]
