@@ -207,7 +207,7 @@ class DockerBackend(SessionBackend):
             await asyncio.to_thread(self._create_network, sid, handle["net"])
         t0 = time.monotonic()
         app = await asyncio.to_thread(self._run_app, request, handle)
-        spans = {"spawn_app": (time.monotonic() - t0) * 1000}
+        spans = {"spawn_app": (time.monotonic() - t0) * 1000, "disk": handle.pop("disk_ms", 0.0)}
         logger.info("session %s: app container %s (%s)", sid, handle["app"], app.short_id)
         # The runtime agent starts beside Xvfb, not after it (it waits for the X socket).
         t0 = time.monotonic()
@@ -220,7 +220,7 @@ class DockerBackend(SessionBackend):
     def _prepare_dirs(self, request: PodRequest, handle: PodHandle) -> None:
         uid_app, uid_agent = handle["uid_app"], handle["uid_agent"]
         # The shared folder (bound into the app container) lies on the session's disk.
-        create_disk(request.session_dir, self._config.session_disk_mb, uid_app)
+        handle["disk_ms"] = create_disk(request.session_dir, self._config.session_disk_mb, uid_app)
         paths = prepare_session_dirs(request, uid_app, uid_agent)
         prepare_cdp_dir(request.runtime_dir, uid_app, uid_agent)
         # The image knows only its own users; name the pod's uids (bash, xterm, Chromium).

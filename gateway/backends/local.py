@@ -281,7 +281,7 @@ class LocalBackend(SessionBackend):
                                 self._config.session_pids)
         await asyncio.to_thread(agent_cg.create, 1024 * 1024 * 1024, 1.5, 256)
 
-        spans = {"prepare": (time.monotonic() - t0) * 1000}
+        spans = {"prepare": (time.monotonic() - t0) * 1000, "disk": handle.pop("disk_ms", 0.0)}
         t0 = time.monotonic()
         app_argv = self._app_argv(request, handle, egress)
         pid, start, ns_pid = await asyncio.to_thread(
@@ -325,7 +325,7 @@ class LocalBackend(SessionBackend):
 
     def _prepare_dirs(self, request: PodRequest, handle: PodHandle) -> None:
         uid_app, uid_agent = handle["uid_app"], handle["uid_agent"]
-        create_disk(request.session_dir, self._config.session_disk_mb, uid_app)
+        handle["disk_ms"] = create_disk(request.session_dir, self._config.session_disk_mb, uid_app)
         paths = prepare_session_dirs(request, uid_app, uid_agent)
         fluxbox = paths["home"] / ".fluxbox"
         fluxbox.mkdir(exist_ok=True)

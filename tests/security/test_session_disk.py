@@ -106,6 +106,8 @@ async def test_a_session_fills_only_its_own_disk(quota_gateway: Gateway) -> None
     free_before = _host_free(gw.state_dir)
     mounts = _mounts(gw.state_dir)
     assert len(mounts) == 1 and " ext4 " in mounts[0], mounts
+    startup = (await events_of(gw, sid, "startup"))[0]
+    assert startup["spans_ms"]["disk"] > 0, startup  # what making the disk cost
 
     # Far past the quota, as the session's user, in its sandbox.
     fill = await run_in_app(gw, sid, ["dd", "if=/dev/zero", "of=/home/user/Downloads/fill",
