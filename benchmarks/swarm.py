@@ -17,7 +17,9 @@ session at a time (full desktop, 1600x900, network ``none`` on both):
 
 Full mode uses two workers (three nodes) and also runs the three-node test
 (``VR_SWARM_WORKERS=2 pytest tests/swarm/test_swarm_cluster.py``: spread, drain, node
-death, re-adoption, nothing left). The load module is not run across the cluster yet.
+death, re-adoption, nothing left) and ``tests/swarm/full_stack_deploy.py`` (``docker
+stack deploy`` of deploy/swarm-stack.yml, a session through the deployed gateway,
+``docker stack rm``). The load module is not run across the cluster yet.
 
 Standalone: ``python -m benchmarks.swarm [--quick]``.
 """
@@ -240,12 +242,14 @@ async def measure(opts: Options) -> Result:
         env = {**os.environ, "VR_SWARM_WORKERS": "2"}
         done = await asyncio.to_thread(subprocess.run, [
             sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-s",
-            "tests/swarm/test_swarm_cluster.py"], cwd=ROOT, env=env, capture_output=True,
+            "tests/swarm/test_swarm_cluster.py", "tests/swarm/full_stack_deploy.py"],
+            cwd=ROOT, env=env, capture_output=True,
             text=True, timeout=1800)
         tail = [line for line in done.stdout.splitlines() if line.startswith("swarm:")
                 or "passed" in line or "failed" in line]
         results["three_node_test"] = {"returncode": done.returncode, "lines": tail}
-        notes.append(f"three-node test (host + 2 workers): exit {done.returncode}; "
+        notes.append(f"three-node test and docker stack deploy (host + 2 workers): exit "
+                     f"{done.returncode}; "
                      + " | ".join(tail))
     return _result(results, notes)
 
