@@ -8,8 +8,11 @@ reads CDP commands on fd 3 and writes replies and events on fd 4, one JSON
 message per frame, each frame ended by a NUL byte -- so DevTools listens on
 no TCP port at all. The relay listens on a unix socket in a folder shared
 only with the runtime agent and accepts one client at a time, and only from
-the runtime agent's uid (``SO_PEERCRED``): the agent multiplexes, gates and
-audits; this program only moves whole frames.
+the runtime agent's uid or its own (``SO_PEERCRED``): the agent multiplexes,
+gates and audits; this program only moves whole frames. Its own uid because
+under gVisor (``--docker-runtime runsc``) a client from the host through the
+socket file reports the sandbox's credentials, not its own; a process of the
+session user gains nothing by it (it already is Chromium's user).
 
 Frames are forwarded whole: a client that goes away mid-frame never leaves
 half a message in the browser's pipe, and a new client never receives the
@@ -73,7 +76,10 @@ class Browser:
             os.close(resp_w)
         os.set_blocking(self.cmd_w, False)
         os.set_blocking(self.resp_r, False)
-        self.pidfd = os.pidfd_open(self.pid)
+        try:
+            self.pidfd: int | None = os.pidfd_open(self.pid)
+        except OSError:  # ENOSYS under gVisor (runsc 2022): SIGCHLD + WNOHANG instead
+            self.pidfd = None
         self.generation = generation
         self.started = time.monotonic()
         self.inbox = bytearray()       # partial frame from the browser
@@ -81,6 +87,8 @@ class Browser:
 
     def close(self) -> None:
         for fd in (self.cmd_w, self.resp_r, self.pidfd):
+            if fd is None:
+                continue
             try:
                 os.close(fd)
             except OSError:
@@ -114,7 +122,10 @@ class Relay:
         except FileNotFoundError:
             pass
         self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        old = os.umask(0o117)              # srw-rw----: the folder's group (the agent) may connect
+        # srw-rw-rw-: the folder (0750, the agent's group) decides who reaches it, and
+        # SO_PEERCRED who stays. Under gVisor the host's socket file gets the app
+        # user's group, not the folder's, so group-only would lock the agent out.
+        old = os.umask(0o111)
         try:
             self.listener.bind(socket_path)
         finally:
@@ -124,6 +135,7 @@ class Relay:
         self.sel.register(self.listener, selectors.EVENT_READ, "listen")
         signal.signal(signal.SIGTERM, self._stop)
         signal.signal(signal.SIGINT, self._stop)
+        signal.signal(signal.SIGCHLD, lambda _s, _f: None)  # wakes the loop (no pidfd)
         # The selector wakes on signals through this pipe.
         self.wake_r, self.wake_w = os.pipe()
         os.set_blocking(self.wake_w, False)
@@ -146,14 +158,29 @@ class Relay:
         b = self.browser
         log(f"started {self.argv[0]} pid {b.pid} (generation {b.generation})")
         self.sel.register(b.resp_r, selectors.EVENT_READ, "browser-out")
-        self.sel.register(b.pidfd, selectors.EVENT_READ, "browser-exit")
+        if b.pidfd is not None:
+            self.sel.register(b.pidfd, selectors.EVENT_READ, "browser-exit")
 
-    def browser_exited(self) -> None:
+    def reap_without_pidfd(self) -> None:
+        b = self.browser
+        if b is None or b.pidfd is not None:
+            return
+        try:
+            pid, status = os.waitpid(b.pid, os.WNOHANG)
+        except ChildProcessError:
+            pid, status = b.pid, -1
+        if pid:
+            self.browser_exited(status)
+
+    def browser_exited(self, status: int | None = None) -> None:
         b = self.browser
         if b is None:
             return
         try:
-            _, status = os.waitpid(b.pid, 0)
+            if status is None:
+                _, status = os.waitpid(b.pid, 0)
+            if status < 0:
+                raise ChildProcessError
             how = (f"killed by signal {os.WTERMSIG(status)}" if os.WIFSIGNALED(status)
                    else f"status {os.WEXITSTATUS(status)}")
         except ChildProcessError:
@@ -161,6 +188,8 @@ class Relay:
         self.last_exit = f"Chromium exited ({how})"
         log(f"{self.last_exit}; restarting")
         for fd in (b.resp_r, b.pidfd):
+            if fd is None:
+                continue
             try:
                 self.sel.unregister(fd)
             except (KeyError, ValueError):
@@ -233,7 +262,7 @@ class Relay:
             return
         creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
         _, uid, _ = struct.unpack("3i", creds)
-        if uid != self.peer_uid:
+        if uid not in (self.peer_uid, os.getuid()):
             log(f"refused a client with uid {uid}")
             sock.close()
             return
@@ -342,6 +371,7 @@ class Relay:
                         os.read(self.wake_r, 64)
                     except OSError:
                         pass
+                    self.reap_without_pidfd()
                 elif tag == "listen":
                     self.accept()
                 elif tag == "browser-out" and self.browser is not None:

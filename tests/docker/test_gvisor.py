@@ -111,6 +111,17 @@ async def test_gvisor_session_view_actions_screenshot_recording(
                                 json={"action": "cursor_position"}) as resp:
             assert (await resp.json())["cursor"] == [x, y]
 
+    # DevTools reach the sandbox's Chromium through its relay (no pidfd_open under
+    # gVisor; a host client's SO_PEERCRED shows the sandbox's uid).
+    deadline = time.monotonic() + 60
+    while True:
+        async with gw.http.get(base + "/cdp/json/version", headers=gw.auth) as resp:
+            status, body = resp.status, await resp.text()
+        if status != 503 or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(1)
+    assert status == 200 and '"Browser": "Chrome/' in body, (status, body)
+
     # The picture is the desktop, not a black frame (capture works across the boundary).
     deadline = time.monotonic() + 60
     while True:
