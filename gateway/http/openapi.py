@@ -151,9 +151,12 @@ OPENAPI: dict[str, Any] = {
                 security="bearer_or_query"),
         },
         "/api/visual-sessions/{session_id}/logs": {
-            "get": _op("Events and process logs as NDJSON", {
+            "get": _op("The newest events and process log lines as NDJSON, oldest first", {
                 "200": {"description": "Log", "content": {"application/x-ndjson": {}}},
-                **_errors}, params=[_SID]),
+                **_errors}, params=[_SID, {
+                    "name": "limit", "in": "query", "description": "entries to return",
+                    "schema": {"type": "integer", "minimum": 1, "maximum": 20000,
+                               "default": 5000}}]),
         },
         "/api/visual-sessions/{session_id}/recording": {
             "get": _op("The session's recording (MP4, H.264); Range requests give 206/416", {

@@ -25,8 +25,8 @@ from gateway.sessions.session import rfc3339, utcnow
 logger = logging.getLogger(__name__)
 
 SOURCES: Final = ("agent", "app")
-DEFAULT_LIMIT: Final = 1000
-MAX_LIMIT: Final = 10000
+DEFAULT_LIMIT: Final = 5000
+MAX_LIMIT: Final = 20000
 BYTES_PER_ENTRY: Final = 2048
 """Read budget per entry asked for (lines past it shorten the answer, never grow the read)."""
 MARKER: Final = ("[visual-runtime] this log passed {max_bytes} bytes: older lines are in "
