@@ -69,7 +69,7 @@ class SubscriptionClosed(MediaError):
 class SubscriptionOwner(Protocol):
     """What a subscription needs from whoever created it."""
 
-    def request_keyframe(self, codec: str | None = None) -> None: ...
+    def request_keyframe(self, codec: str | None = None, group: str | None = None) -> None: ...
 
     def set_bitrate_estimate(self, subscription: PacketSubscription, bps: int | None) -> None: ...
 
@@ -86,6 +86,9 @@ class PacketSubscription:
         self.steers_bitrate = steers_bitrate
         """Whether this consumer's estimate may lower the shared encoder's cap (policy
         ``steering``); one that does not is paced at its estimate instead."""
+        self.keyframe_group: str | None = None
+        """Its keyframe requests are rate-limited with the others of this group (a view
+        token's id; see :meth:`agent_side.media.VideoSource.request_keyframe`)."""
         self.pace_bps: int | None = None
         """Set by :meth:`Fanout.update_bitrate`: deliver at most this many bit/s."""
         self._pace_tokens = 0.0
@@ -131,7 +134,10 @@ class PacketSubscription:
 
     def request_keyframe(self) -> None:
         """Ask the shared encoder for a keyframe (e.g. on PLI/FIR)."""
-        self._source.request_keyframe(self.codec)
+        if self.keyframe_group is None:
+            self._source.request_keyframe(self.codec)
+        else:
+            self._source.request_keyframe(self.codec, group=self.keyframe_group)
 
     def set_bitrate_estimate(self, bps: int | None) -> None:
         """Report this consumer's bandwidth estimate (e.g. from REMB)."""
@@ -192,7 +198,7 @@ class PacketSubscription:
             self._queue.clear()
             self._need_keyframe = True
             logger.debug("subscriber %r overflowed; waiting for a keyframe", self.name)
-            self._source.request_keyframe(self.codec)
+            self.request_keyframe()
             return
         if frame.keyframe and len(self._queue) >= self._maxlen:
             self.dropped += len(self._queue)

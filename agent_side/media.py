@@ -73,6 +73,10 @@ class MediaConfig:
     """Keyframe requests of a codec (PLI/FIR, a viewer's request, an overflow) closer
     than this are merged into one keyframe at the end of the gap: each one makes every
     viewer's next frame a big one, and a viewer may send them as fast as it likes."""
+    keyframe_token_gap_s: float = 2.0
+    """The same per view token (subscriptions with a ``keyframe_group``): one token's
+    viewers get a keyframe on request at most this often (the periodic keyframe, every
+    ``keyframe_interval_s``, comes anyway)."""
     refresh_delay_s: float = 0.15
     """This long after the screen stops changing, one refinement (near-lossless
     refresh of what was encoded lossy) is encoded."""
@@ -117,8 +121,8 @@ class MediaConfig:
         if self.bitrate_policy not in BITRATE_POLICIES:
             raise ValueError(f"bitrate_policy must be one of {BITRATE_POLICIES}, "
                              f"got {self.bitrate_policy!r}")
-        if self.keyframe_min_gap_s < 0:
-            raise ValueError("keyframe_min_gap_s must be >= 0")
+        if self.keyframe_min_gap_s < 0 or self.keyframe_token_gap_s < 0:
+            raise ValueError("keyframe_min_gap_s and keyframe_token_gap_s must be >= 0")
 
 
 class VideoSource:
@@ -142,9 +146,9 @@ class VideoSource:
         self._closed = False
         self._started = False
         self._worker_error: BaseException | None = None
-        self._keyframe_at: dict[str, float] = {}
-        """When a keyframe request of each codec last went to the worker."""
-        self._keyframe_deferred: set[str] = set()
+        self._keyframe_at: dict[tuple[str, str | None], float] = {}
+        """When a keyframe request of each (codec, group) last went on."""
+        self._keyframe_deferred: set[tuple[str, str | None]] = set()
         self.keyframe_requests_merged = 0
         """Keyframe requests folded into another one (``keyframe_min_gap_s``)."""
 
@@ -212,37 +216,38 @@ class VideoSource:
 
     # -- public API ------------------------------------------------------
 
-    def subscribe(self, codec: str = "h264", *, name: str = "",
-                  steers_bitrate: bool = True) -> PacketSubscription:
+    def subscribe(self, codec: str = "h264", *, name: str = "", steers_bitrate: bool = True,
+                  keyframe_group: str | None = None) -> PacketSubscription:
         """Receive encoded packets of *codec*; the first one is a keyframe.
 
         *steers_bitrate*: whether this consumer's bandwidth estimate may lower the
-        shared encoder's cap (see :mod:`agent_side.fanout`, *Bitrate policy*)."""
+        shared encoder's cap (see :mod:`agent_side.fanout`, *Bitrate policy*).
+        *keyframe_group*: its keyframe requests count against this group's
+        ``keyframe_token_gap_s`` (a view token's id)."""
         if codec not in CODECS:
             raise ValueError(f"unsupported codec {codec!r} (expected one of {CODECS})")
         if self._closed or not self._started or self._fanout is None:
             raise MediaError("video source is not running")
-        return self._fanout.subscribe(self, codec, name or f"{codec}-{id(self):x}",
-                                      steers_bitrate)
+        sub = self._fanout.subscribe(self, codec, name or f"{codec}-{id(self):x}",
+                                     steers_bitrate)
+        sub.keyframe_group = keyframe_group
+        return sub
 
-    def request_keyframe(self, codec: str | None = None) -> None:
+    def request_keyframe(self, codec: str | None = None, group: str | None = None) -> None:
         """Make the next frame of *codec* (default: every codec in use) a keyframe.
 
-        Requests for one codec closer than ``keyframe_min_gap_s`` are merged: the
-        later ones become one keyframe at the end of the gap (none is lost)."""
+        Requests closer than ``keyframe_token_gap_s`` within a *group*, then those for
+        one codec closer than ``keyframe_min_gap_s``, are merged: the later ones become
+        one request at the end of the gap (none is lost)."""
         inbox = self._inbox
         if inbox is None:
             return
         if codec is not None and self._loop is not None:
-            now = time.monotonic()
-            wait = self._keyframe_at.get(codec, -1e9) + self.config.keyframe_min_gap_s - now
-            if wait > 0:
-                self.keyframe_requests_merged += 1
-                if codec not in self._keyframe_deferred:
-                    self._keyframe_deferred.add(codec)
-                    self._loop.call_later(wait, self._deferred_keyframe, codec)
+            cfg = self.config
+            if group is not None and self._merged((codec, group), cfg.keyframe_token_gap_s):
                 return
-            self._keyframe_at[codec] = now
+            if self._merged((codec, None), cfg.keyframe_min_gap_s):
+                return
         with inbox.lock:
             if codec is None:
                 inbox.keyframe_requests.update(inbox.codec_counts)
@@ -250,10 +255,27 @@ class VideoSource:
                 inbox.keyframe_requests.add(codec)
         inbox.wake()
 
-    def _deferred_keyframe(self, codec: str) -> None:
-        self._keyframe_deferred.discard(codec)
+    def _merged(self, key: tuple[str, str | None], gap: float) -> bool:
+        """True when a request for *key* within *gap* of the last one was deferred."""
+        assert self._loop is not None
+        now = time.monotonic()
+        wait = self._keyframe_at.get(key, -1e9) + gap - now
+        if wait <= 0:
+            if len(self._keyframe_at) > 1024:  # groups come and go: forget the old ones
+                self._keyframe_at = {k: t for k, t in self._keyframe_at.items()
+                                     if now - t < self.config.keyframe_token_gap_s}
+            self._keyframe_at[key] = now
+            return False
+        self.keyframe_requests_merged += 1
+        if key not in self._keyframe_deferred:
+            self._keyframe_deferred.add(key)
+            self._loop.call_later(wait, self._deferred_keyframe, key)
+        return True
+
+    def _deferred_keyframe(self, key: tuple[str, str | None]) -> None:
+        self._keyframe_deferred.discard(key)
         if not self._closed:
-            self.request_keyframe(codec)
+            self.request_keyframe(*key)
 
     def set_bitrate_estimate(self, subscription: PacketSubscription, bps: int | None) -> None:
         """Record *subscription*'s bandwidth estimate; the cap is the minimum, clamped."""

@@ -150,8 +150,11 @@ class PeerManager:
             playout_delay_id = enable_playout_delay(transceiver, offer_sdp)
             # Only a token that may take control steers the shared encoder's bitrate
             # (REMB); a view-only peer that reports less is paced on its own.
+            # Its keyframe requests (PLI/FIR) count against its token's budget.
+            steers = token_kind in ("control", "api")
             track = EncodedVideoTrack(self._source.subscribe(
-                codec, name=peer_id, steers_bitrate=token_kind in ("control", "api")))
+                codec, name=peer_id, steers_bitrate=steers,
+                keyframe_group=None if steers else f"token:{token_id}"))
             transceiver.sender.replaceTrack(track)
             attach_sender(transceiver.sender, track)
             peer = Peer(peer_id, pc, token_kind, token_id, codec, track, ticket=ticket)

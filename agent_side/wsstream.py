@@ -124,7 +124,9 @@ class StreamViewers:
         cfg = self._source.config
         logger.info("session %s: stream viewer %s joined (%s token)", self._session_id,
                     viewer.viewer_id, kind)
-        sub = self._source.subscribe("h264", name=f"ws-{viewer.viewer_id}")
+        sub = self._source.subscribe("h264", name=f"ws-{viewer.viewer_id}",
+                                     keyframe_group=f"token:{token_id}" if kind == "view"
+                                     else None)
         sender = asyncio.create_task(self._send_frames(viewer, sub, request))
         try:
             await ws.send_str(json.dumps({"type": "hello", "codec": "h264", "width": cfg.width,

@@ -29,6 +29,7 @@ import asyncio
 import contextlib
 import json
 import re
+import resource
 import socket
 import sys
 import time
@@ -251,24 +252,35 @@ async def slow_websocket(base: str, sid: str, token: str, until: float, tally: T
 
 
 class _WsWriter:
-    """What :class:`RfbClient` writes to, sent as binary WebSocket messages."""
+    """What :class:`RfbClient` writes to, sent at once (in order) as binary WebSocket
+    messages: the handshake writes without draining."""
 
     def __init__(self, ws: aiohttp.ClientWebSocketResponse) -> None:
         self.ws = ws
         self.pending = bytearray()
+        self._ready = asyncio.Event()
+        self._task = asyncio.create_task(self._send())
+
+    async def _send(self) -> None:
+        while True:
+            await self._ready.wait()
+            self._ready.clear()
+            data, self.pending = bytes(self.pending), bytearray()
+            if data:
+                await self.ws.send_bytes(data)
 
     def write(self, data: bytes) -> None:
         self.pending += data
+        self._ready.set()
 
     async def drain(self) -> None:
-        if self.pending:
-            data, self.pending = bytes(self.pending), bytearray()
-            await self.ws.send_bytes(data)
+        await asyncio.sleep(0)
 
     def close(self) -> None:
-        pass
+        self._task.cancel()
 
     async def wait_closed(self) -> None:
+        await asyncio.gather(self._task, return_exceptions=True)
         await self.ws.close()
 
 
@@ -358,6 +370,8 @@ async def attack(base: str, sid: str, token: str, seconds: float, lossy: int = 2
     out = tally.to_json()
     out["notes"]["rtp_packets_dropped_undecoded"] = _NoDecode.packets
     out["seconds"] = round(time.monotonic() - t0, 2)
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    out["cpu_pct"] = round((usage.ru_utime + usage.ru_stime) / out["seconds"] * 100, 1)
     return out
 
 

@@ -7,19 +7,27 @@ beyond its cgroup, nor cut another viewer's frame rate by more than 20 %.
 Chromium redraws on every animation frame, 60 Hz: a counter, a clock, a spinner
 and a progress bar, on the navy background :func:`~benchmarks.load_agent.open_page`
 waits for). An honest viewer (an aiortc WHEP viewer with a view token of its
-own, decoding every frame) watches throughout:
+own) watches throughout. It counts the frames it *receives* (the RTP packet
+that ends each frame, marker bit) and does not decode them: it shares two cores
+with the session, the gateway and the attacker, where a real viewer decodes on
+a machine of its own, and decoding 1600x900 at 50 fps here would measure this
+process's share of the CPU rather than what the runtime agent sends.
 
-1. **baseline**: ``baseline_s`` with nobody else;
+1. **before**: ``baseline_s`` with nobody else;
 2. **attack**: :mod:`benchmarks.load_attacker`, in a process of its own, does
    everything the session's view token may for ``attack_s`` (lossy WHEP peers
    with a 10 kbit/s REMB and a PLI every 0.2 s, input-channel messages up to and
    over the guard, slow WebSocket viewers, a noVNC client, 200 offers without
-   candidates).
+   candidates);
+3. **after**: ``baseline_s`` alone again, once the attacker has gone. The
+   machine is shared (other work comes and goes), so the baseline is the mean
+   of the windows before and after.
 
 Per window: the honest viewer's decoded frames/s, the encoder's frames/s
 (``/metrics``), and the runtime agent's memory: its cgroup's charge
 (``visual-runtime/<sid>.agent``, sampled every 0.25 s) and the agent process's
-RSS, against the cgroup's limit. ``fps_ratio`` = attacked / baseline.
+RSS, against the cgroup's limit; the machine's CPU use. ``fps_ratio`` =
+attacked / mean(before, after).
 """
 
 from __future__ import annotations
@@ -37,7 +45,7 @@ from typing import Any
 import aiohttp
 
 from benchmarks.harness import find_agent_pid, tree_cpu_seconds
-from benchmarks.leaks import rss_mb
+from benchmarks.leaks import machine_ticks, rss_mb
 from benchmarks.load_viewer import Viewer, parse_encoded
 from gateway.backends.cgroup import Cgroup
 from visual_runtime_client.client import RemoteSession, VisualRuntimeClient
@@ -61,6 +69,7 @@ class Window:
 
     seconds: float = 0.0
     viewer_frames: int = 0
+    """Frames the honest viewer received (their last RTP packet arrived)."""
     viewer_fps: float = 0.0
     encoded_fps: float | None = None
     agent_cgroup_mb_max: float | None = None
@@ -72,6 +81,14 @@ class Window:
     (``cap``, ``cpu``, ``encode_time``, ``consumer``) -> samples."""
     keyframes: int | None = None
     """Keyframes the agent encoded during the window."""
+    machine_cpu_pct: float | None = None
+    """All CPUs of the machine, busy % (other work on the machine included)."""
+    honest_remb: list[int] = field(default_factory=list)
+    """The honest peer's bandwidth estimates as the agent saw them (distinct, in order)."""
+    honest_paced_out: int | None = None
+    """Frames the agent held back from the honest peer to fit its estimate."""
+    honest_rtp_lost: int | None = None
+    """RTP packets the honest viewer lost during the window."""
 
 
 @dataclass
@@ -79,6 +96,7 @@ class HostileRun:
     session_id: str
     baseline: Window = field(default_factory=Window)
     attacked: Window = field(default_factory=Window)
+    after: Window = field(default_factory=Window)
     agent_limit_mb: float | None = None
     agent_hwm_mb: float | None = None
     """The agent process's peak RSS (``VmHWM``) at the end."""
@@ -87,19 +105,26 @@ class HostileRun:
     errors: list[str] = field(default_factory=list)
 
     @property
+    def baseline_fps(self) -> float | None:
+        """The honest viewer's frame rate alone: the mean of before and after."""
+        alone = [w.viewer_fps for w in (self.baseline, self.after) if w.seconds]
+        return round(sum(alone) / len(alone), 2) if alone else None
+
+    @property
     def fps_ratio(self) -> float | None:
-        if not self.baseline.viewer_fps:
+        if not self.baseline_fps:
             return None
-        return round(self.attacked.viewer_fps / self.baseline.viewer_fps, 3)
+        return round(self.attacked.viewer_fps / self.baseline_fps, 3)
 
     @property
     def peak_mb(self) -> float | None:
-        peaks = [v for v in (self.baseline.agent_cgroup_mb_max,
-                             self.attacked.agent_cgroup_mb_max) if v is not None]
+        peaks = [w.agent_cgroup_mb_max for w in (self.baseline, self.attacked, self.after)
+                 if w.agent_cgroup_mb_max is not None]
         return max(peaks) if peaks else None
 
     def to_json(self) -> dict[str, Any]:
-        return {**asdict(self), "fps_ratio": self.fps_ratio, "peak_mb": self.peak_mb}
+        return {**asdict(self), "baseline_fps": self.baseline_fps, "fps_ratio": self.fps_ratio,
+                "peak_mb": self.peak_mb}
 
 
 def _limit_mb(cg: Cgroup) -> float | None:
@@ -117,6 +142,28 @@ def _hwm_mb(pid: int) -> float | None:
     return None
 
 
+class _FrameCounter:
+    """Stands in for a receiver's jitter buffer: notes when each frame's last packet
+    (marker bit) arrives, hands nothing to the decoder."""
+
+    def __init__(self, times: list[float]) -> None:
+        self.times = times
+
+    def add(self, packet: Any) -> tuple[bool, None]:
+        if packet.marker:
+            self.times.append(time.monotonic())
+        return False, None
+
+    def remove(self, count: int) -> None:
+        pass
+
+
+def _count_without_decoding(viewer: Viewer) -> None:
+    for transceiver in viewer.pc.getTransceivers():
+        transceiver.receiver._RTCRtpReceiver__jitter_buffer = (  # type: ignore[attr-defined]
+            _FrameCounter(viewer.frame_times))
+
+
 class _Sampler:
     """The agent's memory every 0.25 s into the current window's maxima."""
 
@@ -126,11 +173,20 @@ class _Sampler:
         self._stop = asyncio.Event()
         self.agent_socket = agent_socket
         self.keyframes: int | None = None
+        self.honest_peer = ""
+        self.honest_paced_out: int | None = None
 
     async def _stats(self, http: aiohttp.ClientSession) -> None:
         with contextlib.suppress(aiohttp.ClientError, OSError, TimeoutError, ValueError):
             async with http.get("http://agent/stats") as resp:
-                media = (await resp.json())["media"]
+                stats = await resp.json()
+            media = stats["media"]
+            for peer in stats["peers"]:
+                if peer["peer_id"] == self.honest_peer:
+                    self.honest_paced_out = peer.get("frames_paced_out")
+                    remb = peer.get("bitrate_estimate")
+                    if remb is not None and remb not in self.window.honest_remb[-1:]:
+                        self.window.honest_remb.append(remb)
             reason = str(media["fps"].get("reason"))
             self.window.governor[reason] = self.window.governor.get(reason, 0) + 1
             self.keyframes = int(media["keyframes"])
@@ -169,15 +225,19 @@ async def _window(client: VisualRuntimeClient, viewer: Viewer, sampler: _Sampler
                   pid: int, until: asyncio.Future[Any] | float) -> Window:
     """Measure from now until *until* (a monotonic time, or a future that completes)."""
     w = sampler.window = Window()
-    k0 = sampler.keyframes
+    k0, p0 = sampler.keyframes, sampler.honest_paced_out
+    await viewer.sample_rtp()
     t0, n0, e0 = time.monotonic(), len(viewer.frame_times), await _encoded(client, sid)
     cpu0 = await asyncio.to_thread(tree_cpu_seconds, (pid,))
+    busy0, total0 = machine_ticks()
     if isinstance(until, float):
         await asyncio.sleep(max(0.0, until - time.monotonic()))
     else:
         await until
     t1, n1, e1 = time.monotonic(), len(viewer.frame_times), await _encoded(client, sid)
     cpu1 = await asyncio.to_thread(tree_cpu_seconds, (pid,))
+    busy1, total1 = machine_ticks()
+    w.machine_cpu_pct = round((busy1 - busy0) / max(1, total1 - total0) * 100, 1)
     w.seconds = round(t1 - t0, 2)
     w.viewer_frames = n1 - n0
     w.viewer_fps = round((n1 - n0) / (t1 - t0), 2)
@@ -186,6 +246,11 @@ async def _window(client: VisualRuntimeClient, viewer: Viewer, sampler: _Sampler
     w.agent_cpu_pct = round((cpu1 - cpu0) / (t1 - t0) * 100, 1)
     if k0 is not None and sampler.keyframes is not None:
         w.keyframes = sampler.keyframes - k0
+    if p0 is not None and sampler.honest_paced_out is not None:
+        w.honest_paced_out = sampler.honest_paced_out - p0
+    await viewer.sample_rtp()
+    if len(viewer.rtp) >= 2:
+        w.honest_rtp_lost = viewer.rtp[-1][2] - viewer.rtp[-2][2]
     return w
 
 
@@ -224,7 +289,7 @@ async def _attacker(base_url: str, sid: str, token: str, seconds: float,
 async def measure(client: VisualRuntimeClient, http: aiohttp.ClientSession, base_url: str,
                   session: RemoteSession, baseline_s: float, attack_s: float,
                   agent_socket: Path, rcvbuf_mb: int = 4) -> HostileRun:
-    """The two windows on *session* (running, showing :data:`ANIM_PAGE_URL`)."""
+    """The three windows on *session* (running, showing :data:`ANIM_PAGE_URL`)."""
     sid = session.session_id
     run = HostileRun(sid)
     assert session.tokens is not None
@@ -238,6 +303,8 @@ async def measure(client: VisualRuntimeClient, http: aiohttp.ClientSession, base
     sampling = asyncio.create_task(sampler.run())
     try:
         await viewer.connect()
+        _count_without_decoding(viewer)
+        sampler.honest_peer = (viewer.location or "").rsplit("/", 1)[-1]
         if not await viewer.wait_frames(1, 45):
             run.errors.append("the honest viewer decoded no frame within 45 s")
             return run
@@ -252,6 +319,8 @@ async def measure(client: VisualRuntimeClient, http: aiohttp.ClientSession, base
         run.attacker = attack.result()
         if "failed" in run.attacker:
             run.errors.append(f"attacker: {run.attacker['failed']}")
+        run.after = await _window(client, viewer, sampler, sid, pid,
+                                  time.monotonic() + baseline_s)
         run.agent_hwm_mb = _hwm_mb(pid)
         run.oom_kills = (await asyncio.to_thread(cg.limit_events)).get("memory")
         if viewer.location is not None:

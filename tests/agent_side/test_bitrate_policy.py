@@ -143,3 +143,23 @@ async def test_keyframe_requests_are_merged_not_lost(source: VideoSource) -> Non
     await asyncio.sleep(0.7)  # the merged ones come back as one, at the end of the gap
     with inbox.lock:
         assert inbox.keyframe_requests == {"h264"}
+
+
+async def test_a_view_tokens_keyframe_requests_have_a_budget_of_their_own(
+        source: VideoSource) -> None:
+    inbox = source._inbox
+    assert inbox is not None and source.config.keyframe_token_gap_s == 2.0
+    source.request_keyframe("h264", group="token:a")
+    await asyncio.sleep(0.6)  # past the session-wide gap, inside token a's
+    source.request_keyframe("h264", group="token:b")  # another token: goes on
+    with inbox.lock:
+        assert inbox.keyframe_requests == {"h264"}
+        inbox.keyframe_requests.clear()
+    source.request_keyframe("h264", group="token:a")  # token a again, 0.6 s later: waits
+    assert source.keyframe_requests_merged == 1
+    await asyncio.sleep(0.9)
+    with inbox.lock:
+        assert inbox.keyframe_requests == set()
+    await asyncio.sleep(0.8)  # 2 s after token a's first request: its deferred one
+    with inbox.lock:
+        assert inbox.keyframe_requests == {"h264"}
