@@ -26,6 +26,7 @@ from aiohttp.typedefs import Middleware
 from wire import remote
 
 from .errors import AgentSideError
+from .files_link import add_routes as add_files_routes
 from .ice import set_advertised_addresses
 from .mirror import add_routes as add_mirror_routes
 
@@ -45,6 +46,8 @@ class RemoteListener:
     tls_bundle: Path | None
     """PEM file with the private key and the certificate; None serves plain TCP
     (only for a link that never leaves one machine)."""
+    files_socket: Path | None = None
+    """The shared folder's server in the pod (:mod:`agent_side.files_link`)."""
 
 
 def load_secret(path: Path) -> str:
@@ -119,6 +122,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="file with the session's link secret (wire.remote)")
     parser.add_argument("--tls-bundle", type=Path, default=None,
                         help="PEM file with the link's private key and certificate")
+    parser.add_argument("--files-socket", type=Path, default=None,
+                        help="unix socket of the session's shared-folder server in the pod: "
+                             f"relayed as {remote.FILES} on the link (needs --listen)")
     parser.add_argument("--mirror", action="append", default=[], metavar="KIND=DIR",
                         help="serve DIR's files to the gateway for copying "
                              f"(KIND: {', '.join(remote.MIRROR_KINDS)}); repeatable")
@@ -127,8 +133,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def listener_from(args: argparse.Namespace, parser: argparse.ArgumentParser
                   ) -> RemoteListener | None:
     if args.listen is None:
-        if args.secret_file or args.tls_bundle:
-            parser.error("--secret-file and --tls-bundle need --listen")
+        if args.secret_file or args.tls_bundle or args.files_socket:
+            parser.error("--secret-file, --tls-bundle and --files-socket need --listen")
         return None
     host, _, port = str(args.listen).rpartition(":")
     if not host or not port.isdigit() or not 0 < int(port) < 65536:
@@ -139,7 +145,8 @@ def listener_from(args: argparse.Namespace, parser: argparse.ArgumentParser
         secret = load_secret(args.secret_file)
     except AgentSideError as e:
         parser.error(str(e))
-    return RemoteListener(host.strip("[]"), int(port), secret, args.tls_bundle)
+    return RemoteListener(host.strip("[]"), int(port), secret, args.tls_bundle,
+                          args.files_socket)
 
 
 def mirror_from(args: argparse.Namespace, parser: argparse.ArgumentParser
@@ -159,5 +166,7 @@ def attach(app: web.Application, listen: RemoteListener | None,
     """Before the app is set up: the secret check (when listening) and the mirror routes."""
     if listen is not None:
         app.middlewares.append(auth_middleware(listen.secret))
+        if listen.files_socket is not None:
+            add_files_routes(app, listen.files_socket)
     if mirror:
         add_mirror_routes(app, dict(mirror))

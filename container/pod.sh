@@ -30,15 +30,18 @@ as_user() {
   exec setpriv --reuid="$uid" --regid="$uid" --clear-groups --inh-caps=-all --no-new-privs -- "$@"
 }
 
-# DevTools: Chromium's pipe is relayed to a socket in a folder of the session
-# user's with the agent's group, setgid (as gateway/backends/devtools.py makes it
-# on one machine). The relay accepts one peer uid: the app's user namespace maps
-# only 10001, so the agent shows there as the overflow uid; the folder (2750) and
-# the socket (0660) admit only the session user, who shows as 10001 and is
-# refused, and the agent's group: the overflow uid can only be the agent.
+# DevTools and the shared folder: Chromium's pipe (container/cdp-relay.py) and the
+# Downloads folder (agent_side/files_server.py) are served by the session user on
+# sockets in a folder of the session user's with the agent's group, setgid (as
+# gateway/backends/devtools.py makes it on one machine). Both accept one peer uid:
+# the app's user namespace maps only 10001, so the agent shows there as the
+# overflow uid; the folder (2750) and the sockets (0660) admit only the session
+# user, who shows as 10001 and is refused, and the agent's group: the overflow
+# uid can only be the agent.
 setpriv --reuid=10001 --regid=10002 --clear-groups --inh-caps=-all --no-new-privs -- \
-  sh -c 'mkdir -m 0750 /tmp/vr-cdp && chmod 2750 /tmp/vr-cdp'
-APP_ENV=(env HOME=/tmp/user USER=user DISPLAY=:0 VR_CDP_DIR=/tmp/vr-cdp
+  sh -c 'mkdir -m 0750 /tmp/vr-link && chmod 2750 /tmp/vr-link'
+APP_ENV=(env HOME=/tmp/user USER=user DISPLAY=:0 VR_CDP_DIR=/tmp/vr-link
+         VR_FILES_SOCKET=/tmp/vr-link/files.sock
          VR_AGENT_UID="$(cat /proc/sys/kernel/overflowuid)" /opt/visual-runtime/session.sh)
 if [ -z "${VR_EGRESS:-}" ]; then
   ( as_user 10001 unshare --user --net --map-user=10001 --map-group=10001 -- "${APP_ENV[@]}" ) \

@@ -12,6 +12,12 @@ session.styleOverlay: ~/.fluxbox/overlay
 session.screen0.workspaces: 1
 FLUX
 echo "background: none" > "$HOME/.fluxbox/overlay"
+# The swarm pod: the session user serves its Downloads folder to the runtime agent
+# (agent_side/files_server.py; container/pod.sh sets VR_FILES_SOCKET).
+if [ -n "${VR_FILES_SOCKET:-}" ]; then
+  /opt/venv/bin/python -m agent_side.files_server --socket "$VR_FILES_SOCKET" \
+    --root "$HOME/Downloads" --peer-uid "${VR_AGENT_UID:-10002}" >"$HOME/.files-server.log" 2>&1 &
+fi
 
 # -auth: only clients with the pod's cookie (gateway/backends/xauth.py) open the display.
 # -displayfd: Xvfb writes the display number into the pipe once it accepts

@@ -29,7 +29,8 @@ import re
 from typing import Final
 
 __all__ = [
-    "AUTHORIZATION", "AUTH_SCHEME", "ICE_ADDRESSES_HEADER", "MIRROR", "MIRROR_KINDS",
+    "AUTHORIZATION", "AUTH_SCHEME", "FILES", "FILE_SIZE_HEADER", "ICE_ADDRESSES_HEADER",
+    "MIRROR", "MIRROR_KINDS",
     "MIRROR_OFFSET", "TLS_SERVER_NAME", "UNAUTHORIZED_ERROR", "bearer", "mirror_file",
     "mirror_list", "valid_mirror_name",
 ]
@@ -51,6 +52,15 @@ GET ``/mirror/{kind}/{name}?offset=N``: the file's bytes from offset N (0 if abs
 MIRROR_KINDS: Final = ("recording", "logs")
 """Folders the agent may serve: the recording and the session's log files."""
 MIRROR_OFFSET: Final = "offset"
+
+FILES: Final = "/files"
+"""The session's shared folder in a swarm pod: GET ``/files`` (``{"files": [...]}``), GET
+and PUT ``/files/{path}``; served by the session user in the app sandbox
+(``agent_side.files_server``) and passed on by the agent (``agent_side.files_link``).
+Errors: ``{"error", "detail"}`` with 400 (a bad path, a symlink on the way), 404, 416
+(with ``size``), 507 (the pod's disk is full), 503 (the folder's server is not up)."""
+FILE_SIZE_HEADER: Final = "X-VR-File-Size"
+"""The whole file's size on every download answer (also a partial one)."""
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 

@@ -76,8 +76,10 @@ BUNDLE_FILE = "vr-link-tls"
 AGENT_UID = "10002"
 POD_HOME = "/tmp/user"
 """The session user's HOME in the pod (container/pod.sh), on the pod's /tmp."""
-POD_CDP_SOCKET = "/tmp/vr-cdp/cdp.sock"
+POD_CDP_SOCKET = "/tmp/vr-link/cdp.sock"
 """Chromium's DevTools relay in the pod (container/pod.sh makes its folder)."""
+POD_FILES_SOCKET = "/tmp/vr-link/files.sock"
+"""The shared folder's server in the pod (agent_side/files_server.py)."""
 AGENT_CPUS = 1.0
 AGENT_MEMORY_MB = 1024
 LINK_DEAD_S = 6.0
@@ -182,7 +184,8 @@ class SwarmBackend(SessionBackend):
                 "--resolution", f"{w}x{h}", f"--session-id={sid}",
                 "--listen", f"0.0.0.0:{handle['port']}",
                 "--secret-file", f"/run/secrets/{SECRET_FILE}",
-                "--tls-bundle", f"/run/secrets/{BUNDLE_FILE}", "--mirror", "logs=/tmp/logs"]
+                "--tls-bundle", f"/run/secrets/{BUNDLE_FILE}", "--mirror", "logs=/tmp/logs",
+                "--files-socket", POD_FILES_SOCKET]
         if "chromium" in config.apps:  # DevTools through the relay (container/pod.sh)
             args += ["--cdp-socket", POD_CDP_SOCKET]
         if request.spec.enable_recording:

@@ -49,6 +49,8 @@ from gateway.backends.session_disk import disk_free, upload_staging_dir
 from gateway.errors import ProblemError, bad_request, conflict, forbidden, not_found
 from gateway.sessions.session import Session, SessionStatus
 
+from . import files_remote
+
 __all__ = ["NotARegularFile", "file_io", "open_no_follow", "send_fd", "setup_routes"]
 
 logger = logging.getLogger(__name__)
@@ -315,6 +317,8 @@ def _path_error(raw: str, e: OSError) -> ProblemError:
 
 async def list_files(request: web.Request) -> web.Response:
     session = _session_for_files(request)
+    if files_remote.over_link(request):
+        return await files_remote.listing(request, session)
     root = request.app[MANAGER].files_dir(session)
     if root.is_symlink():
         raise bad_request("the shared folder has been replaced by a symlink")
@@ -326,6 +330,8 @@ async def download_file(request: web.Request) -> web.StreamResponse:
     session = _session_for_files(request)
     raw = request.match_info["path"]
     parts = split_path(raw)
+    if files_remote.over_link(request):
+        return await files_remote.download(request, session, raw, parts[-1].replace('"', ""))
     root = request.app[MANAGER].files_dir(session)
     try:
         fd = await file_io(_open_file, root, parts)
@@ -416,12 +422,16 @@ async def upload_file(request: web.Request) -> web.Response:
                 raise ProblemError(422, "upload-quarantined", "Upload quarantined",
                                    f"the scanner refused {raw!r}; it was not stored "
                                    "in the shared folder")
-        try:
-            existed = await file_io(_place, tmp, root, parts, owner)
-        except OSError as e:
-            if e.errno in _NO_SPACE:  # a new folder on the way did not fit
-                raise _disk_full(raw, None) from None
-            raise _path_error(raw, e) from None
+        if files_remote.over_link(request):  # the folder is in the pod, on its node
+            existed = await files_remote.place(request, session, tmp, raw)
+            await file_io(tmp.unlink)
+        else:
+            try:
+                existed = await file_io(_place, tmp, root, parts, owner)
+            except OSError as e:
+                if e.errno in _NO_SPACE:  # a new folder on the way did not fit
+                    raise _disk_full(raw, None) from None
+                raise _path_error(raw, e) from None
         done = True
     finally:
         if fd >= 0:

@@ -337,6 +337,41 @@ async def test_sessions_across_the_swarm(cluster: Cluster, served: dict[str, Any
     finally:
         await cdp.close()
 
+    # The shared folder stays in the pod on the worker; the files API reaches it over
+    # the link with the errors of one machine. The session user's own 0600 file (as
+    # Chromium writes downloads) comes through; a symlink it planted does not.
+    pod2 = task_of(client, sids[1])
+    pod2_node = cluster.worker(pod2["NodeID"]).name
+    pod2_id = pod2["Status"]["ContainerStatus"]["ContainerID"]
+    files = gw.url(f"/api/visual-sessions/{sids[1]}/files")
+    payload = os.urandom(300_000)
+    async with gw.http.put(f"{files}/in/report.bin", data=payload, headers=gw.auth) as resp:
+        assert resp.status == 201, await resp.text()
+    node_exec(pod2_node, "docker", "exec", "-u", "10001", pod2_id, "sh", "-c",
+              "cd /tmp/user/Downloads && umask 077 && echo mine > private.txt "
+              "&& ln -s /etc/passwd link")
+    owner = node_exec(pod2_node, "docker", "exec", pod2_id, "stat", "-c", "%u",
+                      "/tmp/user/Downloads/in/report.bin")
+    assert owner.split() == ["10001"]  # stored as the session user's, in the pod
+    async with gw.http.get(files, headers=gw.auth) as resp:
+        listed = {f["path"]: f["size"] for f in (await resp.json())["files"]}
+    assert listed == {"in/report.bin": 300_000, "private.txt": 5}, listed
+    async with gw.http.get(f"{files}/in/report.bin", headers=gw.auth) as resp:
+        assert resp.status == 200 and await resp.read() == payload
+    async with gw.http.get(f"{files}/in/report.bin",
+                           headers={**gw.auth, "Range": "bytes=10-19"}) as resp:
+        assert resp.status == 206 and await resp.read() == payload[10:20]
+        assert resp.headers["Content-Range"] == "bytes 10-19/300000"
+    async with gw.http.get(f"{files}/private.txt", headers=gw.auth) as resp:
+        assert resp.status == 200 and await resp.read() == b"mine\n"
+    for path, status in (("link", 400), ("nothing.txt", 404), ("back\\slash", 400)):
+        async with gw.http.get(f"{files}/{path}", headers=gw.auth) as resp:
+            problem = await resp.json()
+            assert resp.status == status and problem["status"] == status, (path, problem)
+    async with gw.http.get(files, headers={
+            "Authorization": f"Bearer {second['tokens']['view']}"}) as resp:
+        assert resp.status == 403
+
     # Isolation, read inside the pod on its node.
     task = task_of(client, sids[0])
     worker = cluster.worker(task["NodeID"]).name
