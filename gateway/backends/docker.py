@@ -80,7 +80,7 @@ from .base import (
 )
 from .cgroup import limit_events_of
 from .devtools import POD_DIR, POD_SOCKET, host_cdp_dir, prepare_cdp_dir
-from .docker_runtime import check_runtime, describe_registration
+from .docker_runtime import describe_registration, registered_runtime
 from .local import AGENT_RECORDING, LocalBackend, _chromium_flags, _describe_status
 from .network import Egress, EgressManager, run
 from .session_disk import DiskWatch, check_support, create_disk
@@ -137,7 +137,7 @@ class DockerBackend(SessionBackend):
             self._client.ping()
         except docker.errors.DockerException as e:
             raise BackendError(f"the docker engine is not reachable: {e}") from e
-        self._runtime = check_runtime(self._client.info(), config.docker_runtime)
+        self._runtime = registered_runtime(self._client, config.docker_runtime)
         logger.info("docker app containers run on %s", describe_registration(self._runtime))
         self._disks = DiskWatch()
         if config.session_disk_mb and (why := check_support()):

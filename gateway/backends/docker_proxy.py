@@ -7,7 +7,8 @@ host for whoever controls the gateway process). See docs/docker.md.
 
 What passes (``/vX.Y`` prefixes are ignored), everything else is 403:
 
-* ``GET``/``HEAD /_ping``, ``GET /version``, ``GET /images/{image}/json`` of
+* ``GET``/``HEAD /_ping``, ``GET /version``, ``GET /info`` (the registered
+  runtimes, for ``--docker-runtime``), ``GET /images/{image}/json`` of
   the allowed images;
 * ``POST /containers/create`` when the body passes :func:`check_container`:
   an allowed image, the image's own entry point with role ``app`` or
@@ -211,7 +212,7 @@ class DockerProxy:
         return await self._forward(request, body)
 
     async def _check(self, method: str, path: str, query: Any, body: bytes) -> None:
-        if method in ("GET", "HEAD") and path in ("/_ping", "/version"):
+        if method in ("GET", "HEAD") and path in ("/_ping", "/version", "/info"):
             return
         if method == "GET" and (m := _IMAGE.match(path)):
             if unquote(m.group(1)) not in self.policy.images:

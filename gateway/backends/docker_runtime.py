@@ -30,7 +30,8 @@ from typing import Any
 
 from ..errors import BackendError
 
-__all__ = ["DEFAULT_RUNTIME", "GVISOR_PIDS_FACTOR", "RuntimeInfo", "check_runtime", "describe_registration"]
+__all__ = ["DEFAULT_RUNTIME", "GVISOR_PIDS_FACTOR", "RuntimeInfo", "check_runtime",
+           "describe_registration", "registered_runtime"]
 
 DEFAULT_RUNTIME = "runc"
 DOCS = "docs/docker.md#gvisor-runsc"
@@ -100,6 +101,22 @@ def check_runtime(engine_info: dict[str, Any], name: str) -> RuntimeInfo:
             f"X server's socket would not reach the runtime agent (runtimeArgs: "
             f"{list(info.args)}; {DOCS})")
     return info
+
+
+def registered_runtime(client: Any, name: str) -> RuntimeInfo:
+    """:func:`check_runtime` against the engine behind *client* (a docker SDK client).
+
+    The default runtime is not looked up: every dockerd has ``runc``, and
+    ``GET /info`` is then not needed (the narrow socket of the compose
+    deployment, ``docker_proxy.py``, allows it, older ones did not).
+    """
+    if name == DEFAULT_RUNTIME:
+        return RuntimeInfo(DEFAULT_RUNTIME, DEFAULT_RUNTIME)
+    try:
+        engine_info = client.info()
+    except Exception as e:  # docker.errors.DockerException; not imported in this layer
+        raise BackendError(f"cannot read dockerd's runtimes for {name!r}: {e}") from e
+    return check_runtime(engine_info, name)
 
 
 def describe_registration(info: RuntimeInfo) -> str:
