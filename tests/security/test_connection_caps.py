@@ -105,9 +105,12 @@ async def test_caps_refuse_over_the_limit_and_free_on_close(tmp_path: Path) -> N
         _assert_refused(*await _request(over, base, "/healthz"), "per_client")
         assert await asyncio.wait_for(over[0].read(1), 10) == b""  # and closed
         over[1].close()
+        silent = await _connect(base, "127.0.0.1")  # over the cap and sends nothing:
+        assert await asyncio.wait_for(silent[0].read(1), 20) == b""  # closed, no answer
+        silent[1].close()
         status, _, _ = await _get(base, "127.0.0.2", "/healthz")  # another client: served
         assert status == 200
-        assert await _metric(base, 'visual_runtime_connections_refused_total{reason="per_client"}') == 1
+        assert await _metric(base, 'visual_runtime_connections_refused_total{reason="per_client"}') == 2
 
         # An idle one goes: its slot is free again.
         reader, writer = idle.pop()
