@@ -8,13 +8,15 @@ the revoked token's three connections — its WHEP peer is gone from the runtime
 agent, its WebSocket and noVNC connections are closed with 1008 — while the other token's viewers keep
 receiving frames; the revoked token is refused (401 problem) on the viewer page,
 the API and WHEP from then on. A revoked control token that held control
-releases it (the agent's actions go through again). An unknown id is a 404
+releases it (the agent's actions go through again), and a CDP client on a
+revoked control token is cut off. An unknown id is a 404
 problem and changes nothing; a session token may not revoke (403). Each
 revocation is a ``token_revoked`` event.
 """
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import aiohttp
@@ -175,4 +177,49 @@ async def test_revoked_token_loses_its_viewers_and_control(light_gateway: Gatewa
             await ws_viewer.close()
         if vnc is not None:
             await vnc.close()
+    await gw.stop(sid)
+
+
+async def test_revoked_control_token_loses_its_cdp_connection(gateway: Gateway) -> None:
+    """A CDP client (raw DevTools protocol over the gateway's WebSocket) on a minted
+    control token is cut off with 1008 when the token is revoked; the API token's
+    own CDP connection afterwards works."""
+    gw = gateway
+    session = await gw.create_running(resolution="800x600")
+    sid = session["session_id"]
+    minted = await _mint(gw, sid, "control")
+    cdp_url = gw.url(f"/api/visual-sessions/{sid}/cdp")
+    ws = await gw.http.ws_connect(cdp_url, headers={"Authorization": f"Bearer {minted['token']}"})
+    try:
+        await ws.send_json({"id": 1, "method": "Browser.getVersion"})
+        reply = await ws.receive_json(timeout=30)
+        assert reply["id"] == 1 and "product" in reply["result"], reply
+        status, result = await _revoke(gw, sid, minted["token_id"])
+        assert status == 200 and result["closed"] == 1, result
+        closing = await ws.receive(timeout=10)
+        assert closing.type is aiohttp.WSMsgType.CLOSE, closing
+        assert (closing.data, closing.extra) == (aiohttp.WSCloseCode.POLICY_VIOLATION,
+                                                 "token revoked")
+    finally:
+        await ws.close()
+    status, _ = await _status(gw, "GET", f"/api/visual-sessions/{sid}/cdp/json/version",
+                              minted["token"])
+    assert status == 401
+    # The browser is free again for another client (the API token), once the runtime
+    # agent has seen the revoked one go (409 "busy" until then).
+    for _ in range(40):
+        try:
+            again = await gw.http.ws_connect(cdp_url, headers=gw.auth)
+        except aiohttp.WSServerHandshakeError as e:
+            assert e.status == 409, e
+            await asyncio.sleep(0.5)
+            continue
+        try:
+            await again.send_json({"id": 2, "method": "Browser.getVersion"})
+            assert (await again.receive_json(timeout=30))["id"] == 2
+        finally:
+            await again.close()
+        break
+    else:
+        raise AssertionError("the API token's CDP connection never got an answer")
     await gw.stop(sid)
