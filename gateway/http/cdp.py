@@ -146,7 +146,9 @@ async def cdp_socket(request: web.Request) -> web.StreamResponse:
         sockets.add(ws)
         unregister = manager.live.add(sid, who.token_id, lambda: close_revoked(ws))
         try:
-            if unregister is not None:  # else its token was revoked meanwhile
+            if unregister is None:  # its token was revoked while this connected
+                await close_revoked(ws)
+            else:
                 await pump(ws, upstream)
         finally:
             # The handler may be cancelled when the client goes (aiohttp's

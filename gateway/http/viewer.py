@@ -154,7 +154,9 @@ async def _proxy(request: web.Request, agent_path: str, protocols: tuple[str, ..
         unregister = manager.live.add(sid, who.token_id, lambda: close_revoked(ws))
         logger.info("session %s: %s proxied for a %s token", sid, agent_path, who.kind)
         try:
-            if unregister is not None:  # else its token was revoked meanwhile
+            if unregister is None:  # its token was revoked while this connected
+                await close_revoked(ws)
+            else:
                 await _pump(ws, upstream)
         finally:
             if unregister is not None:
