@@ -4,7 +4,7 @@ and logs grow without limit and are re-read whole by /logs, event resume and cha
 Unit tests of the pieces, on real files:
 
 * the NDJSON readers (:mod:`gateway.sessions.ndjson`) through a file wrapper that
-  counts the bytes read: a resume near the end of a 30 MB log, its tail and a
+  counts the bytes read: a resume near the end of a 26 MB log, its tail and a
   backwards scan read a few blocks, not the file; the bisection agrees with a
   plain scan on logs with long and damaged lines;
 * :class:`~gateway.sessions.events.EventHub` on a 30 MB log: a new hub (a
@@ -35,7 +35,7 @@ from gateway.sessions.events import PAGE_EVENTS, EventHub
 from gateway.sessions.ndjson import lines_backwards, read_lines, seek_after, tail_lines
 
 BIG_EVENTS = 200_000
-"""About 30 MB of events."""
+"""About 26 MB of events."""
 
 
 class CountingFile(io.RawIOBase):
