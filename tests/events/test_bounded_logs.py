@@ -7,7 +7,7 @@ Unit tests of the pieces, on real files:
   counts the bytes read: a resume near the end of a 26 MB log, its tail and a
   backwards scan read a few blocks, not the file; the bisection agrees with a
   plain scan on logs with long and damaged lines;
-* :class:`~gateway.sessions.events.EventHub` on a 30 MB log: a new hub (a
+* :class:`~gateway.sessions.events.EventHub` on a 26 MB log: a new hub (a
   restarted gateway) continues the ids, and a resume returns the right events,
   with the process's own read counter (``/proc/self/io`` ``rchar``) and its
   peak allocation far below the file's size;
