@@ -67,8 +67,12 @@ say "dockerd $(docker version --format '{{.Server.Version}}') up"
 if [ -n "$RUNSC_CHANGED" ]; then
   # Runtimes reload on SIGHUP. Only the dockerd of this mount namespace reads this
   # daemon.json (a Docker-in-Docker node's dockerd is another process).
-  for pid in $(pgrep -x dockerd); do
-    [ "$(readlink "/proc/$pid/ns/mnt")" = "$(readlink /proc/self/ns/mnt)" ] && kill -HUP "$pid"
+  for comm in /proc/[0-9]*/comm; do
+    pid="${comm#/proc/}"; pid="${pid%/comm}"
+    [ "$(cat "$comm" 2>/dev/null)" = dockerd ] || continue
+    if [ "$(readlink "/proc/$pid/ns/mnt")" = "$(readlink /proc/self/ns/mnt)" ]; then
+      kill -HUP "$pid"
+    fi
   done
 fi
 for _ in $(seq 1 40); do
