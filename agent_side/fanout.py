@@ -43,6 +43,8 @@ from typing import Protocol
 
 import av
 
+from wire.agent_api import BITRATE_POLICIES
+
 from .encoder import CODECS, EncodedFrame
 from .errors import AgentSideError
 from .videoworker import WorkerInbox
@@ -50,8 +52,6 @@ from .videoworker import WorkerInbox
 __all__ = ["BITRATE_POLICIES", "Fanout", "MediaError", "PacketSubscription",
            "SubscriptionClosed"]
 
-BITRATE_POLICIES = ("steering", "min")
-"""Whose bandwidth estimates set the shared encoder's cap (module docstring)."""
 PACE_BURST_S = 1.0
 """A paced subscription may run this many seconds of its estimate ahead."""
 

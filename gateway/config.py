@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from wire.agent_api import VIEWER_LIMITS
+from wire.agent_api import BITRATE_POLICIES, VIEWER_LIMITS
 
 ENV_PREFIX = "VISUAL_RUNTIME_"
 DEFAULT_APPS = ("fluxbox", "xterm", "chromium")
@@ -136,6 +136,10 @@ class GatewayConfig:
     max_fps: int = 60
     """Frame-rate cap of every session's video (``--max-fps``); the runtime agent's governor
     lowers it further when it cannot keep up."""
+    bitrate_policy: str = "steering"
+    """Whose bandwidth estimates (REMB) set every session's shared encoder bitrate
+    (``--bitrate-policy``): ``steering`` (tokens that may take control; view-only viewers
+    are paced on their own) or ``min`` (every viewer)."""
     viewer_limits: tuple[tuple[str, float], ...] = ()
     """Viewer caps passed to every runtime agent, overriding its defaults
     (names: ``wire.agent_api.VIEWER_LIMITS``)."""
@@ -211,6 +215,9 @@ class GatewayConfig:
             raise ValueError("create_rate_per_minute must be > 0 and create_burst >= 1")
         if not 1 <= self.max_fps <= 120:
             raise ValueError(f"max_fps must be 1-120, not {self.max_fps}")
+        if self.bitrate_policy not in BITRATE_POLICIES:
+            raise ValueError(f"bitrate_policy must be one of {', '.join(BITRATE_POLICIES)}, "
+                             f"not {self.bitrate_policy!r}")
         for name, value in self.viewer_limits:
             if name not in VIEWER_LIMITS or value < 0:
                 raise ValueError(f"viewer limit {name}={value}: the names are "

@@ -63,6 +63,9 @@ VIEWER_LIMITS: Final = ("max_viewers", "max_viewers_per_token", "max_webrtc", "m
                         "datachannel_max_bytes", "ice_deadline_s")
 """Viewer caps of a runtime agent (``agent_side.limits.ViewerLimits``); each is the agent
 flag ``--NAME`` with ``_`` as ``-`` (``ice_deadline_s``: ``--ice-deadline``)."""
+BITRATE_POLICIES: Final = ("steering", "min")
+"""Whose bandwidth estimates set a session's shared encoder bitrate (the agent's
+``--bitrate-policy``; ``agent_side.fanout``): ``steering`` (the default) or ``min``."""
 VIEWER_LIMIT_ERROR: Final = "viewer_limit"
 """``error`` of the agent's 429/503 answer to a viewer over a cap (with ``reason`` and
 ``Retry-After``)."""

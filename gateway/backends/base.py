@@ -188,6 +188,8 @@ def viewer_limit_args(config: GatewayConfig) -> list[str]:
     """The runtime agent's flags for the configured frame-rate cap (``--max-fps``) and
     viewer caps (``--viewer-limit``)."""
     args: list[str] = ["--fps", str(config.max_fps)]
+    if config.bitrate_policy != "steering":  # the agent's default: images older than it work
+        args += ["--bitrate-policy", config.bitrate_policy]
     for name, value in config.viewer_limits:
         args += [viewer_limit_flag(name), f"{value:g}" if name == "ice_deadline_s"
                  else str(int(value))]

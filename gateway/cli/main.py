@@ -26,6 +26,7 @@ from gateway.config import EGRESS_DENY_DEFAULT, GatewayConfig, env_default
 from gateway.errors import BackendError, StateFileError
 from gateway.security.conncap import CONNECTIONS, CappedAppRunner, raise_nofile_limit
 from gateway.sessions.tokens import load_or_create_api_token
+from wire.agent_api import BITRATE_POLICIES
 
 logger = logging.getLogger("gateway")
 
@@ -138,6 +139,11 @@ def _add_server_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-fps", type=int, default=int(env_default("max_fps", "60") or 60),
                    help="frame-rate cap of every session's video, 1-120 (the runtime agent "
                         "lowers it when it cannot keep up)")
+    p.add_argument("--bitrate-policy", choices=BITRATE_POLICIES,
+                   default=env_default("bitrate_policy", "steering") or "steering",
+                   help="whose bandwidth estimates set a session's shared encoder bitrate: "
+                        "steering (tokens that may take control; view-only viewers are "
+                        "paced on their own, the default) or min (every viewer)")
     p.add_argument("--viewer-limit", action="append", metavar="NAME=N",
                    default=[v for v in (env_default("viewer_limit", "") or "").split(",") if v],
                    help="a viewer cap of every session, repeatable: max_viewers, "
@@ -217,6 +223,7 @@ def _build_config(args: argparse.Namespace) -> GatewayConfig:
         event_log_max_mb=args.event_log_max_mb, session_log_max_mb=args.session_log_max_mb,
         frame_ancestors=args.frame_ancestors, max_body_kb=args.max_body_kb,
         max_fps=args.max_fps, viewer_limits=_viewer_limits(args.viewer_limit),
+        bitrate_policy=args.bitrate_policy,
         allowed_hosts=tuple(h.strip() for h in str(args.allowed_hosts).split(",") if h.strip()),
         ice_servers=tuple(s.strip() for s in args.ice_server if s.strip()),
         turn_urls=tuple(s.strip() for s in args.turn_url if s.strip()),

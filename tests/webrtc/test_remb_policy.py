@@ -11,7 +11,8 @@ _handle_rtp_packet``), claiming 10 kbit/s, every 0.2 s.
   gets keyframes and what fits its budget, fewer frames, still frames). A control
   token's REMB, the control case, lowers the cap and the other viewer's bitrate.
 * Policy ``min``: a view token's REMB lowers the cap (the old behaviour, kept as a
-  setting for a trusted audience).
+  setting for a trusted audience); the gateway's ``--bitrate-policy`` reaches the
+  runtime agent.
 """
 
 from __future__ import annotations
@@ -30,7 +31,10 @@ from aiortc.rtp import RTCP_PSFB_APP, RtcpPsfbPacket, pack_remb_fci
 from Xlib import X
 from Xlib import display as xdisplay
 
+from gateway.appkeys import MANAGER
+from gateway.config import GatewayConfig
 from tests.conftest import XDisplay, start_xvfb, stop_xvfb
+from tests.gateway_fixtures import in_process_gateway
 from tests.security.agent_process import (
     AgentProcess,
     DirectViewer,
@@ -229,3 +233,17 @@ async def test_min_policy_lets_any_viewer_lower_the_cap(noisy_screen: XDisplay,
     finally:
         await liar.close()
         stop_agent(agent)
+
+
+def test_an_unknown_policy_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="bitrate_policy"):
+        GatewayConfig(state_dir=tmp_path, bitrate_policy="max")
+
+
+async def test_the_gateway_setting_reaches_the_runtime_agent(tmp_path: Path) -> None:
+    async for gw in in_process_gateway(tmp_path, apps=("xterm",), bitrate_policy="min"):
+        session = await gw.create_running(resolution="640x480")
+        manager = gw.extra["app"][MANAGER]
+        stats = await manager.agent(manager.get(session["session_id"])).stats()
+        assert stats["media"]["bitrate"]["policy"] == "min"
+        await gw.stop(session["session_id"])
