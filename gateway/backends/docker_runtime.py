@@ -10,17 +10,20 @@ the gateway reaches its unix socket through a bind mount).
 
 What changes for a gVisor app container:
 
-* **No XShm.** gVisor keeps SysV shared memory inside its own kernel, so the
-  agent's capture falls back to XGetImage (``agent_side/capture.py`` decides
-  by trying and logs it). The agent then keeps a private IPC namespace:
-  joining the sandbox's would share nothing.
+* **No shared IPC namespace.** gVisor keeps SysV shared memory inside its
+  own kernel, so joining the sandbox's IPC namespace would share nothing; the
+  agent keeps a private one. XShm still works: mss passes a memfd through the
+  X socket, which crosses as a host file (``agent_side/capture.py`` probes
+  that the server's writes arrive, and falls back to XGetImage if not).
+* **A larger host pids limit** (:meth:`RuntimeInfo.host_pids_limit`).
 * **The registration needs** ``--host-uds=create`` (or ``all``) among the
   runtime's arguments: without it Xvfb's socket made inside gVisor on the
   shared ``/tmp/.X11-unix`` bind mount never appears for the agent.
   :func:`check_runtime` refuses a registration without it.
 
-:func:`check_runtime` runs when the backend starts (an unknown runtime is a
-clear error then, not a failed session later) and in ``doctor``.
+:func:`registered_runtime` runs when the backend starts (an unknown runtime
+is a clear error then, not a failed session later), :func:`check_runtime` also
+in ``doctor``.
 """
 
 from __future__ import annotations
