@@ -11,10 +11,10 @@ from gateway.appkeys import AUTH, MANAGER
 from gateway.http.openapi import OPENAPI
 from gateway.security.auth import bearer
 from gateway.security.conncap import CONNECTIONS
-from gateway.sessions.manager import closed_viewers
 from gateway.sessions.pool import WarmPool
 from gateway.sessions.session import SessionStatus
 from gateway.sessions.startup import StartupHistograms
+from gateway.sessions.watchdog import closed_viewers
 
 
 async def healthz(request: web.Request) -> web.Response:

@@ -14,8 +14,6 @@ import asyncio
 import logging
 import os
 import shutil
-from collections.abc import Awaitable, Callable
-from datetime import timedelta
 from pathlib import Path
 
 from gateway.backends.base import PodRequest, SessionBackend
@@ -23,7 +21,7 @@ from gateway.config import GatewayConfig
 from gateway.errors import BackendError, CapacityProblem, conflict, not_found
 from gateway.sessions.agent_link import AgentClient, AgentUnavailable
 from gateway.sessions.events import EventHub
-from gateway.sessions.limits import LimitReporter, describe_hits
+from gateway.sessions.limits import LimitReporter
 from gateway.sessions.live import LiveConnections
 from gateway.sessions.pool import PooledPod, WarmPool
 from gateway.sessions.session import (
@@ -38,6 +36,7 @@ from gateway.sessions.slots import SlotTable
 from gateway.sessions.startup import StartupHistograms
 from gateway.sessions.store import SessionStore
 from gateway.sessions.tokens import new_session_id, new_token, token_hash
+from gateway.sessions.watchdog import OnStop, Watchdog
 from gateway.spec import SessionSpec
 from wire import agent_api
 
@@ -85,6 +84,8 @@ class SessionManager:
         self.live = LiveConnections()
         """Open viewer connections by token, closed when their token is revoked."""
         self.stop_hooks.append(self.live.on_stop)
+        self.watchdog = Watchdog(self)
+        """Expiry, idle time, dead pods and agent restarts, viewer counts."""
 
     # ------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -94,7 +95,7 @@ class SessionManager:
             if session.status.terminal:
                 continue
             alive = bool(session.pod) and await self._backend.is_alive(session.pod)
-            client = self._client(session) if alive else None
+            client = self.agent_client(session) if alive else None
             if alive and client is not None:
                 try:
                     ready = await client.health()
@@ -103,8 +104,8 @@ class SessionManager:
                 if ready:
                     if session.status is SessionStatus.STARTING:
                         session.transition(SessionStatus.RUNNING)
-                    self._save(session)
-                    await self._push_control(session)
+                    self.save(session)
+                    await self.push_control(session)
                     # Hits while the gateway was down are not reported again.
                     await self.limits.adopt(session)
                     logger.info("session %s: re-adopted", session.session_id)
@@ -123,7 +124,7 @@ class SessionManager:
                 if stop_leftover is not None:
                     await stop_leftover(sid, self._session_dir(sid),
                                         self._config.runtime_dir / sid)
-        self._watcher = asyncio.create_task(self._watch())
+        self._watcher = asyncio.create_task(self.watchdog.run())
 
     async def aclose(self) -> None:
         """Stop every live session (reason ``shutdown``) and the watcher."""
@@ -162,7 +163,7 @@ class SessionManager:
             raise conflict("session-not-running",
                            f"session {session.session_id} is {session.status.value}",
                            "Session not running")
-        return self._client(session)
+        return self.agent_client(session)
 
     def files_dir(self, session: Session) -> Path:
         return self._session_dir(session.session_id) / "home" / "Downloads"
@@ -234,7 +235,7 @@ class SessionManager:
             from_pool=pooled is not None,
         )
         self._sessions[session.session_id] = session
-        self._save(session)
+        self.save(session)
         self.counters["sessions_created"] += 1
         self.events.emit(session.session_id, "status", status=session.status.value)
         logger.info("session %s: created (%s, network %s%s)", session.session_id,
@@ -246,7 +247,7 @@ class SessionManager:
 
     async def stop(self, session_id: str, reason: StopReason = StopReason.REQUESTED) -> Session:
         session = self.get(session_id)
-        async with self._lock(session_id):
+        async with self.lock(session_id):
             if session.status.terminal:
                 return session
             await self._finish(session, reason)
@@ -254,7 +255,7 @@ class SessionManager:
 
     async def delete(self, session_id: str) -> None:
         session = await self.stop(session_id)
-        async with self._lock(session_id):
+        async with self.lock(session_id):
             self._sessions.pop(session_id, None)
             self._store.delete(session_id)
             await asyncio.to_thread(shutil.rmtree, self._session_dir(session_id), True)
@@ -271,7 +272,7 @@ class SessionManager:
         ``{"type": "event", "event": {...}}``. The runtime agent's gate has
         switched before this returns, so no agent input follows a ``take``.
         """
-        async with self._lock(session.session_id):
+        async with self.lock(session.session_id):
             if session.status is not SessionStatus.RUNNING:
                 raise conflict("session-not-running",
                                f"session {session.session_id} is {session.status.value}",
@@ -291,13 +292,13 @@ class SessionManager:
                                    "Control held by someone else")
                 new, owner = Controller.AGENT, None
             changed = new is not session.controller or owner != session.controller_token_hash
-            await self._client(session).set_controller(new.value, owner[:32] if owner else None)
+            await self.agent_client(session).set_controller(new.value, owner[:32] if owner else None)
             if changed:
                 session.controller = new
                 session.controller_token_hash = owner
                 session.controller_since = utcnow()
                 session.last_activity = utcnow()
-                self._save(session)
+                self.save(session)
                 extra: dict[str, object] = {"controller": new.value, "action": action,
                                             "by": by,
                                             "since": rfc3339(session.controller_since)}
@@ -306,7 +307,7 @@ class SessionManager:
                         f"/api/visual-sessions/{session.session_id}/screenshot")
                 event = self.events.emit(session.session_id, "control", **extra)
                 try:
-                    await self._client(session).request(
+                    await self.agent_client(session).request(
                         "POST", agent_api.BROADCAST, json_body={"type": "event", "event": event})
                 except AgentUnavailable as e:
                     logger.warning("session %s: control event not sent to viewers: %s",
@@ -323,7 +324,7 @@ class SessionManager:
         ``MAX_ISSUED_TOKENS`` minted tokens.
         """
         session = self.get(session_id)
-        async with self._lock(session_id):
+        async with self.lock(session_id):
             if not session.status.live:
                 raise conflict("session-not-running",
                                f"session {session_id} is {session.status.value}",
@@ -335,7 +336,7 @@ class SessionManager:
             token = new_token()
             digest = token_hash(token)
             session.issued_tokens[digest] = kind
-            self._save(session)
+            self.save(session)
         self.events.emit(session_id, "token_issued", kind=kind, token_id=digest[:32])
         logger.info("session %s: %s token issued", session_id, kind)
         return token
@@ -356,7 +357,7 @@ class SessionManager:
             raise not_found(f"session {session_id} has no live token with id {token_id!r}")
         digest, kind = match[0]
         session.revoked_tokens.add(digest)
-        self._save(session)
+        self.save(session)
         held = (session.controller is Controller.HUMAN
                 and session.controller_token_hash == digest)
         if held:
@@ -383,8 +384,7 @@ class SessionManager:
         sid = session.session_id
         loop = asyncio.get_running_loop()
         t0 = loop.time() if t0 is None else t0
-        request = PodRequest(sid, session.spec, session.slot, self._session_dir(sid),
-                             self._config.runtime_dir / sid)
+        request = self.pod_request(session)
         spans: dict[str, float] = {}
         try:
             t1 = loop.time()
@@ -405,7 +405,7 @@ class SessionManager:
             hint = DOCTOR_HINT if isinstance(e, BackendError) else ""
             logger.warning("session %s: start failed: %s%s", sid, e, hint)
             self.counters["errors"] += 1
-            async with self._lock(sid):
+            async with self.lock(sid):
                 if not session.status.terminal:
                     session.error = (str(e) + hint) if isinstance(e, BackendError) \
                         else "start failed"
@@ -413,12 +413,12 @@ class SessionManager:
             return
         finally:
             self._start_tasks.pop(sid, None)
-        async with self._lock(sid):
+        async with self.lock(sid):
             if session.status is SessionStatus.STARTING:
                 spans["total"] = (loop.time() - t0) * 1000
                 session.transition(SessionStatus.RUNNING)
                 session.last_activity = utcnow()
-                self._save(session)
+                self.save(session)
                 self.events.emit(sid, "startup", from_pool=session.from_pool,
                                  spans_ms={k: round(v, 1) for k, v in spans.items()})
                 self.startup.observe(spans, session.from_pool)
@@ -436,9 +436,9 @@ class SessionManager:
         spec = session.spec
         try:
             await self._backend.claim_pod(session.pod, request)
-            self._save(session)
+            self.save(session)
             spans["claim_backend"] = (loop.time() - t1) * 1000
-            reply = await self._client(session).request(
+            reply = await self.agent_client(session).request(
                 "POST", agent_api.CLAIM, timeout=15, json_body={
                     "resolution": spec.resolution_str, "start_url": spec.start_url,
                     "recording": spec.enable_recording})
@@ -455,9 +455,7 @@ class SessionManager:
                 await self._backend.stop_pod(session.pod)
             except Exception:  # noqa: BLE001 - a cold start follows either way
                 logger.exception("session %s: removing the pooled pod failed", sid)
-            client = self._agents.pop(sid, None)
-            if client is not None:
-                await client.aclose()
+            await self.drop_client(sid)
             session.pod = {}
             session.from_pool = False
             return False
@@ -468,21 +466,21 @@ class SessionManager:
         backend_spans = session.pod.pop("spans", None)
         if isinstance(backend_spans, dict):
             spans.update(backend_spans)
-        self._save(session)
+        self.save(session)
         t1 = loop.time()
         spans.update(await self._wait_first_frame(session))
         spans["first_frame_wait"] = (loop.time() - t1) * 1000
 
     async def _wait_first_frame(self, session: Session) -> dict[str, float]:
         """Wait until the runtime agent serves a first frame; its start-up spans."""
-        client = self._client(session)
+        client = self.agent_client(session)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._config.start_timeout_s
         while True:
             if not await self._backend.is_alive(session.pod):
                 reason = await self._backend.exit_reason(session.pod)
                 raise BackendError(f"the pod exited during start-up ({reason}): "
-                                   + self._log_tail(session.session_id))
+                                   + self.log_tail(session.session_id))
             try:
                 # A long poll: the agent answers as soon as it has a frame.
                 reply = await client.request("GET", agent_api.HEALTH + "?wait=1", timeout=3)
@@ -508,7 +506,7 @@ class SessionManager:
         if session.status is not SessionStatus.STOPPING:
             session.transition(SessionStatus.STOPPING)
         session.stop_reason = reason
-        self._save(session)
+        self.save(session)
         self.events.emit(sid, "status", status="stopping", stop_reason=reason.value)
         if session.pod:
             try:
@@ -516,9 +514,7 @@ class SessionManager:
             except Exception as e:  # noqa: BLE001 - must still reach a terminal state
                 logger.error("session %s: stopping the pod failed: %s", sid, e)
                 self.counters["errors"] += 1
-        client = self._agents.pop(sid, None)
-        if client is not None:
-            await client.aclose()
+        await self.drop_client(sid)
         self.agent_stats.pop(sid, None)
         self.limits.forget(sid)
         for hook in list(self.stop_hooks):
@@ -529,114 +525,33 @@ class SessionManager:
         session.viewers = 0
         self._slots.release(session.slot, sid)
         session.transition(reason.final_status)
-        self._save(session)
+        self.save(session)
         self.events.emit(sid, "status", status=session.status.value, stop_reason=reason.value)
         logger.info("session %s: %s (%s)", sid, session.status.value, reason.value)
         await self._notify(sid)
 
-    async def _watch(self) -> None:
-        while True:
-            await asyncio.sleep(self._config.poll_interval_s)
-            for session in list(self._sessions.values()):
-                if session.status is not SessionStatus.RUNNING:
-                    continue
-                try:
-                    await self._check(session)
-                except Exception:  # noqa: BLE001 - one session must not stop the watcher
-                    logger.exception("session %s: check failed", session.session_id)
+    def stop_soon(self, sid: str, reason: StopReason) -> None:
+        """Stop a session in the background (a failure is logged)."""
+        self._hold(asyncio.create_task(self._stop_quietly(sid, reason)))
 
-    async def _check(self, session: Session) -> None:
+    async def drop_client(self, sid: str) -> None:
+        """Close and forget the cached link to a session's runtime agent."""
+        client = self._agents.pop(sid, None)
+        if client is not None:
+            await client.aclose()
+
+    def pod_request(self, session: Session) -> PodRequest:
         sid = session.session_id
-        now = utcnow()
-        if now >= session.expires_at:
-            self._hold(asyncio.create_task(self._stop_quietly(sid, StopReason.TIMEOUT)))
-            return
-        limits = await self.limits.report(session)
-        if not await self._backend.is_alive(session.pod):
-            # Counted before the pod is gone: an OOM kill may be why it died.
-            limits = await self.limits.report(session) or limits
-            reason = await self._backend.exit_reason(session.pod)
-            if await self._restart_agent(session, reason):
-                return
-            if limits:
-                reason += " after hitting its " + describe_hits(limits)
-            session.error = f"{reason}: {self._log_tail(sid)}"
-            logger.warning("session %s: %s", sid, reason)
-            self._hold(asyncio.create_task(self._stop_quietly(sid, StopReason.ERROR)))
-            return
-        try:
-            stats = await self._client(session).stats()
-        except AgentUnavailable as e:
-            logger.debug("session %s: stats unavailable: %s", sid, e)
-            stats = {}
-        if stats:
-            _viewers_closed(self.events, sid, self.agent_stats.get(sid, {}), stats)
-            self.agent_stats[sid] = stats
-            viewers = int(stats.get("viewers", 0))
-            if viewers != session.viewers:
-                kind = "viewer_joined" if viewers > session.viewers else "viewer_left"
-                self.events.emit(sid, kind, viewers=viewers)
-                session.viewers = viewers
-            idle_s = stats.get("input_idle_s")
-            if isinstance(idle_s, int | float):
-                input_at = now - timedelta(seconds=float(idle_s))
-                if input_at > session.last_activity:
-                    session.last_activity = input_at
-        deadline = session.idle_deadline()
-        if deadline is not None and now >= deadline:
-            self._hold(asyncio.create_task(self._stop_quietly(sid, StopReason.IDLE_TIMEOUT)))
+        return PodRequest(sid, session.spec, session.slot, self._session_dir(sid),
+                          self._config.runtime_dir / sid)
 
-    async def _restart_agent(self, session: Session, reason: str) -> bool:
-        """Restart a dead runtime agent if ``agent_restarts`` allows; True when it runs again.
+    @property
+    def config(self) -> GatewayConfig:
+        return self._config
 
-        The desktop and its apps keep running; viewers reconnect; control is restored;
-        the recording goes on in a new segment (joined at finalisation)."""
-        sid = session.session_id
-        restarts = session.pod.get("agent_restarts", 0)
-        done = restarts if isinstance(restarts, int) else 0
-        if done >= self._config.agent_restarts:
-            return False
-        async with self._lock(sid):
-            if session.status is not SessionStatus.RUNNING:
-                return True  # being stopped anyway
-            for hook in list(self.restart_hooks):
-                try:
-                    await hook(session)
-                except Exception:  # noqa: BLE001 - a hook must not prevent the restart
-                    logger.exception("session %s: restart hook failed", sid)
-            session.pod["agent_restarts"] = done + 1
-            self._save(session)
-            client = self._agents.pop(sid, None)
-            if client is not None:
-                await client.aclose()
-            request = PodRequest(sid, session.spec, session.slot, self._session_dir(sid),
-                                 self._config.runtime_dir / sid)
-            try:
-                await self._backend.restart_agent(session.pod, request)
-                self._save(session)
-                client = self._client(session)
-                deadline = asyncio.get_running_loop().time() + self._config.start_timeout_s
-                while True:
-                    if not await self._backend.is_alive(session.pod):
-                        raise BackendError("the restarted runtime agent exited")
-                    try:
-                        if await client.health():
-                            break
-                    except AgentUnavailable:
-                        pass
-                    if asyncio.get_running_loop().time() > deadline:
-                        raise BackendError("the restarted runtime agent served no frame")
-                    await asyncio.sleep(0.05)
-            except BackendError as e:
-                logger.warning("session %s: runtime agent restart failed: %s", sid, e)
-                return False
-            await self._push_control(session)
-            self.counters["agent_restarts"] = self.counters.get("agent_restarts", 0) + 1
-            self.events.emit(sid, "agent_restarted", attempt=done + 1,
-                             max=self._config.agent_restarts, reason=reason)
-            logger.warning("session %s: %s; restarted it (%d of %d)", sid, reason, done + 1,
-                           self._config.agent_restarts)
-            return True
+    @property
+    def backend(self) -> SessionBackend:
+        return self._backend
 
     async def _stop_quietly(self, sid: str, reason: StopReason) -> None:
         try:
@@ -644,15 +559,15 @@ class SessionManager:
         except Exception:  # noqa: BLE001
             logger.exception("session %s: stop (%s) failed", sid, reason.value)
 
-    async def _push_control(self, session: Session) -> None:
+    async def push_control(self, session: Session) -> None:
         owner = session.controller_token_hash
         try:
-            await self._client(session).set_controller(session.controller.value,
+            await self.agent_client(session).set_controller(session.controller.value,
                                                        owner[:32] if owner else None)
         except AgentUnavailable as e:
             logger.warning("session %s: could not restore control: %s", session.session_id, e)
 
-    def _client(self, session: Session) -> AgentClient:
+    def agent_client(self, session: Session) -> AgentClient:
         client = self._agents.get(session.session_id)
         if client is None:
             client = AgentClient(self._backend.agent_endpoint(session.pod), session.session_id)
@@ -662,17 +577,17 @@ class SessionManager:
     def _session_dir(self, session_id: str) -> Path:
         return self._config.sessions_dir / session_id
 
-    def _log_tail(self, session_id: str) -> str:
+    def log_tail(self, session_id: str) -> str:
         path = self._session_dir(session_id) / "logs" / "app.log"
         try:
             return path.read_bytes()[-300:].decode(errors="replace").strip()
         except OSError:
             return "(no log)"
 
-    def _save(self, session: Session) -> None:
+    def save(self, session: Session) -> None:
         self._store.save(session)
 
-    def _lock(self, session_id: str) -> asyncio.Lock:
+    def lock(self, session_id: str) -> asyncio.Lock:
         return self._locks.setdefault(session_id, asyncio.Lock())
 
     def _condition(self, session_id: str) -> asyncio.Condition:
@@ -687,28 +602,3 @@ class SessionManager:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-
-OnStop = Callable[[Session], Awaitable[None]]
-"""How a count of ``resource_events`` reads in an error message."""
-
-
-def closed_viewers(stats: dict[str, object]) -> dict[str, int]:
-    """Viewers a runtime agent's guards closed, by reason (ghost_peer, datachannel_oversize,
-    slow_viewer), from its ``/stats``."""
-    limits = stats.get("limits")
-    if not isinstance(limits, dict):
-        return {}
-    closed = limits.get("closed")
-    out = {k: int(v) for k, v in closed.items()} if isinstance(closed, dict) else {}
-    out["slow_viewer"] = int(limits.get("slow_cut", 0))
-    return out
-
-
-def _viewers_closed(events: EventHub, sid: str, before: dict[str, object],
-                    after: dict[str, object]) -> None:
-    """File a ``viewer_closed`` event for each guard that closed viewers since the last poll."""
-    old = closed_viewers(before)
-    for reason, count in sorted(closed_viewers(after).items()):
-        if count > old.get(reason, 0):
-            events.emit(sid, "viewer_closed", reason=reason, count=count,
-                        new=count - old.get(reason, 0))
