@@ -22,8 +22,9 @@ sets its cap is a choice; :data:`BITRATE_POLICIES`):
   and API tokens), clamped to ``[min_bitrate, max_bitrate]``; with none, the
   start bitrate. A subscription that does not steer (a view-only peer) and
   reports less than the cap is *paced* instead: it gets frames while a byte
-  budget at its own estimate allows, keyframes always, and after a dropped
-  frame nothing until the next keyframe (the periodic one: it asks for none).
+  budget at its own estimate (never below ``min_bitrate``) allows, keyframes
+  always, and after a dropped frame nothing until the next keyframe (the
+  periodic one: it asks for none).
   One watcher on a poor or lying link gets fewer frames; the others keep
   their picture.
 * ``min``: the minimum estimate over every subscription (each viewer's link
@@ -271,9 +272,11 @@ class Fanout:
         target = min(estimates) if estimates else self._start_bitrate
         target = max(self._min_bitrate, min(self._max_bitrate, target))
         for s in subs:
-            s.pace_bps = (s.bitrate_estimate if not everyone and not s.steers_bitrate
-                          and s.bitrate_estimate is not None and s.bitrate_estimate < target
-                          else None)
+            # Never below the encoder's floor: an estimator on a quiet screen reports
+            # about what it receives, so a low estimate is often no poor link.
+            pace = max(self._min_bitrate, s.bitrate_estimate or 0)
+            s.pace_bps = (pace if not everyone and not s.steers_bitrate
+                          and s.bitrate_estimate is not None and pace < target else None)
         with self._inbox.lock:
             self._inbox.bitrate_targets[codec] = target
 

@@ -55,7 +55,10 @@ def test_steering_policy_ignores_view_only_estimates_and_paces_them() -> None:
     controller = fanout.subscribe(owner, "h264", "controller", steers_bitrate=True)
     viewer.set_bitrate_estimate(10_000)
     assert inbox.bitrate_targets["h264"] == START
-    assert viewer.pace_bps == 10_000 and controller.pace_bps is None
+    # paced at its estimate, but never below the encoder's floor
+    assert viewer.pace_bps == MIN and controller.pace_bps is None
+    viewer.set_bitrate_estimate(4_000_000)
+    assert viewer.pace_bps == 4_000_000
     controller.set_bitrate_estimate(3_000_000)
     assert inbox.bitrate_targets["h264"] == 3_000_000
     # A view-only estimate above the cap needs no pacing.

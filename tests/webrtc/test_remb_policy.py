@@ -182,7 +182,6 @@ async def test_a_view_tokens_remb_is_paced_not_shared(noisy_screen: XDisplay,
         view_rate, view_caps, honest_frames = await watch(agent, honest, 6.0)
         liar_frames = liar.frames - liar_frames
         stats = await agent.stats()
-        print(stats["peers"])
         assert lie.sent > 0
         assert view_caps == {START_BITRATE}, view_caps
         [paced] = [p for p in stats["peers"] if p["frames_paced_out"]]
