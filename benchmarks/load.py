@@ -26,7 +26,11 @@ What one run does (``python -m benchmarks.load --sessions 10 --seconds 60``):
 7. closes the viewers (WHEP DELETE), stops every session, closes every
    client connection and polls (with a deadline) until the resources are
    back to the "before" snapshot; then stops the gateway (SIGTERM) and checks
-   nothing of it is left.
+   nothing of it is left;
+8. before that last snapshot, the hostile-viewer phase (``hostile_attack_s`` > 0):
+   one more session, watched by an honest viewer while one view token does
+   everything it may (:mod:`benchmarks.load_hostile`); its resources count in
+   the leak check too.
 
 Leak accounting (:class:`Snapshot`) -- scoped to this run's sessions, because
 other gateways may run on the same machine:
