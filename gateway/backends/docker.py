@@ -81,8 +81,9 @@ from .base import (
 from .cgroup import limit_events_of
 from .devtools import POD_DIR, POD_SOCKET, host_cdp_dir, prepare_cdp_dir
 from .docker_runtime import describe_registration, registered_runtime
-from .local import AGENT_RECORDING, LocalBackend, _chromium_flags, _describe_status
+from .local import LocalBackend, _describe_status
 from .network import Egress, EgressManager, run
+from .sandbox import AGENT_RECORDING, chromium_flags
 from .session_disk import DiskWatch, check_support, create_disk
 from .uidrange import UidRangeError, pod_range, reserve_range
 from .xauth import XAUTHORITY_IN_POD
@@ -311,7 +312,7 @@ class DockerBackend(SessionBackend):
                 "VR_RESOLUTION": f"{w}x{h}",
                 "VR_APPS": " ".join(self._config.apps),
                 "VR_START_URL": request.spec.start_url or "about:blank",
-                "VR_CHROMIUM_FLAGS": " ".join(_chromium_flags(w, h)),
+                "VR_CHROMIUM_FLAGS": " ".join(chromium_flags(w, h)),
                 "VR_LOG_FILE": f"{LOG_DIR}/app.log",
                 "VR_AGENT_UID": str(handle["uid_agent"]),  # the DevTools relay's one peer
             },

@@ -11,6 +11,9 @@
   XShm, seeing only the X socket folder, its run folder and the Python it
   needs, as another unprivileged uid, in a cgroup of its own.
 
+What each sandbox sees and runs is ``sandbox.py``; this module starts, watches,
+restarts and stops them.
+
 Processes are started in their own process groups so that they outlive a
 crashed gateway; the next gateway re-adopts them (``is_alive``) or removes
 them (``stop_pod``) using the pids and start times kept in the handle.
@@ -25,10 +28,8 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
-from typing import Final
 
 from ..config import GatewayConfig
 from ..errors import BackendError
@@ -38,17 +39,10 @@ from .base import (
     SessionBackend,
     prepare_session_dirs,
     session_paths,
-    viewer_limit_args,
 )
 from .cgroup import Cgroup, list_cgroups
 from .devtools import (
-    POD_DIR,
-    POD_SOCKET,
-    RELAY_IN_POD,
-    host_cdp_dir,
     prepare_cdp_dir,
-    relay_command,
-    relay_script,
 )
 from .network import (
     NETNS_PREFIX,
@@ -59,137 +53,27 @@ from .network import (
     list_namespaces,
     resolv_conf,
 )
+from .sandbox import (
+    FLUXBOX_INIT,
+    PROJECT_ROOT,
+    SANDBOX_HOME,
+    agent_argv,
+    agent_python_dirs,
+    app_argv,
+    check_agent_can_read,
+    chromium_flags,
+    launcher,
+)
 from .seccomp import SECCOMP_FD, bpf_fd, local_program
 from .session_disk import DiskWatch, check_support, create_disk, release_disk
 from .uidrange import UidRangeError, pod_range, reserve_range
-from .xauth import POD_HOSTNAME, XAUTHORITY_IN_POD
 
 logger = logging.getLogger(__name__)
 
-PROJECT_ROOT: Final = Path(__file__).resolve().parents[2]
-"""The checkout: the runtime agent runs from it (``python -m agent_side``) in its sandbox."""
-
-X_DISPLAY = ":0"
-SANDBOX_HOME = "/home/user"
-AGENT_RUN = "/run/vr"
-AGENT_RECORDING = "/run/vr-recording"
 _CGROUP_WRAPPER = (
     'IFS=:; for f in $VR_CGROUP_PROCS; do echo $$ > "$f" || exit 125; done; '
     'unset VR_CGROUP_PROCS IFS; exec "$@"'
 )
-_BASE_FS = [
-    "--ro-bind", "/usr", "/usr",
-    "--ro-bind", "/etc", "/etc",
-    "--symlink", "usr/bin", "/bin",
-    "--symlink", "usr/sbin", "/sbin",
-    "--symlink", "usr/lib", "/lib",
-    "--symlink", "usr/lib64", "/lib64",
-    "--proc", "/proc",
-    "--dev", "/dev",
-    "--perms", "1777", "--tmpfs", "/tmp",
-    "--perms", "0755", "--dir", "/home",
-    "--perms", "0755", "--dir", "/run",
-]
-
-
-def agent_python_dirs() -> set[Path]:
-    """Folders the runtime agent's sandbox needs read-only: Python, the venv, the code."""
-    wanted = {Path(sys.prefix), Path(sys.base_prefix), PROJECT_ROOT,
-              Path(sys.executable).resolve().parent.parent}
-    # Bound where they really are; a path through a symlink (a checkout's .venv
-    # linking elsewhere) also as itself, unless it lies inside another bound folder:
-    # there the symlink itself shows, and bubblewrap cannot bind onto it.
-    dirs = {d.resolve() for d in wanted}
-    around = wanted | dirs
-    dirs |= {d for d in wanted if d != d.resolve() and not any(p in around for p in d.parents)}
-    return dirs
-
-
-def check_agent_can_read(dirs: set[Path]) -> None:
-    """The runtime agent runs as an unprivileged uid: each bound folder must be
-    readable and searchable by "others" (its parents need not be: bubblewrap
-    recreates them). Fail at start-up with the fix rather than per session."""
-    for d in sorted(dirs):
-        mode = d.stat().st_mode
-        if mode & 0o005 != 0o005:
-            raise BackendError(
-                f"the runtime agent (an unprivileged user) cannot read {d} (mode {mode & 0o777:o}); "
-                f"run: chmod o+rx {d}")
-
-
-def _parent_dirs(*targets: str) -> list[str]:
-    """``--dir`` for every ancestor of *targets* (bwrap would make them 0700)."""
-    seen: list[str] = []
-    for target in targets:
-        for parent in reversed(Path(target).parents):
-            p = str(parent)
-            if p not in ("/", *seen) and p not in ("/usr", "/etc", "/tmp", "/home", "/run", "/proc",
-                                                  "/dev"):
-                seen.append(p)
-    argv: list[str] = []
-    for p in seen:
-        argv += ["--perms", "0755", "--dir", p]
-    return argv
-
-
-def _drop_privileges(uid: int) -> list[str]:
-    return [
-        "setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups",
-        "--no-new-privs", "--inh-caps=-all", "--bounding-set=-all", "--",
-    ]
-
-
-def _launcher(spec_width: int, spec_height: int, apps: tuple[str, ...], start_url: str | None,
-              chromium_flags: list[str], uid_agent: int) -> str:
-    """Shell script run as the session user inside the app sandbox (PID 2)."""
-    lines = [
-        "#!/bin/sh",
-        "# Visual Runtime app sandbox: X first, then the desktop apps.",
-        "set -u",
-        f"Xvfb {X_DISPLAY} -auth {XAUTHORITY_IN_POD} -screen 0 {spec_width}x{spec_height}x24 "
-        "-nolisten tcp -noreset "
-        "-dpi 96 +extension DAMAGE +extension MIT-SHM +extension XTEST &",
-        "XVFB=$!",
-        "i=0",
-        f"while [ ! -S /tmp/.X11-unix/X{X_DISPLAY[1:]} ]; do",
-        "  i=$((i+1)); [ $i -gt 500 ] && { echo 'Xvfb did not start' >&2; exit 1; }",
-        "  kill -0 $XVFB 2>/dev/null || { echo 'Xvfb exited' >&2; exit 1; }",
-        "  sleep 0.02",
-        "done",
-        f"export DISPLAY={X_DISPLAY}",
-    ]
-    if "fluxbox" in apps:
-        lines.append("fluxbox -rc \"$HOME/.fluxbox/init\" &")
-    if "xterm" in apps:
-        lines.append("xterm -geometry 100x30+40+40 -fa 'DejaVu Sans Mono' -fs 11 &")
-    if "chromium" in apps:
-        url = start_url or "about:blank"
-        quoted = "'" + url.replace("'", "'\\''") + "'"
-        flags = " ".join(chromium_flags)
-        # DevTools on a pipe only, relayed to the agent's socket (devtools.py)
-        lines.append(f"{relay_command(uid_agent)} {flags} {quoted} >\"$HOME/.chromium.log\" 2>&1 &")
-    lines += ["wait $XVFB", "CODE=$?", "echo \"Xvfb exited with $CODE\" >&2", "exit $CODE", ""]
-    return "\n".join(lines)
-
-
-def _chromium_flags(width: int, height: int) -> list[str]:
-    return [
-        "--no-first-run", "--no-default-browser-check", "--disable-gpu",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync",
-        "--disable-features=Translate,MediaRouter", "--password-store=basic",
-        f"--user-data-dir={SANDBOX_HOME}/.config/chromium",
-        "--window-position=0,0", f"--window-size={width},{height}",
-        f"--download-default-directory={SANDBOX_HOME}/Downloads",
-    ]
-
-
-_FLUXBOX_INIT = """session.screen0.toolbar.visible: false
-session.screen0.rootCommand:
-session.styleOverlay: ~/.fluxbox/overlay
-session.screen0.workspaces: 1
-"""
-
-
 def _process_start_time(pid: int) -> int | None:
     """Start time of *pid* in clock ticks since boot, or None if it is gone or a zombie."""
     try:
@@ -283,9 +167,9 @@ class LocalBackend(SessionBackend):
 
         spans = {"prepare": (time.monotonic() - t0) * 1000, "disk": handle.pop("disk_ms", 0.0)}
         t0 = time.monotonic()
-        app_argv = self._app_argv(request, handle, egress)
+        app_cmd = app_argv(request, handle, egress)
         pid, start, ns_pid = await asyncio.to_thread(
-            self._spawn, app_argv, app_cg, paths["logs"] / "app.log", True
+            self._spawn, app_cmd, app_cg, paths["logs"] / "app.log", True
         )
         handle.update(app_pid=pid, app_start=start, app_ns_pid=ns_pid)
         spans["spawn_app"] = (time.monotonic() - t0) * 1000
@@ -294,9 +178,9 @@ class LocalBackend(SessionBackend):
         # The runtime agent starts now, beside Xvfb rather than after it: its imports
         # (~0.5 s) overlap the X server's start, and it waits for the X socket itself.
         t0 = time.monotonic()
-        agent_argv = self._agent_argv(request, handle, ns_pid)
+        agent_cmd = agent_argv(self._config, request, handle, ns_pid)
         apid, astart, _ = await asyncio.to_thread(
-            self._spawn, agent_argv, agent_cg, paths["logs"] / "agent.log", False
+            self._spawn, agent_cmd, agent_cg, paths["logs"] / "agent.log", False
         )
         handle.update(agent_pid=apid, agent_start=astart)
         spans["spawn_agent"] = (time.monotonic() - t0) * 1000
@@ -329,7 +213,7 @@ class LocalBackend(SessionBackend):
         paths = prepare_session_dirs(request, uid_app, uid_agent)
         fluxbox = paths["home"] / ".fluxbox"
         fluxbox.mkdir(exist_ok=True)
-        (fluxbox / "init").write_text(_FLUXBOX_INIT)
+        (fluxbox / "init").write_text(FLUXBOX_INIT)
         (fluxbox / "overlay").write_text("background: none\n")
         for p in (paths["home"], fluxbox, *fluxbox.iterdir()):
             os.chown(p, uid_app, uid_app)
@@ -337,7 +221,7 @@ class LocalBackend(SessionBackend):
         pod.mkdir(exist_ok=True)
         w, h = request.spec.resolution
         (pod / "launch.sh").write_text(
-            _launcher(w, h, self._config.apps, request.spec.start_url, _chromium_flags(w, h),
+            launcher(w, h, self._config.apps, request.spec.start_url, chromium_flags(w, h),
                       uid_agent)
         )
         prepare_cdp_dir(request.runtime_dir, uid_app, uid_agent)
@@ -350,98 +234,6 @@ class LocalBackend(SessionBackend):
         (pod / "group").write_text(f"root:x:0:\nuser:x:{uid_app}:\nagent:x:{uid_agent}:\n")
         (pod / "hostname").write_text("visual-runtime\n")
         (pod / "resolv.conf").write_text(resolv_conf())
-
-    def _app_argv(self, request: PodRequest, handle: PodHandle, egress: Egress | None) -> list[str]:
-        paths = session_paths(request.session_dir, request.runtime_dir)
-        pod = request.session_dir / "pod"
-        argv: list[str] = []
-        netns = egress.netns if egress is not None else handle.get("netns")
-        if netns:
-            argv += ["ip", "netns", "exec", netns]
-        argv += ["bwrap", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try"]
-        if not netns:
-            argv.append("--unshare-net")
-        argv += _BASE_FS
-        argv += [
-            "--ro-bind", str(pod / "passwd"), "/etc/passwd",
-            "--ro-bind", str(pod / "group"), "/etc/group",
-            "--ro-bind", str(pod / "resolv.conf"), "/etc/resolv.conf",
-            "--perms", "1777", "--size", str(256 * 1024 * 1024), "--tmpfs", "/dev/shm",
-            "--bind", str(paths["x11"]), "/tmp/.X11-unix",
-            *_parent_dirs(XAUTHORITY_IN_POD),
-            "--ro-bind", str(paths["xauth"]), XAUTHORITY_IN_POD,
-            "--setenv", "XAUTHORITY", XAUTHORITY_IN_POD,
-            "--bind", str(paths["home"]), SANDBOX_HOME,
-            *_parent_dirs("/opt/visual-runtime/launch.sh"),
-            "--ro-bind", str(pod / "launch.sh"), "/opt/visual-runtime/launch.sh",
-            "--ro-bind", str(relay_script()), RELAY_IN_POD,
-            *_parent_dirs(POD_SOCKET),
-            "--bind", str(host_cdp_dir(request.runtime_dir)), POD_DIR,
-            "--hostname", "visual-runtime",
-            "--setenv", "HOME", SANDBOX_HOME,
-            "--setenv", "USER", "user",
-            "--setenv", "SHELL", "/bin/bash",
-            "--setenv", "PATH", "/usr/local/bin:/usr/bin:/bin",
-            "--setenv", "LANG", "C.UTF-8",
-            "--chdir", SANDBOX_HOME,
-            "--info-fd", "{info_fd}",
-            "--seccomp", SECCOMP_FD,
-            "--",
-        ]
-        argv += _drop_privileges(handle["uid_app"])
-        argv += ["/opt/visual-runtime/launch.sh"]
-        return argv
-
-    def _agent_argv(self, request: PodRequest, handle: PodHandle, ns_pid: int) -> list[str]:
-        paths = session_paths(request.session_dir, request.runtime_dir)
-        w, h = request.spec.resolution
-        python_dirs = agent_python_dirs()
-        project_root = PROJECT_ROOT
-        argv = ["nsenter", f"--ipc=/proc/{ns_pid}/ns/ipc", "--",
-                "bwrap", "--unshare-pid", "--unshare-uts", "--unshare-cgroup-try"]
-        argv += _BASE_FS
-        argv += _parent_dirs(*(str(d / "x") for d in sorted(python_dirs)))
-        for d in sorted(python_dirs):
-            argv += ["--ro-bind", str(d), str(d)]
-        argv += [
-            "--bind", str(paths["x11"]), "/tmp/.X11-unix",
-            *_parent_dirs(XAUTHORITY_IN_POD),
-            "--ro-bind", str(paths["xauth"]), XAUTHORITY_IN_POD,
-            "--setenv", "XAUTHORITY", XAUTHORITY_IN_POD,
-            "--hostname", POD_HOSTNAME,  # python-xlib finds the cookie by host name
-            "--bind", str(paths["run"]), AGENT_RUN,
-            *_parent_dirs(POD_SOCKET),
-            "--bind", str(host_cdp_dir(request.runtime_dir)), POD_DIR,
-            *(["--bind", str(request.session_dir / "recording"), AGENT_RECORDING]
-              if request.spec.enable_recording else []),
-            "--setenv", "PYTHONPATH", str(project_root),
-            "--setenv", "HOME", "/tmp",
-            "--setenv", "DISPLAY", X_DISPLAY,
-            "--setenv", "PYTHONUNBUFFERED", "1",
-            "--chdir", "/tmp",
-            "--seccomp", SECCOMP_FD,
-            "--",
-        ]
-        argv += _drop_privileges(handle["uid_agent"])
-        argv += [
-            sys.executable, "-m", "agent_side",
-            "--socket", f"{AGENT_RUN}/agent.sock",
-            "--display", X_DISPLAY,
-            "--resolution", f"{w}x{h}",
-            "--x11vnc-own-netns",  # the agent shares the host's network namespace
-            f"--session-id={request.session_id}",  # ids may start with "-"
-        ]
-        if request.pooled:
-            argv.append("--pooled")
-        if "chromium" in self._config.apps:
-            argv += ["--cdp-socket", POD_SOCKET]
-        if self._config.ice_port_min and self._config.ice_port_max:
-            argv += ["--ice-ports", f"{self._config.ice_port_min}-{self._config.ice_port_max}"]
-        if request.spec.enable_recording:
-            argv += ["--recording", AGENT_RECORDING,
-                     "--recording-min-free-mb", str(self._config.recording_min_free_mb)]
-        argv += viewer_limit_args(self._config)
-        return argv
 
     def _spawn(self, argv: list[str], cgroup: Cgroup, log_path: Path,
                info_fd: bool) -> tuple[int, int, int]:
@@ -505,7 +297,7 @@ class LocalBackend(SessionBackend):
         agent_cg = Cgroup(f"{sid}.agent")
         await asyncio.to_thread(agent_cg.kill_all)  # what the dead agent left (x11vnc...)
         paths = session_paths(request.session_dir, request.runtime_dir)
-        argv = self._agent_argv(request, handle, int(handle["app_ns_pid"]))
+        argv = agent_argv(self._config, request, handle, int(handle["app_ns_pid"]))
         apid, astart, _ = await asyncio.to_thread(
             self._spawn, argv, agent_cg, paths["logs"] / "agent.log", False)
         handle.update(agent_pid=apid, agent_start=astart)

@@ -57,9 +57,9 @@ from ..config import GatewayConfig
 from ..errors import BackendError
 from .base import PodHandle, PodRequest, SessionBackend, session_paths, viewer_limit_args
 from .docker import LABEL_GATEWAY, LABEL_ROLE, LABEL_SESSION, gateway_label
-from .local import SANDBOX_HOME, _chromium_flags
 from .mirror import Mirror
 from .remote import AgentEndpoint, new_credentials
+from .sandbox import SANDBOX_HOME, chromium_flags
 from .swarm_egress import egress_env
 
 logger = logging.getLogger(__name__)
@@ -211,7 +211,7 @@ class SwarmBackend(SessionBackend):
                  "VR_APPS": " ".join(config.apps),
                  "VR_START_URL": request.spec.start_url or "about:blank",
                  # HOME is /tmp/user in the pod (the image's /home is read-only)
-                 "VR_CHROMIUM_FLAGS": " ".join(_chromium_flags(w, h)).replace(
+                 "VR_CHROMIUM_FLAGS": " ".join(chromium_flags(w, h)).replace(
                      f"{SANDBOX_HOME}/", f"{POD_HOME}/"), **egress},
             labels=self._labels(sid, "pod"), read_only=True, init=False,
             mounts=[Mount("/tmp", None, type="tmpfs", tmpfs_size=1536 * 1024 * 1024,

@@ -122,7 +122,7 @@ def check_root() -> Check:
 
 
 def check_agent_code() -> Check:
-    from gateway.backends.local import agent_python_dirs
+    from gateway.backends.sandbox import agent_python_dirs
 
     bad = []
     for d in sorted(agent_python_dirs()):

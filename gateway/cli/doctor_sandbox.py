@@ -26,18 +26,18 @@ _PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
 def _base_fs() -> list[str]:
-    from gateway.backends.local import _BASE_FS
+    from gateway.backends.sandbox import BASE_FS
 
-    return list(_BASE_FS)
+    return list(BASE_FS)
 
 
 _SANDBOX_PATH = ["--setenv", "PATH", "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin"]
 
 
 def _drop(uid: int) -> list[str]:
-    from gateway.backends.local import _drop_privileges
+    from gateway.backends.sandbox import drop_privileges
 
-    return _drop_privileges(uid)
+    return drop_privileges(uid)
 
 
 def check_sandbox(options: DoctorOptions) -> Check:
@@ -168,7 +168,7 @@ cap.close()
 def check_xshm(options: DoctorOptions) -> Check:
     """Xvfb in an app-like sandbox, the capture code in an agent-like one joined to its
     IPC namespace, each as its own uid: does the capture use MIT-SHM?"""
-    from gateway.backends.local import _parent_dirs, agent_python_dirs
+    from gateway.backends.sandbox import agent_python_dirs, parent_dirs
     from gateway.backends.xauth import (
         POD_HOSTNAME,
         XAUTHORITY_IN_POD,
@@ -223,7 +223,7 @@ def check_xshm(options: DoctorOptions) -> Check:
         dirs = sorted(agent_python_dirs())
         probe = ["nsenter", f"--ipc=/proc/{ns_pid}/ns/ipc", "--",
                  "bwrap", "--unshare-pid", "--unshare-uts", "--die-with-parent",
-                 *_base_fs(), *_parent_dirs(*(str(d / "x") for d in dirs))]
+                 *_base_fs(), *parent_dirs(*(str(d / "x") for d in dirs))]
         for d in dirs:
             probe += ["--ro-bind", str(d), str(d)]
         probe += ["--bind", str(x11), "/tmp/.X11-unix", *xauth,

@@ -16,14 +16,14 @@ from pathlib import Path
 
 import pytest
 
-from gateway.backends import local
-from gateway.backends.local import agent_python_dirs
+from gateway.backends import sandbox
+from gateway.backends.sandbox import agent_python_dirs
 from tests.conftest import require_binary
 
 
 def _read_in_sandbox(dirs: set[Path], path: Path) -> subprocess.CompletedProcess[str]:
-    argv = [require_binary("bwrap"), "--unshare-pid", *local._BASE_FS]
-    argv += local._parent_dirs(*(str(d / "x") for d in sorted(dirs)))
+    argv = [require_binary("bwrap"), "--unshare-pid", *sandbox.BASE_FS]
+    argv += sandbox.parent_dirs(*(str(d / "x") for d in sorted(dirs)))
     for d in sorted(dirs):
         argv += ["--ro-bind", str(d), str(d)]
     argv += ["--", "cat", str(path)]
@@ -41,7 +41,7 @@ def test_a_venv_symlinked_into_the_checkout(tmp_path: Path, monkeypatch: pytest.
     project = tmp_path / "src"
     project.mkdir()
     (project / ".venv").symlink_to(venv)
-    monkeypatch.setattr(local, "PROJECT_ROOT", project)
+    monkeypatch.setattr(sandbox, "PROJECT_ROOT", project)
     monkeypatch.setattr(sys, "prefix", str(project / ".venv"))
     dirs = agent_python_dirs()
     assert {project, venv} <= dirs
@@ -56,7 +56,7 @@ def test_a_checkout_reached_through_a_symlink(tmp_path: Path,
     _venv(project / ".venv")
     link = tmp_path / "src-link"
     link.symlink_to(project)
-    monkeypatch.setattr(local, "PROJECT_ROOT", link)
+    monkeypatch.setattr(sandbox, "PROJECT_ROOT", link)
     monkeypatch.setattr(sys, "prefix", str(link / ".venv"))
     dirs = agent_python_dirs()
     assert {project, link, project / ".venv"} <= dirs
@@ -66,7 +66,7 @@ def test_a_checkout_reached_through_a_symlink(tmp_path: Path,
 
 def test_this_checkout() -> None:
     dirs = agent_python_dirs()
-    assert local.PROJECT_ROOT.resolve() in dirs
+    assert sandbox.PROJECT_ROOT.resolve() in dirs
     assert Path(sys.prefix).resolve() in dirs
     done = _read_in_sandbox(dirs, Path(sys.prefix) / "pyvenv.cfg")
     assert done.returncode == 0 and "version" in done.stdout, done.stderr
