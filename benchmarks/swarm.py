@@ -13,7 +13,11 @@ session at a time (full desktop, 1600x900, network ``none`` on both):
   frame whose picture changed reaches the viewer, on a session on a worker against a
   session on the host. This is the path glass-to-glass takes (gateway -> link ->
   agent -> X -> capture -> encode -> WebRTC), measured at the viewer's decoder
-  output; target for glass-to-glass: p50 <= 1.2x the host.
+  output. Docker samples are taken first, then swarm ones (blocks, not interleaved).
+* **glass-to-glass with page content** (``benchmarks/swarm_g2g.py``): page_content's
+  self-stamping page (``anim``) in the session's Chromium, the viewer page (WebRTC) in
+  headless Chromium here decoding the stamps; runs alternate docker / swarm. Target:
+  p50 <= 1.2x the same session on the host.
 
 Full mode uses two workers (three nodes) and also runs the three-node test
 (``VR_SWARM_WORKERS=2 pytest tests/swarm/test_swarm_cluster.py``: spread, drain, node
@@ -47,6 +51,7 @@ import numpy as np  # noqa: E402
 from benchmarks.glass_to_glass import Receiver  # noqa: E402
 from benchmarks.harness import ServedGateway, print_result, write_result  # noqa: E402
 from benchmarks.suite import Figure, Options, Result  # noqa: E402
+from benchmarks.swarm_g2g import g2g_runs  # noqa: E402
 from gateway.backends.docker import gateway_label  # noqa: E402
 from gateway.config import GatewayConfig  # noqa: E402
 from tests.swarm.cluster import (  # noqa: E402
@@ -228,6 +233,8 @@ async def measure(opts: Options) -> Result:
         results["swarm"] = await start_runs(swarm_gw, runs)
         results["docker_action"] = await action_runs(docker_gw, samples)
         results["swarm_action"] = await action_runs(swarm_gw, samples)
+        results["g2g"] = await g2g_runs(swarm_gw, docker_gw, 2 if opts.quick else 4,
+                                        4.0 if opts.quick else 6.0)
         results["load"] = await load_phase(swarm_gw, cluster, 2 if opts.quick else 3,
                                            10 if opts.quick else 30)
     finally:
@@ -273,6 +280,18 @@ def _result(results: dict[str, Any], notes: list[str]) -> Result:
             "the same on the host (docker backend), same run",
             target="<= 1.2x (glass-to-glass target)" if q == 0.5 else None,
             note=f"n={len(results['swarm_action'])}/{len(results['docker_action'])}"))
+    g2g = results.get("g2g")
+    if g2g is not None:
+        sw, dk = g2g["swarm"], g2g["docker"]
+        for qn in ("p50", "p95"):
+            figures.append(Figure(
+                f"glass-to-glass {qn}, page content (anim) to a WebRTC viewer, session on a "
+                "worker", sw[f"{qn}_ms"], "ms", dk[f"{qn}_ms"],
+                "the same session on the host (docker backend), same run",
+                target="<= 1.2x" if qn == "p50" else None,
+                note=(f"runs' p50 swarm {[round(v or 0) for v in sw['run_p50_ms']]} / docker "
+                      f"{[round(v or 0) for v in dk['run_p50_ms']]}; n={sw['samples']}/"
+                      f"{dk['samples']}") if qn == "p50" else None))
     load = results.get("load")
     if load is not None:
         leaks = sum(len(v) for v in load["leftovers"].values())
