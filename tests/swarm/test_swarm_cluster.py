@@ -437,6 +437,11 @@ async def test_sessions_across_the_swarm(cluster: Cluster, served: dict[str, Any
                                                     "coordinate": [10, 10]})
         assert status == 200, body
 
+    # Its shared folder went with the node: 409, as docs/api-extensions.md says.
+    async with gw.http.get(gw.url(f"/api/visual-sessions/{sids[0]}/files"),
+                           headers=gw.auth) as resp:
+        assert resp.status == 409 and "stayed on the node" in (await resp.json())["detail"]
+
     # The recording copied before the node died plays.
     async with gw.http.get(gw.url(f"/api/visual-sessions/{sids[0]}/recording"),
                            headers=gw.auth) as resp:
