@@ -33,11 +33,11 @@ as_user() {
 # DevTools and the shared folder: Chromium's pipe (container/cdp-relay.py) and the
 # Downloads folder (agent_side/files_server.py) are served by the session user on
 # sockets in a folder of the session user's with the agent's group, setgid (as
-# gateway/backends/devtools.py makes it on one machine). Both accept one peer uid:
-# the app's user namespace maps only 10001, so the agent shows there as the
-# overflow uid; the folder (2750) and the sockets (0660) admit only the session
-# user, who shows as 10001 and is refused, and the agent's group: the overflow
-# uid can only be the agent.
+# gateway/backends/devtools.py makes it on one machine). Both are told the agent's
+# uid as it shows in the app's user namespace, which maps only 10001: the overflow
+# uid. The folder (2750) admits only the session user and the agent's group, and
+# of those the overflow uid can only be the agent (the CDP relay also accepts its
+# own uid; the files server does not).
 setpriv --reuid=10001 --regid=10002 --clear-groups --inh-caps=-all --no-new-privs -- \
   sh -c 'mkdir -m 0750 /tmp/vr-link && chmod 2750 /tmp/vr-link'
 APP_ENV=(env HOME=/tmp/user USER=user DISPLAY=:0 VR_CDP_DIR=/tmp/vr-link
