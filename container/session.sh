@@ -34,8 +34,14 @@ read -r _display <"$READY" || { echo 'Xvfb exited before it accepted clients' >&
 rm -f "$READY"
 export DISPLAY=:0
 case " $VR_APPS " in *" fluxbox "*) fluxbox -rc "$HOME/.fluxbox/init" & ;; esac
+# ptyHandshake off: with it, xterm's child checks that the pty became its
+# controlling terminal by opening /dev/tty, which gVisor before 2024-10 always
+# fails with EIO (xterm loops on "open ttydev: Input/output error"). Without it
+# the child still makes the pty its controlling terminal, by opening it after
+# setsid(); only the check (and a pty retry nobody needs on devpts) goes.
 case " $VR_APPS " in
-  *" xterm "*) xterm -geometry 100x30+40+40 -fa 'DejaVu Sans Mono' -fs 11 & ;;
+  *" xterm "*) xterm -geometry 100x30+40+40 -fa 'DejaVu Sans Mono' -fs 11 \
+    -xrm 'XTerm*ptyHandshake: false' & ;;
 esac
 case " $VR_APPS " in
   *" chromium "*)
