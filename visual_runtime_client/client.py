@@ -34,8 +34,10 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import hashlib
 import json
 import logging
+import re
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -53,9 +55,11 @@ __all__ = [
     "FieldError",
     "Forbidden",
     "HumanInControl",
+    "MintedToken",
     "NotFound",
     "PayloadTooLarge",
     "RemoteSession",
+    "Revocation",
     "SessionNotRunning",
     "TransportError",
     "Unauthorized",
@@ -63,6 +67,7 @@ __all__ = [
     "UnsupportedMediaType",
     "ValidationError",
     "VisualRuntimeClient",
+    "token_id",
 ]
 
 logger = logging.getLogger(__name__)
@@ -208,6 +213,36 @@ class Event:
     """RFC 3339 time the gateway emitted it."""
     data: dict[str, Any] = field(default_factory=dict)
     """The whole JSON payload (includes ``ts`` and ``type``)."""
+
+
+@dataclass(frozen=True)
+class MintedToken:
+    """A token minted by :meth:`RemoteSession.mint_token`."""
+
+    kind: str
+    token: str
+    token_id: str
+    """What :meth:`RemoteSession.revoke_token` takes (not secret)."""
+    viewer_url: str
+
+
+@dataclass(frozen=True)
+class Revocation:
+    """What :meth:`RemoteSession.revoke_token` did."""
+
+    token_id: str
+    kind: str
+    closed: int
+    """Open viewer connections (WHEP peers, WebSockets) it closed."""
+    released_control: bool
+
+
+_TOKEN_ID = re.compile(r"[0-9a-f]{32}")
+
+
+def token_id(token: str) -> str:
+    """A token's id: the first 32 hex digits of its SHA-256 (safe to log and store)."""
+    return hashlib.sha256(token.encode()).hexdigest()[:32]
 
 
 @dataclass(frozen=True)
@@ -441,6 +476,27 @@ class RemoteSession:
 
     async def cursor_position(self) -> tuple[int, int]:
         return _cursor(await self.act("cursor_position"))
+
+    # ----------------------------------------------------------- tokens
+    async def mint_token(self, kind: Literal["view", "control"] = "view") -> MintedToken:
+        """A fresh *kind* token for this session and its viewer URL (API token only)."""
+        data = await self.client.request("POST", self.path + "/tokens", json_body={"kind": kind})
+        return MintedToken(kind=str(data["kind"]), token=str(data["token"]),
+                           token_id=str(data.get("token_id") or token_id(str(data["token"]))),
+                           viewer_url=self.client.base_url + str(data["viewer_url"]))
+
+    async def revoke_token(self, token_or_id: str) -> Revocation:
+        """Revoke one of this session's view or control tokens at once (API token only):
+        later requests with it get 401, its open viewers are closed, control it held goes
+        back to the agent. Takes the token itself or its ``token_id``.
+
+        Raises :class:`NotFound` for a token the session does not have (or no longer has)
+        and :class:`SessionNotRunning` once the session ended."""
+        tid = token_or_id if _TOKEN_ID.fullmatch(token_or_id) else token_id(token_or_id)
+        data = await self.client.request("DELETE", f"{self.path}/tokens/{tid}")
+        return Revocation(token_id=str(data["token_id"]), kind=str(data["kind"]),
+                          closed=int(data.get("closed", 0)),
+                          released_control=bool(data.get("released_control")))
 
     # ---------------------------------------------------------- control
     async def control(self) -> ControlState:

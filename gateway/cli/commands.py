@@ -1,6 +1,6 @@
 """The ``visual-runtime`` commands that talk to a running gateway.
 
-``sessions list|create|get|stop|delete|open``, ``logs [--follow]`` and
+``sessions list|create|get|stop|delete|open|revoke``, ``logs [--follow]`` and
 ``recording -o FILE``. Where the gateway is and which token to use:
 
 * URL: ``--url``, else ``VISUAL_RUNTIME_URL``, else the URL a gateway wrote to
@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import json
 import os
 import sys
@@ -312,12 +313,23 @@ async def sessions_open(client: VisualRuntimeClient, args: argparse.Namespace) -
         opened = await asyncio.to_thread(webbrowser.open, url)
     if args.json:
         _print_json({"session_id": args.id, "kind": kind, "token": minted["token"],
-                     "url": url, "opened": opened})
+                     "token_id": minted.get("token_id"), "url": url, "opened": opened})
     else:
         print(url)
         note = ("opened in your browser" if opened else
                 "open it in a browser (no browser was started)")
         print(f"{kind} link for session {args.id}: {note}", file=sys.stderr)
+    return 0
+
+
+async def sessions_revoke(client: VisualRuntimeClient, args: argparse.Namespace) -> int:
+    done = await client.session(args.id).revoke_token(args.revoked)
+    if args.json:
+        _print_json({"session_id": args.id, **dataclasses.asdict(done)})
+    else:
+        extra = ", control went back to the agent" if done.released_control else ""
+        print(f"{done.kind} token {done.token_id} of session {args.id} revoked "
+              f"({done.closed} open connection(s) closed{extra})")
     return 0
 
 
@@ -477,6 +489,13 @@ def add_client_commands(sub: Any) -> None:
     p.add_argument("--no-browser", action="store_true", help="only print the link")
     add_client_flags(p)
     p.set_defaults(func=_cmd(sessions_open))
+
+    p = ops.add_parser("revoke", help="revoke a view or control token at once (its viewers "
+                                      "are closed, control it held goes back to the agent)")
+    p.add_argument("id", metavar="ID")
+    p.add_argument("revoked", metavar="TOKEN", help="the token, or its token_id")
+    add_client_flags(p)
+    p.set_defaults(func=_cmd(sessions_revoke))
 
     p = sub.add_parser("logs", help="a session's events and process logs")
     p.add_argument("id", metavar="ID")
