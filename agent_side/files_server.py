@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import datetime
 import errno
 import os
 import socket
@@ -36,6 +35,7 @@ from pathlib import Path
 
 from aiohttp import web
 
+from wire import files as listing
 from wire import remote
 
 __all__ = ["make_app", "main"]
@@ -77,48 +77,6 @@ def _walk(root: Path, parts: list[str], create: bool = False) -> int:
     return fd
 
 
-def _stamp(ts: float) -> str:
-    dt = datetime.datetime.fromtimestamp(ts, datetime.UTC)
-    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
-
-
-def _listing(root: Path) -> list[dict[str, object]]:
-    out: list[dict[str, object]] = []
-
-    def walk(fd: int, prefix: str, depth: int) -> None:
-        if depth > 32:
-            return
-        with os.scandir(fd) as it:
-            entries = sorted(it, key=lambda e: e.name)
-        for entry in entries:
-            try:
-                st = entry.stat(follow_symlinks=False)
-            except OSError:
-                continue
-            if stat.S_ISREG(st.st_mode):
-                out.append({"path": prefix + entry.name, "size": st.st_size,
-                            "modified": _stamp(st.st_mtime)})
-            elif stat.S_ISDIR(st.st_mode):
-                try:
-                    sub = os.open(entry.name, _DIR, dir_fd=fd)
-                except OSError:
-                    continue
-                try:
-                    walk(sub, prefix + entry.name + "/", depth + 1)
-                finally:
-                    os.close(sub)
-
-    try:
-        fd = os.open(root, _DIR)
-    except FileNotFoundError:
-        return out
-    try:
-        walk(fd, "", 0)
-    finally:
-        os.close(fd)
-    return out
-
-
 def _path_error(raw: str, e: OSError) -> web.Response:
     if isinstance(e, FileNotFoundError):
         return _error(404, "not_found", f"no file {raw!r} in the shared folder")
@@ -126,7 +84,8 @@ def _path_error(raw: str, e: OSError) -> web.Response:
 
 
 async def list_files(request: web.Request) -> web.Response:
-    return web.json_response({"files": await asyncio.to_thread(_listing, request.app[ROOT])})
+    files = await asyncio.to_thread(listing.list_files, request.app[ROOT])
+    return web.json_response({"files": files})
 
 
 def _open_file(root: Path, parts: list[str]) -> int:

@@ -8,6 +8,7 @@ library and python-xlib's keysym table). It holds the contract, not behaviour:
 * :mod:`wire.datachannel` viewer input messages (data channel and WebSocket)
 * :mod:`wire.agent_api`   the runtime agent's HTTP routes and headers, as the gateway calls them
 * :mod:`wire.errors`      the exception tree
+* :mod:`wire.files`       the files API's listing (the gateway's and the swarm pod's)
 
 ``tests/test_layers.py`` checks that neither side imports the other.
 """

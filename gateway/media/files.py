@@ -48,6 +48,7 @@ from gateway.appkeys import AUTH, CONFIG, MANAGER
 from gateway.backends.session_disk import disk_free, upload_staging_dir
 from gateway.errors import ProblemError, bad_request, conflict, forbidden, not_found
 from gateway.sessions.session import Session, SessionStatus
+from wire import files as listing
 
 from . import files_remote
 
@@ -153,48 +154,6 @@ def _open_file(root: Path, parts: list[str]) -> int:
 
 class NotARegularFile(OSError):
     """A FIFO, socket or device where a file was expected."""
-
-
-def _rfc3339(ts: float) -> str:
-    dt = datetime.datetime.fromtimestamp(ts, datetime.UTC)
-    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
-
-
-def _list_files(root: Path) -> list[dict[str, object]]:
-    out: list[dict[str, object]] = []
-
-    def walk(fd: int, prefix: str, depth: int) -> None:
-        if depth > 32:
-            return
-        with os.scandir(fd) as it:
-            entries = sorted(it, key=lambda e: e.name)
-        for entry in entries:
-            try:
-                st = entry.stat(follow_symlinks=False)
-            except OSError:
-                continue
-            if stat.S_ISREG(st.st_mode):
-                out.append({"path": prefix + entry.name, "size": st.st_size,
-                            "modified": _rfc3339(st.st_mtime)})
-            elif stat.S_ISDIR(st.st_mode):
-                try:
-                    sub = os.open(entry.name, _DIR_FLAGS, dir_fd=fd)
-                except OSError:
-                    continue
-                try:
-                    walk(sub, prefix + entry.name + "/", depth + 1)
-                finally:
-                    os.close(sub)
-
-    try:
-        fd = os.open(root, _DIR_FLAGS)
-    except FileNotFoundError:
-        return out
-    try:
-        walk(fd, "", 0)
-    finally:
-        os.close(fd)
-    return out
 
 
 # --------------------------------------------------------------- ranges
@@ -322,7 +281,7 @@ async def list_files(request: web.Request) -> web.Response:
     root = request.app[MANAGER].files_dir(session)
     if root.is_symlink():
         raise bad_request("the shared folder has been replaced by a symlink")
-    files = await file_io(_list_files, root)
+    files = await file_io(listing.list_files, root)
     return web.json_response({"files": files}, headers={"Cache-Control": "no-store"})
 
 
@@ -442,7 +401,8 @@ async def upload_file(request: web.Request) -> web.Response:
     manager.events.emit(sid, "file", direction="upload", path=raw, size=size, status="stored")
     logger.info("session %s: upload %r stored (%d bytes)", sid, raw, size)
     return web.json_response(
-        {"path": raw, "size": size, "modified": _rfc3339(datetime.datetime.now().timestamp())},
+        {"path": raw, "size": size,
+         "modified": listing.rfc3339(datetime.datetime.now().timestamp())},
         status=200 if existed else 201,
         headers={"Location": f"/api/visual-sessions/{sid}/files/{raw}"})
 
