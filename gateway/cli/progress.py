@@ -59,7 +59,8 @@ class Progress:
     def update(self, done: int) -> None:
         """Bytes (or items) done so far."""
         self.done = done
-        self._draw()
+        # The last update always draws: a complete bar, however soon after the one before.
+        self._draw(force=self.total is not None and done >= self.total)
 
     def set_state(self, state: str) -> None:
         """A new state of a waited-for thing (printed as a line in plain mode)."""

@@ -60,3 +60,15 @@ def test_forced_bar_and_disabled() -> None:
     p.update(10)
     p.finish("done")
     assert silent.getvalue() == ""
+
+
+def test_the_last_update_draws_a_complete_bar() -> None:
+    """Updates within the redraw interval are skipped, but never the one that completes
+    it: a fast download's bar ends at 100 % (it once stopped at 69 %)."""
+    out = io.StringIO()
+    p = Progress("x", total=100, stream=out, force_bar=True)
+    p.update(69)
+    p.update(80)  # within 0.1 s of the last draw: skipped
+    assert "80.0%" not in out.getvalue()
+    p.update(100)
+    assert "100.0%" in out.getvalue()
