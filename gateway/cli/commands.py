@@ -390,8 +390,11 @@ async def logs(client: VisualRuntimeClient, args: argparse.Namespace) -> int:
     try:
         while not ended.is_set():
             # New events wake us at once; process output is picked up every 2 s.
+            # (asyncio.timeout, not wait_for: Python 3.11's wait_for loses a Ctrl+C's
+            # cancellation when the event is set at the same moment, and this ran on.)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(wake.wait(), timeout=2.0)
+                async with asyncio.timeout(2.0):
+                    await wake.wait()
             wake.clear()
             printer.show(await _fetch_logs(client, args.id))
         if watcher.done() and watcher.exception() is not None:
