@@ -198,11 +198,12 @@ def test_create_shows_progress_and_links(served: tuple[str, Path]) -> None:
     assert any(line.startswith("  viewer (control):     " + f"{url}/sessions/{sid}/?token=")
                for line in lines)
     assert any(line.startswith("  viewer (watch only):  ") for line in lines)
-    # Ctrl+C ends logs --follow quietly with 130.
+    # Ctrl+C ends logs --follow quietly with 130. (SIGINT as a terminal gives it: a
+    # shell's background job, e.g. a CI step started with `&`, inherits it ignored.)
     follow = subprocess.Popen(
         [sys.executable, "-m", "gateway", "logs", sid, "--follow", "--url", url,
          "--token", API_TOKEN], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        env=clean_env())
+        env=clean_env(), preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         assert follow.stdout is not None
         assert follow.stdout.readline().startswith("event | ")
@@ -211,7 +212,7 @@ def test_create_shows_progress_and_links(served: tuple[str, Path]) -> None:
     finally:
         if follow.poll() is None:
             follow.kill()
-            follow.wait()
+            follow.communicate()  # reaps it and closes the pipes
     assert follow.returncode == 130 and "Traceback" not in err, err
 
     stop = _cli(url, "sessions", "stop", sid)
