@@ -258,8 +258,9 @@ async def _attacker(base_url: str, sid: str, token: str, seconds: float,
                     started: asyncio.Event) -> dict[str, Any]:
     with tempfile.TemporaryFile() as errors:
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "benchmarks.load_attacker", "--base", base_url, "--session",
-            sid, "--token", token, "--seconds", str(seconds), "--signal-start",
+            # "=": ids and tokens may start with "-" (argparse would take them for options)
+            sys.executable, "-m", "benchmarks.load_attacker", f"--base={base_url}",
+            f"--session={sid}", f"--token={token}", f"--seconds={seconds}", "--signal-start",
             stdout=asyncio.subprocess.PIPE, stderr=errors, cwd=ROOT)
         assert proc.stdout is not None
         result: dict[str, Any] = {}
