@@ -40,7 +40,6 @@ from wire import remote
 
 __all__ = ["make_app", "main"]
 
-_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 CHUNK = 256 * 1024
 ROOT = web.AppKey("root", Path)
 PEER = web.AppKey("peer_uid", int)
@@ -58,25 +57,6 @@ def _parts(raw: str) -> list[str] | None:
     return parts
 
 
-def _walk(root: Path, parts: list[str], create: bool = False) -> int:
-    """A descriptor of the folder *parts* names under *root*, never through a link."""
-    fd = os.open(root, _DIR)
-    try:
-        for part in parts:
-            if create:
-                try:
-                    os.mkdir(part, 0o755, dir_fd=fd)
-                except FileExistsError:
-                    pass
-            nxt = os.open(part, _DIR, dir_fd=fd)
-            os.close(fd)
-            fd = nxt
-    except BaseException:
-        os.close(fd)
-        raise
-    return fd
-
-
 def _path_error(raw: str, e: OSError) -> web.Response:
     if isinstance(e, FileNotFoundError):
         return _error(404, "not_found", f"no file {raw!r} in the shared folder")
@@ -89,7 +69,7 @@ async def list_files(request: web.Request) -> web.Response:
 
 
 def _open_file(root: Path, parts: list[str]) -> int:
-    parent = _walk(root, parts[:-1])
+    parent = listing.open_no_follow(root, parts[:-1])
     try:
         fd = os.open(parts[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
                      dir_fd=parent)
@@ -161,7 +141,8 @@ async def upload(request: web.Request) -> web.Response:
     if parts is None:
         return _error(400, "bad_path", f"the path {raw!r} is not a plain relative path")
     try:
-        parent = await asyncio.to_thread(_walk, request.app[ROOT], parts[:-1], True)
+        parent = await asyncio.to_thread(listing.open_no_follow, request.app[ROOT],
+                                         parts[:-1], create_dirs=True)
     except OSError as e:
         return _path_error(raw, e)
     tmp = f".vr-upload-{uuid.uuid4().hex}"

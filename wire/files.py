@@ -1,4 +1,5 @@
-"""The files API's listing, as the gateway and the swarm pod's file server both give it.
+"""The files API's folder walk and listing, shared by the gateway and the swarm pod's
+file server.
 
 ``{"path": "a/b.txt", "size": 12, "modified": "2026-01-01T00:00:00.000Z"}`` per
 regular file below the shared folder, sorted by path; symbolic links, FIFOs,
@@ -17,6 +18,35 @@ from pathlib import Path
 MAX_DEPTH = 32
 """Folder levels listed below the shared folder (each level holds a descriptor)."""
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
+
+
+def open_no_follow(root: Path, parts: list[str], *, create_dirs: bool = False,
+                   owner: int | None = None) -> int:
+    """An fd of the folder ``root/parts...``, refusing symlinks on the way.
+
+    Raises :class:`FileNotFoundError` for a missing component (unless
+    *create_dirs*, which creates it, chowned to *owner* when given) and
+    :class:`NotADirectoryError` / ``ELOOP`` :class:`OSError` when a component is a
+    symlink or not a folder.
+    """
+    fd = os.open(root, DIR_FLAGS)
+    try:
+        for part in parts:
+            try:
+                nxt = os.open(part, DIR_FLAGS, dir_fd=fd)
+            except FileNotFoundError:
+                if not create_dirs:
+                    raise
+                os.mkdir(part, 0o755, dir_fd=fd)
+                nxt = os.open(part, DIR_FLAGS, dir_fd=fd)
+                if owner is not None:
+                    os.fchown(nxt, owner, owner)
+            os.close(fd)
+            fd = nxt
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 def rfc3339(ts: float) -> str:

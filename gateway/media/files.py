@@ -49,6 +49,7 @@ from gateway.backends.session_disk import disk_free, upload_staging_dir
 from gateway.errors import ProblemError, bad_request, conflict, forbidden, not_found
 from gateway.sessions.session import Session, SessionStatus
 from wire import files as listing
+from wire.files import open_no_follow
 
 from . import files_remote
 
@@ -100,35 +101,6 @@ def split_path(raw: str) -> list[str]:
         if len(part.encode("utf-8", "surrogatepass")) > MAX_SEGMENT_BYTES:
             raise bad_request(f"a path segment is longer than {MAX_SEGMENT_BYTES} bytes")
     return parts
-
-
-def open_no_follow(root: Path, parts: list[str], *, create_dirs: bool = False,
-                   owner: int | None = None) -> int:
-    """An fd of the folder ``root/parts...``, refusing symlinks on the way.
-
-    Raises :class:`FileNotFoundError` for a missing component (unless
-    *create_dirs*, which creates it, chowned to *owner*) and
-    :class:`IsADirectoryError`-free :class:`NotADirectoryError` / ``ELOOP``
-    :class:`OSError` when a component is a symlink or not a folder.
-    """
-    fd = os.open(root, _DIR_FLAGS)
-    try:
-        for part in parts:
-            try:
-                nxt = os.open(part, _DIR_FLAGS, dir_fd=fd)
-            except FileNotFoundError:
-                if not create_dirs:
-                    raise
-                os.mkdir(part, 0o755, dir_fd=fd)
-                nxt = os.open(part, _DIR_FLAGS, dir_fd=fd)
-                if owner is not None:
-                    os.fchown(nxt, owner, owner)
-            os.close(fd)
-            fd = nxt
-    except BaseException:
-        os.close(fd)
-        raise
-    return fd
 
 
 def _open_file(root: Path, parts: list[str]) -> int:
