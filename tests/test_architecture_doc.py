@@ -23,6 +23,23 @@ def references() -> list[tuple[str, str | None]]:
     return sorted(set(REF.findall(DOC.read_text())), key=str)
 
 
+def _parse_cited() -> dict[str, ast.Module]:
+    """Every cited module that names a symbol, parsed once at collection.
+
+    Parsing here, before any test has started a thread, sidesteps CPython 3.11's
+    ast bug gh-106905: an ``ast.parse`` racing another thread's AST conversion
+    fails with "AST constructor recursion depth mismatch" (it failed a CI run)."""
+    trees = {}
+    for path, name in references():
+        target = ROOT / path
+        if name and path not in trees and target.is_file():
+            trees[path] = ast.parse(target.read_text())
+    return trees
+
+
+TREES = _parse_cited()
+
+
 def _defined(tree: ast.Module, dotted: str) -> bool:
     scope: list[ast.stmt] = tree.body
     for part in dotted.split("."):
@@ -52,8 +69,7 @@ def test_reference_exists(path: str, name: str | None) -> None:
     target = ROOT / path
     assert target.exists(), f"docs/architecture.md cites {path}, which does not exist"
     if name:
-        tree = ast.parse(target.read_text())
-        assert _defined(tree, name), f"docs/architecture.md cites {path}:{name}, not defined there"
+        assert _defined(TREES[path], name), f"docs/architecture.md cites {path}:{name}, not defined there"
 
 
 def test_the_checker_sees_a_missing_symbol() -> None:

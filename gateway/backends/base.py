@@ -14,7 +14,7 @@ import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 from gateway.spec import SessionSpec
 from wire.agent_api import viewer_limit_flag
@@ -28,6 +28,28 @@ logger = logging.getLogger(__name__)
 
 PodHandle = dict[str, Any]
 """Backend-specific, JSON-serialisable description of a live pod (pids, names)."""
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+async def start_step(fn: Callable[_P, _R], /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+    """Run one blocking step of a pod's start in a worker thread.
+
+    Unlike a bare ``asyncio.to_thread``, a cancellation (the session stopped
+    while starting) waits for the thread's call to end before it propagates. The
+    clean-up that follows then sees everything the step made: a process spawned,
+    a container run or a disk mounted after the clean-up had looked would leak.
+    """
+    step = asyncio.ensure_future(asyncio.to_thread(fn, *args, **kwargs))
+    try:
+        return await asyncio.shield(step)
+    except asyncio.CancelledError:
+        await asyncio.wait({step})
+        if not step.cancelled() and step.exception() is not None:
+            logger.info("a start step ended in %r after the start was cancelled",
+                        step.exception())
+        raise
 
 
 @dataclass(frozen=True)

@@ -76,6 +76,7 @@ from .base import (
     SessionBackend,
     prepare_session_dirs,
     session_paths,
+    start_step,
     viewer_limit_args,
 )
 from .cgroup import limit_events_of
@@ -200,19 +201,19 @@ class DockerBackend(SessionBackend):
 
     async def _start(self, request: PodRequest, handle: PodHandle) -> None:
         sid = request.session_id
-        await asyncio.to_thread(self._prepare_dirs, request, handle)
+        await start_step(self._prepare_dirs, request, handle)
         if handle["net"]:
             await self._ensure_rules()
             # --egress-deny: the session's own chain, hooked before its bridge exists
             await self._egress.deny(self._deny_target(sid), self._config.egress_deny)
-            await asyncio.to_thread(self._create_network, sid, handle["net"])
+            await start_step(self._create_network, sid, handle["net"])
         t0 = time.monotonic()
-        app = await asyncio.to_thread(self._run_app, request, handle)
+        app = await start_step(self._run_app, request, handle)
         spans = {"spawn_app": (time.monotonic() - t0) * 1000, "disk": handle.pop("disk_ms", 0.0)}
         logger.info("session %s: app container %s (%s)", sid, handle["app"], app.short_id)
         # The runtime agent starts beside Xvfb, not after it (it waits for the X socket).
         t0 = time.monotonic()
-        agent = await asyncio.to_thread(self._run_agent, request, handle, app.id)
+        agent = await start_step(self._run_agent, request, handle, app.id)
         spans["spawn_agent"] = (time.monotonic() - t0) * 1000
         handle["spans"] = spans
         logger.info("session %s: runtime-agent container %s (%s)", sid, handle["agent"],

@@ -39,6 +39,7 @@ from .base import (
     SessionBackend,
     prepare_session_dirs,
     session_paths,
+    start_step,
 )
 from .cgroup import Cgroup, list_cgroups
 from .devtools import (
@@ -147,7 +148,7 @@ class LocalBackend(SessionBackend):
         spec = request.spec
         paths = session_paths(request.session_dir, request.runtime_dir)
         t0 = time.monotonic()
-        await asyncio.to_thread(self._prepare_dirs, request, handle)
+        await start_step(self._prepare_dirs, request, handle)
         egress: Egress | None = None
         if request.pooled:
             # An empty namespace now; a claim for an egress session connects it.
@@ -161,14 +162,14 @@ class LocalBackend(SessionBackend):
             await self._egress.create(egress)
         mem = self._config.session_memory_mb * 1024 * 1024
         app_cg, agent_cg = Cgroup(f"{sid}.app"), Cgroup(f"{sid}.agent")
-        await asyncio.to_thread(app_cg.create, mem, self._config.session_cpus,
+        await start_step(app_cg.create, mem, self._config.session_cpus,
                                 self._config.session_pids)
-        await asyncio.to_thread(agent_cg.create, 1024 * 1024 * 1024, 1.5, 256)
+        await start_step(agent_cg.create, 1024 * 1024 * 1024, 1.5, 256)
 
         spans = {"prepare": (time.monotonic() - t0) * 1000, "disk": handle.pop("disk_ms", 0.0)}
         t0 = time.monotonic()
         app_cmd = app_argv(request, handle, egress)
-        pid, start, ns_pid = await asyncio.to_thread(
+        pid, start, ns_pid = await start_step(
             self._spawn, app_cmd, app_cg, paths["logs"] / "app.log", True
         )
         handle.update(app_pid=pid, app_start=start, app_ns_pid=ns_pid)
@@ -179,7 +180,7 @@ class LocalBackend(SessionBackend):
         # (~0.5 s) overlap the X server's start, and it waits for the X socket itself.
         t0 = time.monotonic()
         agent_cmd = agent_argv(self._config, request, handle, ns_pid)
-        apid, astart, _ = await asyncio.to_thread(
+        apid, astart, _ = await start_step(
             self._spawn, agent_cmd, agent_cg, paths["logs"] / "agent.log", False
         )
         handle.update(agent_pid=apid, agent_start=astart)

@@ -189,7 +189,8 @@ def release_disk(session_dir: Path) -> None:
     if mounted:
         _unmount(mount)
     if kept.exists() or (session_dir / MOUNT).exists() or (session_dir / IMAGE).exists():
-        home.mkdir(exist_ok=True)
+        with _logged(session_dir, "making the home folder"):
+            home.mkdir(exist_ok=True)
         if kept.is_dir() and not (home / "Downloads").exists():
             try:
                 kept.rename(home / "Downloads")

@@ -55,7 +55,14 @@ from docker.types import (
 
 from ..config import GatewayConfig
 from ..errors import BackendError
-from .base import PodHandle, PodRequest, SessionBackend, session_paths, viewer_limit_args
+from .base import (
+    PodHandle,
+    PodRequest,
+    SessionBackend,
+    session_paths,
+    start_step,
+    viewer_limit_args,
+)
 from .docker import LABEL_GATEWAY, LABEL_ROLE, LABEL_SESSION, gateway_label
 from .mirror import Mirror
 from .remote import AgentEndpoint, new_credentials
@@ -145,16 +152,16 @@ class SwarmBackend(SessionBackend):
         handle["secret"], handle["cert"] = creds.secret, creds.cert_pem
         egress: dict[str, str] = {}
         if request.spec.network == "egress":
-            nodes = await asyncio.to_thread(self._client.api.nodes)
+            nodes = await start_step(self._client.api.nodes)
             egress = egress_env(request.slot, self._config.egress_deny, nodes, self._config.host)
-        secret_ids = await asyncio.to_thread(self._create_secrets, sid, handle,
+        secret_ids = await start_step(self._create_secrets, sid, handle,
                                              [creds.secret, creds.bundle_pem])
-        service = await asyncio.to_thread(self._create_service, request, handle, secret_ids,
+        service = await start_step(self._create_service, request, handle, secret_ids,
                                           egress)
         handle["service_id"] = service
         logger.info("session %s: swarm service %s", sid, handle["service"])
         task = await self._wait_running(handle)
-        node = await asyncio.to_thread(self._node, task["NodeID"])
+        node = await start_step(self._node, task["NodeID"])
         handle["node_id"] = task["NodeID"]
         handle["node"] = node["Description"]["Hostname"]
         handle["host"] = (node["Spec"].get("Labels", {}).get(NODE_ADDRESS_LABEL)

@@ -402,6 +402,12 @@ class SessionManager:
         except asyncio.CancelledError:
             raise
         except Exception as e:  # noqa: BLE001 - any start failure fails the session
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                # Stopped while starting: the stopper holds the session's lock and is
+                # waiting for this task, so it finishes the session, not this task.
+                logger.warning("session %s: the cancelled start ended in: %s", sid, e)
+                raise asyncio.CancelledError from e
             hint = DOCTOR_HINT if isinstance(e, BackendError) else ""
             logger.warning("session %s: start failed: %s%s", sid, e, hint)
             self.counters["errors"] += 1

@@ -17,6 +17,7 @@ from tests.gateway_fixtures import (
     API_TOKEN,
     Gateway,
     in_process_gateway,
+    owned,
     pod_processes,
     session_ids,
     start_served_gateway,
@@ -118,6 +119,38 @@ def _leftovers(state_dir: Path, runtime: Path) -> dict[str, object]:
         if runtime.exists() else [],
         "slots": sorted(os.listdir(runtime / "slots")) if (runtime / "slots").exists() else [],
     }
+
+
+@pytest.mark.parametrize("backend", ["local", "docker"])
+async def test_a_stop_at_any_moment_of_the_start_ends_it_and_leaks_nothing(
+        request: pytest.FixtureRequest, tmp_path: Path, backend: str) -> None:
+    """A stop lands in each part of a start: making the session's disk, spawning the
+    sandboxes, waiting for the first frame. Each stop answers, and nothing is left.
+
+    A stop during the disk step once raced the still-running step (the clean-up
+    removed the disk, then the step laid out ``home`` again), and the cancelled start
+    then waited for the lock its stopper held: the stop never answered."""
+    client = request.getfixturevalue("docker_client") if backend == "docker" else None
+    runtime = tmp_path / "run"
+    async for gw in in_process_gateway(tmp_path, backend=backend, apps=("xterm",),
+                                       runtime_dir=runtime):
+        for delay in (0.0, 0.005, 0.01, 0.02, 0.035, 0.05, 0.08, 0.12, 0.2, 0.35, 0.6, 1.0):
+            created = await gw.create(resolution="640x480", enable_recording=False)
+            sid = created["session_id"]
+            await asyncio.sleep(delay)
+            async with asyncio.timeout(60):  # a deadlocked stop fails here, not at 120 s
+                stopped = await gw.stop(sid)
+            assert stopped["status"] in {"stopped", "failed"}, (delay, stopped)
+            session_dir = gw.state_dir / "sessions" / sid
+            assert not (session_dir / "disk.img").exists(), delay
+            assert not (session_dir / "disk").exists(), delay
+            assert (session_dir / "home" / "Downloads").is_dir(), delay
+            assert wait_no_pod_processes(gw.state_dir) == [], delay
+        assert _leftovers(gw.state_dir, runtime) == {
+            "processes": [], "cgroups": [], "netns": [], "mounts": [], "runtime": [],
+            "slots": []}
+        if client is not None:
+            assert owned(client, gw.state_dir) == ([], [])
 
 
 async def test_twenty_cycles_leak_nothing(tmp_path: Path) -> None:
