@@ -40,11 +40,17 @@ as_user() {
 # own uid; the files server does not).
 setpriv --reuid=10001 --regid=10002 --clear-groups --inh-caps=-all --no-new-privs -- \
   sh -c 'mkdir -m 0750 /tmp/vr-link && chmod 2750 /tmp/vr-link'
+# Both parts share the task's one CPU limit (on one machine the docker backend caps
+# them apart: --session-cpus for the app, 1.5 CPUs for the agent). A lower
+# priority for the app keeps a busy page from starving the capture and encode of
+# the frames that show it (docs/swarm.md, glass-to-glass).
+APP_NICE=(nice -n 5)
 APP_ENV=(env HOME=/tmp/user USER=user DISPLAY=:0 VR_CDP_DIR=/tmp/vr-link
          VR_FILES_SOCKET=/tmp/vr-link/files.sock
          VR_AGENT_UID="$(cat /proc/sys/kernel/overflowuid)" /opt/visual-runtime/session.sh)
 if [ -z "${VR_EGRESS:-}" ]; then
-  ( as_user 10001 unshare --user --net --map-user=10001 --map-group=10001 -- "${APP_ENV[@]}" ) \
+  ( as_user 10001 "${APP_NICE[@]}" unshare --user --net --map-user=10001 --map-group=10001 -- \
+      "${APP_ENV[@]}" ) \
     >>/tmp/logs/app.log 2>&1 &
   APP=$!
 else
@@ -57,7 +63,7 @@ else
     echo "pod: the egress network did not come up (see above)" >>/tmp/logs/agent.log
     exit 1
   fi
-  ( as_user 10001 unshare --user --net --map-root-user -- \
+  ( as_user 10001 "${APP_NICE[@]}" unshare --user --net --map-root-user -- \
       /opt/visual-runtime/pod-egress.sh sandbox "${APP_ENV[@]}" ) >>/tmp/logs/app.log 2>&1 &
   APP=$!
   if ! /opt/visual-runtime/pod-egress.sh move "$APP" >>/tmp/logs/agent.log 2>&1; then
