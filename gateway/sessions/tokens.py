@@ -14,21 +14,25 @@ from gateway.errors import StateFileError
 logger = logging.getLogger(__name__)
 
 
+def _word(nbytes: int) -> str:
+    """*nbytes* random bytes, url-safe, never starting with ``-`` or ``_``: safe as a
+    command-line argument (``--token -x...`` would read as an option) and as a file
+    name."""
+    while True:
+        word = secrets.token_urlsafe(nbytes)
+        if word[0].isalnum():
+            return word
+
+
 def new_token() -> str:
-    """A url-safe random token with 256 bits of entropy."""
-    return secrets.token_urlsafe(32)
+    """A url-safe random token with 256 bits of entropy (less the first character's
+    two excluded values); see :func:`_word`."""
+    return _word(32)
 
 
 def new_session_id() -> str:
-    """A url-safe random session id with 128 bits of entropy.
-
-    Never starts with ``-`` or ``_``, so it is safe as a command-line argument
-    and as a file name.
-    """
-    while True:
-        sid = secrets.token_urlsafe(16)
-        if sid[0].isalnum():
-            return sid
+    """A url-safe random session id with 128 bits of entropy; see :func:`_word`."""
+    return _word(16)
 
 
 def token_hash(token: str) -> str:

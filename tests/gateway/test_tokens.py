@@ -71,3 +71,18 @@ async def test_api_token_is_kept_with_mode_0600(tmp_path) -> None:  # type: igno
     assert path.stat().st_mode & 0o777 == 0o600
     again, created_again = load_or_create_api_token(path)
     assert again == token and not created_again
+
+
+def test_new_tokens_and_ids_are_safe_command_line_words() -> None:
+    """A token or id that began with "-" read as an option (``--token -x...``); one in
+    32 did. 5000 of each: none may, all are url-safe, full length and distinct."""
+    import re
+
+    from gateway.sessions.tokens import new_session_id, new_token
+
+    for make, length in ((new_token, 43), (new_session_id, 22)):
+        words = [make() for _ in range(5000)]
+        assert len(set(words)) == len(words)
+        for word in words:
+            assert re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]*", word), word
+            assert len(word) == length, word
