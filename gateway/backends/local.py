@@ -163,7 +163,7 @@ class LocalBackend(SessionBackend):
         mem = self._config.session_memory_mb * 1024 * 1024
         app_cg, agent_cg = Cgroup(f"{sid}.app"), Cgroup(f"{sid}.agent")
         await start_step(app_cg.create, mem, self._config.session_cpus,
-                                self._config.session_pids)
+                         self._config.session_pids)
         await start_step(agent_cg.create, 1024 * 1024 * 1024, 1.5, 256)
 
         spans = {"prepare": (time.monotonic() - t0) * 1000, "disk": handle.pop("disk_ms", 0.0)}

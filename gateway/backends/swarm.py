@@ -155,9 +155,8 @@ class SwarmBackend(SessionBackend):
             nodes = await start_step(self._client.api.nodes)
             egress = egress_env(request.slot, self._config.egress_deny, nodes, self._config.host)
         secret_ids = await start_step(self._create_secrets, sid, handle,
-                                             [creds.secret, creds.bundle_pem])
-        service = await start_step(self._create_service, request, handle, secret_ids,
-                                          egress)
+                                      [creds.secret, creds.bundle_pem])
+        service = await start_step(self._create_service, request, handle, secret_ids, egress)
         handle["service_id"] = service
         logger.info("session %s: swarm service %s", sid, handle["service"])
         task = await self._wait_running(handle)
